@@ -1,0 +1,277 @@
+"""Typed configuration: YAML + ``key=value`` overrides, validated against dataclasses.
+
+An unknown key is an error that names the closest valid key; a value of the wrong type is
+an error that names the key, the value and the type expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fashattr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = "ai6126"
+    root: str = "../shared/data/FashionDataset"
+    train_split: str = "train"
+    # Model selection happens on a stratified holdout carved from train_split, unless
+    # eval_split names a labeled split to use instead.
+    holdout: float = 0.1
+    holdout_seed: int = 0
+    eval_split: str | None = None
+    image_size: int = 112
+    bbox_crop: bool = False
+    bbox_margin: float = 0.1
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    cache_dir: str | None = None  # None: $FASHATTR_CACHE or ~/.cache/fashattr
+    workers: int = 0  # image decode processes; 0 = all cores
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    pretrained: bool = False  # timm's own hub loading
+    pretrained_file: str | None = None  # local .safetensors or .pth (loaded with weights_only=True)
+    drop_rate: float = 0.0  # dropout on the pooled features
+    drop_path_rate: float = 0.0
+    head_layers: int = 0  # shared fully-connected layers before the per-group heads
+    head_width: int = 512
+    head_activation: str = "relu"
+    head_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal["ce", "focal"] = "ce"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_weights: Literal["none", "inverse", "effective"] = "none"
+    effective_beta: float = 0.999
+    # Balanced softmax / logit adjustment: add tau * log(prior) to logits during training.
+    logit_adjust_tau: float = 0.0
+    group_weights: list[float] | dict[str, float] | None = None
+    pos_weight: Literal["none", "auto"] = "none"  # multi-label groups: BCE pos_weight = neg/pos
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class SchedConfig:
+    name: Literal["cosine", "step", "cosine_restarts", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    step_epochs: float = 10.0  # step: multiply lr by gamma every step_epochs
+    gamma: float = 0.1
+    restart_epochs: float = 5.0  # cosine_restarts: first cycle length
+    restart_mult: int = 1
+    onecycle_pct_start: float = 0.25
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = 0.5
+    vflip: float = 0.0
+    degrees: float = 0.0
+    translate: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    grad_clip: float = 0.0
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    early_stop_patience: int = 0  # epochs without improvement; 0 = off
+    select_metric: str = "avg_class_acc"
+    select_mode: Literal["max", "min"] = "max"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = epoch ends only
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: str = "runs"
+    name: str | None = None  # run folder name; None: derived from time and backbone
+    recipe: str | None = None  # free text: which recipe this config follows
+
+
+def _suggest(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {where + close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {where + key!r}{hint} Valid keys here: {', '.join(valid)}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (int widens to float, lists become tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _suggest(str(key), list(fields), where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}{key}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested mapping into a Config."""
+    cfg: Config = _build(Config, data or {}, "")
+    _check(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML (``lr=1e-3``, ``x=[1,2]``)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.epochs=5)")
+        value = yaml.safe_load(raw) if raw != "" else None
+        # YAML 1.1 reads 1e-3 as a string; accept it as the float a user meant.
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value) if any(c in value for c in "eE.") else value
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []))
+    except ConfigError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if cfg.data.image_size < 8:
+        raise ConfigError(f"data.image_size: {cfg.data.image_size} is too small (minimum 8)")
+    if cfg.data.eval_split is None and not 0.0 < cfg.data.holdout < 1.0:
+        raise ConfigError(f"data.holdout: {cfg.data.holdout} must be in (0, 1) when data.eval_split is null")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if cfg.model.head_layers < 0:
+        raise ConfigError(f"model.head_layers: {cfg.model.head_layers} must be >= 0")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr: {cfg.optim.lr} must be positive")

@@ -1,0 +1,1 @@
+"""Data: tables of labelled images, the image module, readers, cache and batches."""

@@ -1,0 +1,1 @@
+"""Training engine: optimizers and schedules, checkpoints, and the fit loop."""

@@ -1,0 +1,363 @@
+"""The training loop: ``fit`` -> ``train_one_epoch`` -> ``evaluate``, readable top to bottom.
+
+A run folder holds config.yaml, schema.yaml, metrics.csv, train.log, summary.json,
+best.safetensors / last.safetensors (weights) and checkpoint.pt (everything an exact
+resume needs). A run killed at any moment resumes with ``fit(resume=run_dir)`` and ends
+with the same weights and metrics, bit for bit on CPU, as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fashattr.config import Config, ConfigError, load_config, save_config
+from fashattr.data.augment import BatchAugment, normalize
+from fashattr.data.loader import BatchLoader
+from fashattr.data.prepare import load_train_eval
+from fashattr.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
+from fashattr.engine.optim import create_optimizer, create_scheduler
+from fashattr.evaluate import predict_scores
+from fashattr.losses import MultiGroupLoss, create_loss
+from fashattr.metrics import compute_metrics
+from fashattr.models import AttributeModel, create_model
+from fashattr.runtime import amp_dtype, autocast, resolve_device, use_channels_last
+from fashattr.schema import Schema
+
+log = logging.getLogger("fashattr")
+CHECKPOINT = "checkpoint.pt"
+TIMING_COLUMNS = ("epoch_s", "train_img_s")  # the only metrics.csv columns that vary between runs
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # next step within that epoch
+    loss_sum: float = 0.0  # training loss summed over the steps of this epoch so far
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    elapsed: float = 0.0  # seconds of training across all sessions of this run
+
+
+def metric_names(schema: Schema) -> list[str]:
+    """Everything ``train.select_metric`` may name."""
+    names = ["avg_class_acc", "overall_acc", "exact_match", "eval_loss"]
+    for g in schema.groups:
+        names += [f"{g.name}/acc", f"{g.name}/avg_class_acc"] + [f"{g.name}/top{k}" for k in (3,) if k < g.num_classes]
+    return names
+
+
+class Trainer:
+    """Holds what one run needs; ``run()`` trains to the end (or early stop) and returns the run folder."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        self.device = resolve_device(t.device)
+        self.amp = amp_dtype(self.device, t.amp)
+        self.channels_last = use_channels_last(self.device, t.channels_last)
+
+        self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress)
+        if t.select_metric not in metric_names(self.schema):
+            raise ConfigError(
+                f"train.select_metric {t.select_metric!r} unknown; choose from {metric_names(self.schema)}"
+            )
+        assert self.train.labels is not None and self.eval.labels is not None
+        self.loader = BatchLoader(
+            self.train.images,
+            self.train.labels,
+            t.batch_size,
+            shuffle=True,
+            seed=t.seed,
+            drop_last=True,
+            rows=self.train.rows,
+        )
+        self.model: AttributeModel = create_model(cfg.model, self.schema).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
+        self.optimizer = create_optimizer(cfg.optim, self.model)
+        self.scheduler = create_scheduler(cfg.sched, self.optimizer, len(self.loader), t.epochs)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.augment = BatchAugment(cfg.augment)
+        self.aug_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
+        self.progress = Progress()
+        if resume:
+            self._restore(load_checkpoint(run_dir / CHECKPOINT))
+        self.tb = _tensorboard(run_dir)
+
+    # ---- checkpoint state -------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        p = self.progress
+        rng = {"torch": torch.get_rng_state(), "aug": self.aug_gen.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "progress": {k: getattr(p, k) for k in Progress.__dataclass_fields__},
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.aug_gen.set_state(state["rng"]["aug"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.progress = Progress(**state["progress"])
+        log.info("resumed at epoch %d step %d", self.progress.epoch + 1, self.progress.step)
+
+    def save(self) -> None:
+        save_checkpoint(self._state(), self.run_dir / CHECKPOINT)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> Path:
+        t, p = self.cfg.train, self.progress
+        started = time.perf_counter() - p.elapsed
+        while p.epoch < t.epochs and not self._should_stop():
+            epoch_start = time.perf_counter()
+            seen = self.train_one_epoch(started)
+            evaluation = self.evaluate()
+            elapsed = time.perf_counter() - epoch_start
+            record = {
+                "epoch": p.epoch + 1,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": p.loss_sum / len(self.loader),
+                **evaluation,
+                "epoch_s": elapsed,
+                "train_img_s": seen / max(elapsed, 1e-9),
+            }
+            self._end_epoch(record)
+            p.elapsed = time.perf_counter() - started
+            self.save()
+            self._write_metrics()
+        self._finish(time.perf_counter() - started)
+        return self.run_dir
+
+    def _should_stop(self) -> bool:
+        patience = self.cfg.train.early_stop_patience
+        return patience > 0 and self.progress.bad_epochs >= patience
+
+    def train_one_epoch(self, started: float) -> int:
+        """Train from the saved step to the end of the current epoch; returns images seen."""
+        t, p, d = self.cfg.train, self.progress, self.cfg.data
+        self.model.train()
+        bar = tqdm(
+            total=len(self.loader),
+            initial=p.step,
+            disable=not t.progress,
+            mininterval=1.0,
+            unit="step",
+            desc=f"epoch {p.epoch + 1}/{t.epochs}",
+        )
+        seen, tick = 0, time.perf_counter()
+        for pixels, targets in self.loader.batches(p.epoch, start=p.step):
+            x = self.augment(normalize(pixels.to(self.device, non_blocking=True), d.mean, d.std), self.aug_gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = {g: v.to(self.device, non_blocking=True) for g, v in targets.items()}
+            with autocast(self.device, self.amp):
+                outputs = self.forward(x)
+            losses = self.loss_fn(outputs, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(losses["loss"]).backward()
+            if t.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss = float(losses["loss"])
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss} at epoch {p.epoch + 1} step {p.step}; lower optim.lr?"
+                )
+            p.loss_sum += loss
+            p.step += 1
+            seen += len(pixels)
+            bar.set_postfix(
+                loss=f"{loss:.3f}", img_s=f"{seen / max(time.perf_counter() - tick, 1e-9):.0f}", refresh=False
+            )
+            bar.update(1)
+            if t.checkpoint_every and p.step % t.checkpoint_every == 0 and p.step < len(self.loader):
+                p.elapsed = time.perf_counter() - started
+                self.save()
+        bar.close()
+        return seen
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Metrics and loss on the model-selection split."""
+        assert self.eval.labels is not None
+        d = self.cfg.data
+        scores = predict_scores(
+            self.model,
+            self.eval.pixels(),
+            d.mean,
+            d.std,
+            self.cfg.train.eval_batch_size,
+            self.device,
+            self.amp,
+            self.channels_last,
+        )
+        metrics = compute_metrics(self.schema, self.eval.labels, scores)
+        targets = {g: torch.as_tensor(v) for g, v in self.eval.labels.items()}
+        eval_loss = self.loss_fn(
+            {g: torch.as_tensor(s).to(self.device) for g, s in scores.items()},
+            {g: v.to(self.device) for g, v in targets.items()},
+        )["loss"]
+        return {"eval_loss": float(eval_loss), **metrics.summary()}
+
+    def _end_epoch(self, record: dict[str, float]) -> None:
+        t, p = self.cfg.train, self.progress
+        value = record[t.select_metric]
+        better = p.best is None or (value > p.best if t.select_mode == "max" else value < p.best)
+        p.history.append(record)
+        if better:
+            p.best, p.best_epoch, p.bad_epochs = value, p.epoch + 1, 0
+            save_weights(self.model, self.run_dir / "best.safetensors")
+        else:
+            p.bad_epochs += 1
+        save_weights(self.model, self.run_dir / "last.safetensors")
+        log.info(
+            "epoch %d/%d  train_loss %.4f  eval_loss %.4f  avg_class_acc %.4f  overall_acc %.4f"
+            "  %s %.4f%s  (%.0f img/s)",
+            p.epoch + 1,
+            t.epochs,
+            record["train_loss"],
+            record["eval_loss"],
+            record["avg_class_acc"],
+            record["overall_acc"],
+            t.select_metric,
+            value,
+            "  *best*" if better else "",
+            record["train_img_s"],
+        )
+        if self.tb is not None:
+            for k, v in record.items():
+                self.tb.add_scalar(k, v, p.epoch + 1)
+        p.epoch, p.step, p.loss_sum = p.epoch + 1, 0, 0.0
+
+    def _write_metrics(self) -> None:
+        history = self.progress.history
+        columns = list(dict.fromkeys(k for row in history for k in ["epoch", *row]))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(history)
+
+        atomic_write(self.run_dir / "metrics.csv", write)
+
+    def _finish(self, wall_s: float) -> None:
+        p = self.progress
+        best = next((r for r in p.history if r["epoch"] == p.best_epoch), {})
+        summary = {
+            "best_epoch": p.best_epoch,
+            "select_metric": self.cfg.train.select_metric,
+            "best": best,
+            "epochs_run": len(p.history),
+            "stopped_early": p.epoch < self.cfg.train.epochs,
+            "wall_s": round(wall_s, 1),
+            "device": str(self.device),
+            "parameters": sum(x.numel() for x in self.model.parameters()),
+        }
+        atomic_write(self.run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        if self.tb is not None:
+            self.tb.close()
+        log.info(
+            "done: best %s %.4f at epoch %d; run folder %s",
+            summary["select_metric"],
+            p.best or 0.0,
+            p.best_epoch,
+            self.run_dir,
+        )
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _setup_logging(run_dir: Path) -> None:
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        if getattr(h, "_fashattr", False):
+            log.removeHandler(h)
+            h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(run_dir / "train.log")
+    stream = logging.StreamHandler()
+    for h in (file_handler, stream):
+        h.setFormatter(fmt)
+        h._fashattr = True  # type: ignore[attr-defined]
+        log.addHandler(h)
+    log.propagate = False
+
+
+def new_run_dir(cfg: Config) -> Path:
+    name = cfg.name or f"{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.out_dir) / name
+    if (run_dir / CHECKPOINT).exists():
+        raise FileExistsError(
+            f"run folder {run_dir} already holds a run; resume it with --resume {run_dir} or choose another name="
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def fit(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
+    """Train a model; returns the run folder.
+
+    Args:
+        cfg: the configuration of a new run.
+        resume: a run folder to continue exactly where its last checkpoint left it
+            (its own config.yaml is used; ``cfg`` must then be None).
+    """
+    if (cfg is None) == (resume is None):
+        raise ValueError("give either a config for a new run or a run folder to resume")
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / CHECKPOINT).exists():
+            raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        assert cfg is not None
+        run_dir = new_run_dir(cfg)
+        save_config(cfg, run_dir / "config.yaml")
+    _setup_logging(run_dir)
+    trainer = Trainer(cfg, run_dir, resume=resume is not None)
+    trainer.schema.save(run_dir / "schema.yaml")
+    if resume is None:
+        np.savetxt(run_dir / "eval_rows.txt", trainer.eval.rows, fmt="%d")
+        trainer.save()  # a run killed in its first epoch can still be resumed
+    return trainer.run()

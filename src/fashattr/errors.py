@@ -1,0 +1,49 @@
+"""Typed errors that name the file, line and value at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FashattrError(Exception):
+    """Base class of every error fashattr raises on purpose."""
+
+
+class ConfigError(FashattrError, ValueError):
+    """An invalid configuration key or value."""
+
+
+class DatasetError(FashattrError):
+    """A dataset file that cannot be read as its layout says.
+
+    Args:
+        file: the file at fault.
+        message: what is wrong, including the offending value.
+        line: 1-based line number, when the fault is on one line.
+    """
+
+    def __init__(self, file: str | Path, message: str, line: int | None = None) -> None:
+        self.file = str(file)
+        self.line = line
+        self.problems: list[tuple[int | None, str]] = [(line, message)]
+        where = f"{self.file}:{line}" if line is not None else self.file
+        super().__init__(f"{where}: {message}")
+
+    @classmethod
+    def many(cls, file: str | Path, problems: list[tuple[int | None, str]], shown: int = 20) -> DatasetError:
+        """One error listing every bad line of ``file`` (the first ``shown`` in the message)."""
+        lines = [f"{file}:{ln}: {msg}" if ln is not None else f"{file}: {msg}" for ln, msg in problems[:shown]]
+        if len(problems) > shown:
+            lines.append(f"... and {len(problems) - shown} more problems in {file}")
+        err = cls(file, f"{len(problems)} problem(s)", problems[0][0])
+        err.problems = problems
+        err.args = ("\n".join(lines),)
+        return err
+
+
+class ImageError(FashattrError):
+    """An image file that cannot be decoded (missing, truncated, corrupt, too large)."""
+
+    def __init__(self, file: str | Path, message: str) -> None:
+        self.file = str(file)
+        super().__init__(f"{self.file}: {message}")

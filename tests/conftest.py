@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny datasets in the FashionDataset layout, written by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashattr.schema import AI6126_GROUPS
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionDataset"
+SIZES = [len(c) for c in AI6126_GROUPS.values()]
+# Seven clearly different colours; region g of an image shows the colour of group g's class.
+PALETTE = np.array(
+    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]],
+    dtype=np.float32,
+)
+
+
+def draw(labels: np.ndarray, rng: np.random.Generator, width: int = 40, height: int = 48) -> np.ndarray:
+    """An RGB image whose 6 regions (2 x 3 grid) show one colour per group's class, plus noise."""
+    img = rng.normal(128, 20, size=(height, width, 3)).astype(np.float32)
+    for g, c in enumerate(labels):
+        r, col = divmod(g, 2)
+        y0, x0 = r * height // 3, col * width // 2
+        img[y0 : y0 + height // 3, x0 : x0 + width // 2] = PALETTE[c] + rng.normal(0, 12, size=3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_dataset(root: Path, splits: dict[str, int], labeled: tuple[str, ...] = ("train",), seed: int = 0,
+                 bbox: bool = False) -> Path:
+    """Write a FashionDataset-layout dataset: ``splits`` maps split name -> image count."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "split").mkdir(exist_ok=True)
+    k = 0
+    for split, n in splits.items():
+        names, rows, boxes = [], [], []
+        for _ in range(n):
+            # Skewed class frequencies, like the real data; every class appears at least twice.
+            labels = np.array([rng.choice(s, p=np.arange(s, 0, -1) / (s * (s + 1) / 2)) for s in SIZES])
+            if len(rows) < 2 * max(SIZES):
+                labels = np.array([(len(rows) // 2) % s for s in SIZES])
+            name = f"img/{k:05d}.jpg"
+            Image.fromarray(draw(labels, rng)).save(root / name, quality=95)
+            names.append(name)
+            rows.append(labels)
+            boxes.append((2, 3, 38, 45))
+            k += 1
+        (root / "split" / f"{split}.txt").write_text("".join(f"{p}\n" for p in names))
+        if split in labeled:
+            (root / "split" / f"{split}_attr.txt").write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+        if bbox:
+            (root / "split" / f"{split}_bbox.txt").write_text("".join(" ".join(map(str, b)) + "\n" for b in boxes))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """160 labeled train images, 24 unlabeled val and 20 unlabeled test images."""
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "FashionDataset", {"train": 160, "val": 24, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "split" / "train.txt").exists():
+        pytest.skip(f"real FashionDataset not found at {REAL_DATA}")
+    return REAL_DATA
+
+
+def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[str]:
+    """Overrides for a fast CPU run on a tiny dataset."""
+    base = {
+        "data.root": str(data), "data.image_size": 32, "data.cache_dir": str(cache), "data.workers": 1,
+        "data.holdout": 0.25, "model.backbone": "test_resnet", "train.epochs": 2, "train.batch_size": 16,
+        "train.progress": False, "train.threads": 1, "optim.lr": 3e-3, "sched.warmup_epochs": 0, "out_dir": str(out),
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
