@@ -29,8 +29,9 @@ def draw(labels: np.ndarray, rng: np.random.Generator, width: int = 40, height: 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_dataset(root: Path, splits: dict[str, int], labeled: tuple[str, ...] = ("train",), seed: int = 0,
-                 bbox: bool = False) -> Path:
+def make_dataset(
+    root: Path, splits: dict[str, int], labeled: tuple[str, ...] = ("train",), seed: int = 0, bbox: bool = False
+) -> Path:
     """Write a FashionDataset-layout dataset: ``splits`` maps split name -> image count."""
     rng = np.random.default_rng(seed)
     (root / "img").mkdir(parents=True, exist_ok=True)
@@ -78,9 +79,19 @@ def real_data() -> Path:
 def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[str]:
     """Overrides for a fast CPU run on a tiny dataset."""
     base = {
-        "data.root": str(data), "data.image_size": 32, "data.cache_dir": str(cache), "data.workers": 1,
-        "data.holdout": 0.25, "model.backbone": "test_resnet", "train.epochs": 2, "train.batch_size": 16,
-        "train.progress": False, "train.threads": 1, "optim.lr": 3e-3, "sched.warmup_epochs": 0, "out_dir": str(out),
+        "data.root": str(data),
+        "data.image_size": 32,
+        "data.cache_dir": str(cache),
+        "data.workers": 1,
+        "data.holdout": 0.25,
+        "model.backbone": "test_resnet",
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "train.progress": False,
+        "train.threads": 1,
+        "optim.lr": 3e-3,
+        "sched.warmup_epochs": 0,
+        "out_dir": str(out),
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

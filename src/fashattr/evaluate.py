@@ -9,7 +9,7 @@ import torch
 
 from fashattr.data.augment import normalize
 from fashattr.data.loader import BatchLoader
-from fashattr.engine.checkpoint import atomic_write
+from fashattr.engine.checkpoint import atomic_write_text
 from fashattr.metrics import Metrics, compute_metrics
 from fashattr.runtime import autocast
 from fashattr.schema import Schema
@@ -69,5 +69,5 @@ def write_submission(schema: Schema, scores: dict[str, np.ndarray], path: str | 
         raise ValueError("the submission format needs single-label groups only; use JSON/CSV output")
     preds = np.stack([scores[g.name].argmax(1) for g in schema.groups], axis=1)
     text = "".join(" ".join(str(int(v)) for v in row) + "\n" for row in preds)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write_text(path, text)
     return len(preds)

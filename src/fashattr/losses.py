@@ -144,8 +144,8 @@ class MultiGroupLoss(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = {name: fn(outputs[name], targets[name]) for name, fn in self.losses.items()}
-        total = sum(self.group_weights[name] * value for name, value in parts.items())
-        return {"loss": total, **parts}  # type: ignore[dict-item]
+        total = torch.stack([self.group_weights[name] * value for name, value in parts.items()]).sum()
+        return {"loss": total, **parts}
 
 
 def create_loss(cfg: LossConfig, schema: Schema, labels: dict[str, np.ndarray] | None = None) -> MultiGroupLoss:

@@ -13,6 +13,7 @@ is left out of the averages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _ratio(num: float, den: float) -> float | None:
+def _ratio(num: Any, den: Any) -> float | None:
     return float(num / den) if den > 0 else None
 
 
@@ -188,7 +189,7 @@ def compute_metrics(schema: Schema, targets: dict[str, np.ndarray], scores: dict
         else:
             groups[g.name] = multi_label_metrics(g, t, s)
             pred = s >= 0.0  # logit 0 = probability 0.5
-            known.append((t >= 0).any(1))
+            known.append(np.asarray((t >= 0).any(1)))
             right.append(((pred == (t == 1)) | (t < 0)).all(1))
     any_known = np.logical_or.reduce(known)
     exact = _ratio(np.logical_and.reduce(right)[any_known].sum(), any_known.sum())

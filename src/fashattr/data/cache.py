@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -55,7 +56,7 @@ def _decode(job: tuple[int, str, tuple[float, float, float, float] | None, int, 
 
 
 def _jobs(table: Table, size: int, crop: bool, margin: float) -> list[tuple]:
-    boxes: Sequence = table.bboxes if (crop and table.bboxes is not None) else [None] * len(table)
+    boxes: Sequence[Any] = list(table.bboxes) if (crop and table.bboxes is not None) else [None] * len(table)
     return [
         (i, str(p), None if b is None else tuple(float(v) for v in b), size, margin)
         for i, (p, b) in enumerate(zip(table.files(), boxes, strict=True))

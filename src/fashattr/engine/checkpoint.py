@@ -37,6 +37,15 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(path, write)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Save a training state (tensors, numbers, strings, lists, dicts only: loadable with weights_only)."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -22,7 +22,8 @@ def _unknown(kind: str, name: str, names: tuple[str, ...]) -> ValueError:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and normalization weights (1-D tensors), as timm does."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -60,10 +61,10 @@ def create_scheduler(
         return with_warmup(lr_scheduler.StepLR(optimizer, step_size=step, gamma=cfg.gamma))
     if cfg.name == "cosine_restarts":
         t0 = max(1, round(cfg.restart_epochs * steps_per_epoch))
-        main = lr_scheduler.CosineAnnealingWarmRestarts(
+        restarts = lr_scheduler.CosineAnnealingWarmRestarts(
             optimizer, T_0=t0, T_mult=cfg.restart_mult, eta_min=base_lr * cfg.min_lr_ratio
         )
-        return with_warmup(main)
+        return with_warmup(restarts)
     if cfg.name == "onecycle":  # has its own warm-up phase (pct_start)
         return lr_scheduler.OneCycleLR(optimizer, max_lr=base_lr, total_steps=total, pct_start=cfg.onecycle_pct_start)
     if cfg.name == "constant":

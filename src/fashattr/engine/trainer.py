@@ -26,7 +26,7 @@ from fashattr.config import Config, ConfigError, load_config, save_config
 from fashattr.data.augment import BatchAugment, normalize
 from fashattr.data.loader import BatchLoader
 from fashattr.data.prepare import load_train_eval
-from fashattr.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
+from fashattr.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint, save_weights
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.evaluate import predict_scores
 from fashattr.losses import MultiGroupLoss, create_loss
@@ -92,7 +92,7 @@ class Trainer:
         )
         self.model: AttributeModel = create_model(cfg.model, self.schema).to(self.device)
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
@@ -192,7 +192,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            loss = float(losses["loss"])
+            loss = float(losses["loss"].detach())
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss is {loss} at epoch {p.epoch + 1} step {p.step}; lower optim.lr?"
@@ -288,7 +288,7 @@ class Trainer:
             "device": str(self.device),
             "parameters": sum(x.numel() for x in self.model.parameters()),
         }
-        atomic_write(self.run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         if self.tb is not None:
             self.tb.close()
         log.info(
@@ -308,19 +308,21 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tb"))
 
 
+_HANDLERS: list[logging.Handler] = []  # this module's own, replaced run by run
+
+
 def _setup_logging(run_dir: Path) -> None:
+    """Log to the run's train.log and to stderr (one pair of handlers at a time)."""
     log.setLevel(logging.INFO)
-    for h in list(log.handlers):
-        if getattr(h, "_fashattr", False):
-            log.removeHandler(h)
-            h.close()
+    while _HANDLERS:
+        h = _HANDLERS.pop()
+        log.removeHandler(h)
+        h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    file_handler = logging.FileHandler(run_dir / "train.log")
-    stream = logging.StreamHandler()
-    for h in (file_handler, stream):
+    for h in (logging.FileHandler(run_dir / "train.log"), logging.StreamHandler()):
         h.setFormatter(fmt)
-        h._fashattr = True  # type: ignore[attr-defined]
         log.addHandler(h)
+        _HANDLERS.append(h)
     log.propagate = False
 
 

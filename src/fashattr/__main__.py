@@ -1,0 +1,5 @@
+import sys
+
+from fashattr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""``fashattr VERB ...``: each subcommand parses its arguments, then calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fashattr.errors import FashattrError
+
+
+def _train(args: argparse.Namespace) -> None:
+    from fashattr.config import load_config
+    from fashattr.engine.trainer import fit
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise SystemExit("--resume continues a run with its own config.yaml; give no config or overrides")
+        run_dir = fit(resume=args.resume)
+    else:
+        config, overrides = args.config, list(args.overrides)
+        if config and "=" in config:  # `fashattr train key=value ...` with the defaults
+            config, overrides = None, [config, *overrides]
+        run_dir = fit(load_config(config, overrides))
+    print(f"run folder: {run_dir}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from fashattr.predictor import eval_run
+
+    metrics = eval_run(args.run, args.split, args.data, args.weights, args.device)
+    print(metrics.table())
+    print(f"\nwritten: {Path(args.run) / f'eval_{args.split}.json'} and .txt")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from fashattr.predictor import Predictor, expand_paths, predict_split, write_predictions
+
+    if bool(args.split) == bool(args.paths):
+        raise SystemExit("predict needs either --split NAME or image files/folders, not both")
+    if args.split:
+        out = args.out or "prediction.txt"
+        n = predict_split(args.run, args.split, out, args.data, args.weights, args.device)
+        print(f"wrote {n} lines to {out}")
+        return
+    out = args.out or "predictions.json"
+    predictor = Predictor.from_run(args.run, args.weights, args.device)
+    results = predictor.predict_files(expand_paths(args.paths), skip_bad=args.skip_bad)
+    write_predictions(results, predictor.schema, out)
+    print(f"wrote predictions for {len(results)} images to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashattr", description="Multi-attribute fashion classifiers.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (plus key=value overrides)")
+    p.add_argument("config", nargs="?", help="YAML config (a run's config.yaml reproduces that run)")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5 optim.lr=1e-3")
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run exactly where it stopped")
+    p.set_defaults(func=_train)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("run", help="a run folder written by `fashattr train`")
+    common.add_argument("--data", help="dataset root, if not the one in the run's config")
+    common.add_argument("--weights", default="best", choices=["best", "last"])
+    common.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
+
+    p = sub.add_parser("eval", parents=[common], help="metric table on a labeled split or the holdout")
+    p.add_argument("--split", default="holdout", help="'holdout' (the run's own) or a labeled split name")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="challenge file for a split, or JSON/CSV for images")
+    p.add_argument("paths", nargs="*", help="image files and folders")
+    p.add_argument("--split", help="write the challenge file for this split (e.g. test)")
+    p.add_argument("--out", help="output: .txt for a split (default prediction.txt); .json or .csv for images")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted and listed)")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FashattrError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,93 @@
+"""Schema and typed config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fashattr.config import ConfigError, config_to_dict, load_config, save_config
+from fashattr.errors import DatasetError
+from fashattr.schema import Group, Schema, ai6126_schema, read_attr_cloth
+
+
+def test_ai6126_schema_is_26_classes_in_file_order():
+    s = ai6126_schema()
+    assert s.names == ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
+    assert [g.num_classes for g in s.groups] == [7, 3, 3, 4, 6, 3]
+    assert s.num_classes == 26
+    assert s["neckline"].classes[2] == "square_neckline"
+
+
+def test_schema_yaml_round_trip(tmp_path: Path):
+    s = Schema((Group("color", ("red", "blue")), Group("style", ("a", "b", "c"), kind="multi")))
+    s.save(tmp_path / "schema.yaml")
+    assert Schema.load(tmp_path / "schema.yaml") == s
+
+
+def test_schema_rejects_bad_groups():
+    with pytest.raises(ValueError, match="repeats a class"):
+        Group("g", ("a", "a"))
+    with pytest.raises(ValueError, match="unknown kind"):
+        Group("g", ("a", "b"), kind="many")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="repeats a group"):
+        Schema((Group("g", ("a", "b")), Group("g", ("c", "d"))))
+
+
+def test_read_attr_cloth_matches_builtin(tmp_path: Path):
+    lines = ["26 ", "attribute_name   attribute_type"]
+    for gi, g in enumerate(ai6126_schema().groups, start=1):
+        lines += [f"{c}   {gi}" for c in g.classes]
+    (tmp_path / "list_attr_cloth.txt").write_text("\n".join(lines) + "\n")
+    assert read_attr_cloth(tmp_path / "list_attr_cloth.txt") == ai6126_schema()
+
+
+def test_read_attr_cloth_errors_name_line(tmp_path: Path):
+    f = tmp_path / "list_attr_cloth.txt"
+    f.write_text("3\nheader\na 1\nb 1\nc x\n")
+    with pytest.raises(DatasetError, match=r"list_attr_cloth.txt:5: expected 'name group', got 'c x'"):
+        read_attr_cloth(f)
+    f.write_text("4\nheader\na 1\nb 1\n")
+    with pytest.raises(DatasetError, match="count line says 4 classes but 2 follow"):
+        read_attr_cloth(f)
+
+
+def test_config_defaults_and_overrides():
+    cfg = load_config(None, ["train.epochs=3", "optim.lr=1e-3", "loss.group_weights=[0.95,0.85,0.85,0.9,1,0.9]"])
+    assert cfg.train.epochs == 3
+    assert cfg.optim.lr == 0.001
+    assert cfg.loss.group_weights == [0.95, 0.85, 0.85, 0.9, 1.0, 0.9]
+    assert cfg.augment.scale == (1.0, 1.0)
+
+
+def test_unknown_key_suggests_the_closest(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'train.epochs'\?"):
+        load_config(None, ["train.epoch=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'optim.learning_rate'"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=abc", "optim.lr: expected float, got 'abc'"),
+        ("loss.name=hinge", r"loss.name: 'hinge' is not one of \['ce', 'focal'\]"),
+        ("train.epochs=2.5", "train.epochs: expected int, got 2.5"),
+        ("augment.scale=[0.9]", "augment.scale: expected a list of 2 values"),
+        ("train.epochs=0", "at least 1"),
+        ("oops", "not key=value"),
+    ],
+)
+def test_bad_values_are_named(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_saved_config_reloads_equal(tmp_path: Path):
+    cfg = load_config(None, ["model.backbone=resnet10t", "augment.scale=[0.8,1.2]", "data.eval_split=val"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert config_to_dict(again)["augment"]["scale"] == [0.8, 1.2]
