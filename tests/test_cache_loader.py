@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from fashattr.config import AugmentConfig
-from fashattr.data.augment import BatchAugment, normalize
 from fashattr.data.cache import build_cache
 from fashattr.data.formats import create_reader
 from fashattr.data.images import load_presized
@@ -87,26 +85,42 @@ def test_loader_is_seeded_resumable_and_covers_rows():
     assert not torch.equal(other, seen + 100)
 
 
-def test_augment_per_sample_and_seeded():
-    x = normalize(
-        torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).reshape(4, 3, 8, 8).remainder(256).to(torch.uint8),
-        (0.5, 0.5, 0.5),
-        (0.25, 0.25, 0.25),
+def test_sample_weights_by_hand():
+    from fashattr.data.loader import sample_weights
+    from fashattr.schema import Group, Schema
+
+    schema = Schema((Group("g", ("a", "b")), Group("h", ("c", "d"))))
+    labels = {"g": np.array([0, 0, 0, 1]), "h": np.array([0, 1, 1, 1])}  # counts g [3, 1], h [1, 3]
+    assert sample_weights(schema, labels) == pytest.approx([1, 1 / 3, 1 / 3, 1])  # rarest class per row
+    assert sample_weights(schema, labels, group="h") == pytest.approx([1, 1 / 3, 1 / 3, 1 / 3])
+    assert sample_weights(schema, labels, power=0.5) == pytest.approx([1, 3**-0.5, 3**-0.5, 1])
+    labels["g"][1] = -1  # unknown in g: only h counts for that row
+    assert sample_weights(schema, labels)[1] == pytest.approx(1 / 3)
+
+
+def test_balanced_sampling_evens_out_classes():
+    y = np.array([0] * 90 + [1] * 10)
+    loader = BatchLoader(
+        np.zeros((100, 1, 1, 3), np.uint8), {"g": y}, 10, seed=0, weights=np.where(y == 0, 1 / 90, 1 / 10)
     )
-    aug = BatchAugment(AugmentConfig(hflip=0.5))
-    flips = set()
-    for seed in range(6):
-        y = aug(x, torch.Generator().manual_seed(seed))
-        for i in range(4):
-            if torch.equal(y[i], x[i].flip(2)):
-                flips.add((seed, i))
-            else:
-                assert torch.equal(y[i], x[i])
-    per_batch = {s for s, _ in flips}
-    assert flips and any(
-        len({i for s2, i in flips if s2 == s}) not in (0, 4) for s in per_batch
-    )  # mixed within a batch
-    affine = BatchAugment(AugmentConfig(hflip=0, degrees=20, translate=0.1, scale=(0.9, 1.1)))
-    a1 = affine(x, torch.Generator().manual_seed(0))
-    a2 = affine(x, torch.Generator().manual_seed(0))
-    assert torch.equal(a1, a2) and not torch.equal(a1, x) and torch.isfinite(a1).all()
+    drawn = torch.cat([t["g"] for e in range(20) for _, t in loader.batches(e)])
+    assert 0.4 < drawn.float().mean().item() < 0.6  # about half rare, against 0.1 when shuffling
+    assert torch.equal(loader.order(3), loader.order(3))
+
+
+def test_shards_are_disjoint_cover_all_and_resume():
+    images = np.zeros((10, 1, 1, 3), np.uint8)
+    y = np.arange(10)
+    shards = [BatchLoader(images, {"g": y}, 2, shuffle=True, seed=5, rank=r, world=3) for r in range(3)]
+    orders = [s.order(2) for s in shards]
+    assert all(len(o) == 4 for o in orders)  # ceil(10 / 3), padded by wrapping
+    merged = torch.empty(12, dtype=torch.int64)
+    for r, o in enumerate(orders):
+        merged[r::3] = o
+    assert sorted(merged[:10].tolist()) == list(range(10))  # one epoch order, split without overlap
+    assert torch.equal(merged[10:], merged[:2])  # padded by wrapping
+    full = list(shards[1].batches(2))
+    tail = list(shards[1].batches(2, start=1))
+    assert [torch.equal(a[1]["g"], b[1]["g"]) for a, b in zip(full[1:], tail, strict=True)] == [True]
+    with pytest.raises(ValueError, match="rank 3 outside world of size 3"):
+        BatchLoader(images, None, 2, rank=3, world=3)

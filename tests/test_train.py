@@ -142,13 +142,30 @@ def _train_cmd(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "fashattr", "train", *args]
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: Path, tmp_path: Path):
-    # 160 images, 25% holdout -> 120 train -> 7 steps of 16 per epoch; checkpoint every 2 steps.
+# Every source of randomness on: dropout, the balanced sampler, every augmentation, mixup/cutmix.
+FULL_RANDOM = {
+    "data.sampler": "balanced",
+    "augment.degrees": 15,
+    "augment.rrc": 0.5,
+    "augment.brightness": 0.3,
+    "augment.hue": 0.1,
+    "augment.grayscale": 0.2,
+    "augment.blur": 0.3,
+    "augment.erasing": 0.3,
+    "augment.mixup": 0.4,
+    "augment.cutmix": 1.0,
+    "augment.mix_prob": 0.7,
+}
+
+
+@pytest.mark.parametrize("extra", [{}, FULL_RANDOM], ids=["plain", "sampler+augment+mix"])
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: Path, tmp_path: Path, extra: dict):
+    # 160 images, 25% holdout -> 118 train -> 7 steps of 16 per epoch; checkpoint every 2 steps.
     over = tiny_overrides(
         tiny_data,
         cache_dir,
         tmp_path,
-        **{"train.epochs": 3, "train.checkpoint_every": 2, "augment.degrees": 15, "model.drop_rate": 0.3},
+        **{"train.epochs": 3, "train.checkpoint_every": 2, "model.drop_rate": 0.3, **extra},
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run(_train_cmd([*over, "name=whole"]), check=True, env=env, capture_output=True)
@@ -239,3 +256,20 @@ def test_readme_predictor_snippet(tiny_data: Path, cache_dir: Path, tmp_path: Pa
     r = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "sleeve" in r.stdout
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    """The GPU path's precision and memory format, exercised on CPU (same code, device chosen at run time)."""
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            tiny_data,
+            cache_dir,
+            tmp_path,
+            name="bf16",
+            **{"train.epochs": 1, "train.amp": "bf16", "train.channels_last": True},
+        ),
+    )
+    run = fit(cfg)
+    assert all(torch.isfinite(v).all() for v in weights(run).values())
+    assert float(metric_rows(run)[0]["avg_class_acc"]) > 0

@@ -37,6 +37,12 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # None: $FASHATTR_CACHE or ~/.cache/fashattr
     workers: int = 0  # image decode processes; 0 = all cores
+    # Training order: "shuffle" (each row once per epoch) or "balanced" (drawn with replacement,
+    # weight 1 / count ** balance_power of the rarest class a row carries, or of its class in
+    # balance_group). Don't stack it on a balanced loss: it over-corrects.
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    balance_group: str | None = None
+    balance_power: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,11 +95,35 @@ class SchedConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    hflip: float = 0.5
-    vflip: float = 0.0
-    degrees: float = 0.0
-    translate: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
+    """Batched training augmentations; names follow torchvision / albumentations / timm.
+
+    Probabilities are per sample; ranges are sampled per sample (mixup/cutmix: per batch).
+    """
+
+    hflip: float = 0.5  # RandomHorizontalFlip p
+    vflip: float = 0.0  # RandomVerticalFlip p
+    degrees: float = 0.0  # RandomAffine: rotation in [-degrees, degrees]
+    translate: float = 0.0  # RandomAffine: shift up to this fraction of the side
+    scale: tuple[float, float] = (1.0, 1.0)  # RandomAffine: zoom range
+    shear: float = 0.0  # RandomAffine: x-shear in [-shear, shear] degrees
+    rrc: float = 0.0  # RandomResizedCrop p
+    rrc_scale: tuple[float, float] = (0.35, 1.0)  # RandomResizedCrop: area fraction
+    rrc_ratio: tuple[float, float] = (0.75, 1.3333333)  # RandomResizedCrop: aspect ratio
+    brightness: float = 0.0  # ColorJitter: factor in [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # ColorJitter: hue rotation in [-hue, hue] turns (max 0.5)
+    jitter_p: float = 1.0  # share of samples that get the colour jitter
+    grayscale: float = 0.0  # RandomGrayscale p
+    blur: float = 0.0  # GaussianBlur p
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    erasing: float = 0.0  # RandomErasing / CoarseDropout p
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off
+    mix_prob: float = 1.0  # share of batches mixed
+    mix_switch_prob: float = 0.5  # with both on: chance of cutmix instead of mixup
 
 
 @dataclass(frozen=True)
@@ -273,5 +303,11 @@ def _check(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.model.head_layers < 0:
         raise ConfigError(f"model.head_layers: {cfg.model.head_layers} must be >= 0")
+    a = cfg.augment
+    for name in ("hflip", "vflip", "rrc", "jitter_p", "grayscale", "blur", "erasing", "mix_prob", "mix_switch_prob"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            raise ConfigError(f"augment.{name}: {getattr(a, name)} is a probability, must be in [0, 1]")
+    if not 0.0 <= a.hue <= 0.5:
+        raise ConfigError(f"augment.hue: {a.hue} must be in [0, 0.5]")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: {cfg.optim.lr} must be positive")

@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from fashattr.config import Config, ConfigError, load_config, save_config
-from fashattr.data.augment import BatchAugment, normalize
-from fashattr.data.loader import BatchLoader
+from fashattr.data.augment import BatchAugment
+from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.prepare import load_train_eval
 from fashattr.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint, save_weights
 from fashattr.engine.optim import create_optimizer, create_scheduler
@@ -81,6 +81,12 @@ class Trainer:
                 f"train.select_metric {t.select_metric!r} unknown; choose from {metric_names(self.schema)}"
             )
         assert self.train.labels is not None and self.eval.labels is not None
+        d = cfg.data
+        if d.balance_group is not None and d.balance_group not in self.schema.names:
+            raise ConfigError(f"data.balance_group {d.balance_group!r} unknown; groups are {self.schema.names}")
+        weights = None
+        if d.sampler == "balanced":
+            weights = sample_weights(self.schema, self.train.labels, d.balance_group, d.balance_power)
         self.loader = BatchLoader(
             self.train.images,
             self.train.labels,
@@ -89,6 +95,7 @@ class Trainer:
             seed=t.seed,
             drop_last=True,
             rows=self.train.rows,
+            weights=weights,
         )
         self.model: AttributeModel = create_model(cfg.model, self.schema).to(self.device)
         if self.channels_last:
@@ -98,7 +105,8 @@ class Trainer:
         self.optimizer = create_optimizer(cfg.optim, self.model)
         self.scheduler = create_scheduler(cfg.sched, self.optimizer, len(self.loader), t.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.augment = BatchAugment(cfg.augment)
+        sizes = {g.name: g.num_classes for g in self.schema.groups}
+        self.augment = BatchAugment(cfg.augment, cfg.data.mean, cfg.data.std, sizes)
         self.aug_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
         self.progress = Progress()
         if resume:
@@ -165,7 +173,7 @@ class Trainer:
 
     def train_one_epoch(self, started: float) -> int:
         """Train from the saved step to the end of the current epoch; returns images seen."""
-        t, p, d = self.cfg.train, self.progress, self.cfg.data
+        t, p = self.cfg.train, self.progress
         self.model.train()
         bar = tqdm(
             total=len(self.loader),
@@ -177,10 +185,10 @@ class Trainer:
         )
         seen, tick = 0, time.perf_counter()
         for pixels, targets in self.loader.batches(p.epoch, start=p.step):
-            x = self.augment(normalize(pixels.to(self.device, non_blocking=True), d.mean, d.std), self.aug_gen)
+            y = {g: v.to(self.device, non_blocking=True) for g, v in targets.items()}
+            x, y = self.augment(pixels.to(self.device, non_blocking=True), y, self.aug_gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = {g: v.to(self.device, non_blocking=True) for g, v in targets.items()}
             with autocast(self.device, self.amp):
                 outputs = self.forward(x)
             losses = self.loss_fn(outputs, y)
