@@ -124,3 +124,23 @@ def test_shards_are_disjoint_cover_all_and_resume():
     assert [torch.equal(a[1]["g"], b[1]["g"]) for a, b in zip(full[1:], tail, strict=True)] == [True]
     with pytest.raises(ValueError, match="rank 3 outside world of size 3"):
         BatchLoader(images, None, 2, rank=3, world=3)
+
+
+def test_prefetcher_keeps_order_raises_and_stops():
+    import threading
+
+    from fashattr.data.pipeline import Prefetcher
+
+    assert list(Prefetcher(iter(range(50)), depth=3)) == list(range(50))
+    assert list(Prefetcher(iter(range(5)), depth=0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise RuntimeError("bad batch 2")
+
+    with pytest.raises(RuntimeError, match="bad batch 2"):
+        list(Prefetcher(failing(), depth=2))
+    endless = Prefetcher(iter(range(10**9)), depth=2)
+    assert next(iter(endless)) == 0
+    endless.close()
+    assert not any(t.name == "fashattr-prefetch" for t in threading.enumerate())

@@ -133,7 +133,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     grad_clip: float = 0.0
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool | None = None  # None: on for CUDA
+    # NHWC memory format: faster here on CPU (oneDNN: resnet18 +40%) and on CUDA under AMP; the
+    # image cache is NHWC already, so batches need no transpose.
+    channels_last: bool = True
     compile: bool = False
     early_stop_patience: int = 0  # epochs without improvement; 0 = off
     select_metric: str = "avg_class_acc"
@@ -142,6 +144,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch default
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = epoch ends only
+    prefetch: int = 2  # batches prepared ahead in a background thread; 0 = prepare inline
     progress: bool = True
 
 

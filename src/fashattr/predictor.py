@@ -41,7 +41,12 @@ class Predictor:
         {'class': 'sleeveless', 'index': 2, 'prob': 0.93}
     """
 
-    def __init__(self, model: torch.nn.Module, schema: Schema, data: DataConfig, device: torch.device) -> None:
+    def __init__(
+        self, model: torch.nn.Module, schema: Schema, data: DataConfig, device: torch.device, channels_last: bool = True
+    ) -> None:
+        self.channels_last = channels_last
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
         self.schema, self.data, self.device = schema, data, device
 
@@ -58,11 +63,13 @@ class Predictor:
         model = create_model(replace(cfg.model, pretrained=False, pretrained_file=None), schema)
         model.load_state_dict(load_weights(path))
         dev = resolve_device(device)
-        return cls(model.to(dev), schema, cfg.data, dev)
+        return cls(model.to(dev), schema, cfg.data, dev, cfg.train.channels_last)
 
     def scores(self, images: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
         """Logits per group for ``(N, S, S, 3)`` uint8 images prepared by ``load_presized``."""
-        return predict_scores(self.model, images, self.data.mean, self.data.std, batch_size, self.device)
+        return predict_scores(
+            self.model, images, self.data.mean, self.data.std, batch_size, self.device, channels_last=self.channels_last
+        )
 
     def load(self, path: str | Path) -> np.ndarray:
         """One image file prepared exactly as the training images were (without a box)."""

@@ -34,7 +34,3 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     else:
         with torch.autocast(device_type=device.type, dtype=dtype):
             yield
-
-
-def use_channels_last(device: torch.device, setting: bool | None) -> bool:
-    return device.type == "cuda" if setting is None else setting

@@ -2,6 +2,8 @@
 
 Order (uint8 in, normalized float out): geometry (flip, random resized crop, affine: one
 resampling) -> colour jitter -> grayscale -> blur -> normalize -> erasing -> mixup / cutmix.
+Between geometry and normalization the batch is kept *centred* (0-255 scale minus the mean
+colour): padding is then plain zero, and normalizing is one multiply, saving whole passes.
 All randomness comes from one ``torch.Generator``, so a run is reproducible and a resumed
 run continues the same random stream.
 """
@@ -44,6 +46,11 @@ class BatchAugment:
     ) -> None:
         self.cfg, self.mean, self.std = cfg, mean, std
         self.num_classes = num_classes or {}
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    def _centre(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean colour on the 0-255 scale, shaped (1, 3, 1, 1)."""
+        return torch.tensor(self.mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
 
     # ---- random numbers, all from one generator --------------------------------------------
     @staticmethod
@@ -52,16 +59,16 @@ class BatchAugment:
 
     def __call__(self, pixels: torch.Tensor, targets: Targets, gen: torch.Generator) -> tuple[torch.Tensor, Targets]:
         c = self.cfg
-        x = pixels.float() / 255.0
-        x = self.geometry(x, gen)
+        x = self.geometry(pixels, gen)  # centred float from here on: 0-255 scale minus the mean
         if c.brightness or c.contrast or c.saturation or c.hue:
             x = self.color_jitter(x, gen)
         if c.grayscale > 0:
-            gray = self._gray(x).expand_as(x)
+            m = self._centre(x)
+            gray = self._gray(x) + (self._gray(m) - m)  # grey of the uncentred image, re-centred
             x = torch.where(self._coin(gen, x, c.grayscale), gray, x)
         if c.blur > 0:
-            x = self.gaussian_blur(x, gen)
-        x = normalize(x * 255.0, self.mean, self.std)
+            x = self.gaussian_blur(x, gen)  # linear with weights summing to 1: centring commutes
+        x = x * (1.0 / (torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255.0))
         if c.erasing > 0:
             x = self.erase(x, gen)
         if (c.mixup > 0 or c.cutmix > 0) and float(self._rand(gen, 1, device=x.device)) < c.mix_prob:
@@ -77,25 +84,43 @@ class BatchAugment:
         return (x * w).sum(1, keepdim=True)
 
     # ---- geometry: flips, random resized crop and affine in a single resampling ----------------
-    def geometry(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        c, b, dev = self.cfg, x.shape[0], x.device
-        if c.hflip > 0:
-            x = torch.where(self._coin(gen, x, c.hflip), x.flip(3), x)
-        if c.vflip > 0:
-            x = torch.where(self._coin(gen, x, c.vflip), x.flip(2), x)
+    def geometry(self, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 -> float (0-255) with flips, crop and affine applied."""
+        c, b, dev = self.cfg, pixels.shape[0], pixels.device
+        hflip = self._coin(gen, pixels, c.hflip).view(-1) if c.hflip > 0 else None
+        vflip = self._coin(gen, pixels, c.vflip).view(-1) if c.vflip > 0 else None
         uses_affine = c.degrees > 0 or c.translate > 0 or c.scale != (1.0, 1.0) or c.shear > 0
         if not (uses_affine or c.rrc > 0):
-            return x
-        # theta maps output grid coordinates (-1..1) to input coordinates, per sample.
+            # No resampling: flip the uint8 pixels (a quarter of the memory traffic of floats).
+            if hflip is not None:
+                pixels = torch.where(hflip.view(-1, 1, 1, 1), pixels.flip(3), pixels)
+            if vflip is not None:
+                pixels = torch.where(vflip.view(-1, 1, 1, 1), pixels.flip(2), pixels)
+            return pixels - self._centre(pixels)
+        # theta maps output grid coordinates (-1..1) to input coordinates, per sample; flips
+        # are sign changes of its columns, so they cost nothing on top of the resampling.
         theta = torch.eye(3, device=dev).repeat(b, 1, 1)
-        if c.rrc > 0:
-            theta = theta @ self._crop_matrix(gen, b, dev)
+        if hflip is not None:
+            theta[:, 0, 0] = torch.where(hflip, -1.0, 1.0)
+        if vflip is not None:
+            theta[:, 1, 1] = torch.where(vflip, -1.0, 1.0)
+        # output -> flip -> affine -> crop window of the input: theta = C @ A @ F
         if uses_affine:
-            theta = theta @ self._affine_matrix(gen, b, dev)
-        grid = F.affine_grid(theta[:, :2], list(x.shape), align_corners=False)
-        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
-        # Pad with the mean colour (zero after normalization), as the letterbox does.
-        return F.grid_sample(x - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
+            theta = self._affine_matrix(gen, b, dev) @ theta
+        if c.rrc > 0:
+            theta = self._crop_matrix(gen, b, dev) @ theta
+        x = pixels - self._centre(pixels)  # zero padding is then the mean colour, as in the letterbox
+        return F.grid_sample(x, self._grid(theta, x), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _grid(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``F.affine_grid`` as one batched matmul on a cached base grid (it rebuilds that grid per call)."""
+        b, _, h, w = x.shape
+        key = (h, w, x.device)
+        if key not in self._grids:
+            eye = torch.eye(3, device=x.device)[:2].unsqueeze(0)
+            base = F.affine_grid(eye, [1, 1, h, w], align_corners=False).view(1, h * w, 2)
+            self._grids[key] = torch.cat([base, torch.ones(1, h * w, 1, device=x.device)], 2)
+        return torch.bmm(self._grids[key].expand(b, -1, -1), theta[:, :2].transpose(1, 2)).view(b, h, w, 2)
 
     def _crop_matrix(self, gen: torch.Generator, b: int, dev: torch.device) -> torch.Tensor:
         c = self.cfg
@@ -128,35 +153,46 @@ class BatchAugment:
 
     # ---- colour -------------------------------------------------------------------------------
     def color_jitter(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        c, b = self.cfg, x.shape[0]
-        r = self._rand(gen, b, 4, device=x.device).view(b, 4, 1, 1)
-        out = x
-        if c.brightness:
-            out = out * (1 + (r[:, 0:1] * 2 - 1) * c.brightness)
-        if c.contrast:
-            mean = self._gray(out).mean((2, 3), keepdim=True)
-            out = (out - mean) * (1 + (r[:, 1:2] * 2 - 1) * c.contrast) + mean
-        if c.saturation:
-            gray = self._gray(out)
-            out = (out - gray) * (1 + (r[:, 2:3] * 2 - 1) * c.saturation) + gray
-        if c.hue:
-            out = self._rotate_hue(out, ((r[:, 3] * 2 - 1) * c.hue * 2 * math.pi).flatten())
-        out = out.clamp(0.0, 1.0)
-        return torch.where(self._coin(gen, x, c.jitter_p), out, x) if c.jitter_p < 1 else out
+        """Brightness, contrast, saturation and hue (in that order), composed into one per-sample
+        3x3 colour matrix plus an offset and applied in a single pass (all four are linear in
+        the pixels; only the final clamp is not), instead of four passes over the batch."""
+        c, b, dev = self.cfg, x.shape[0], x.device
+        r = self._rand(gen, b, 5, device=dev)
+        eye = torch.eye(3, device=dev, dtype=x.dtype).expand(b, 3, 3)
+        luma = torch.tensor(_LUMA, device=dev, dtype=x.dtype)
+        m = eye * (1 + (r[:, 0] * 2 - 1) * c.brightness).view(-1, 1, 1)
+        contrast = (1 + (r[:, 1] * 2 - 1) * c.contrast).view(-1, 1)
+        # contrast: x -> k x + (1 - k) * mean grey of the (brightened) image, per sample
+        centre = self._centre(x)
+        brightened = (1 + (r[:, 0] * 2 - 1) * c.brightness).view(-1, 1)
+        grey_mean = (self._gray(x).mean((2, 3)) + self._gray(centre).view(1, 1)) * brightened
+        offset = ((1 - contrast) * grey_mean).expand(b, 3)
+        m = m * contrast.view(-1, 1, 1)
+        sat = (1 + (r[:, 2] * 2 - 1) * c.saturation).view(-1, 1, 1)
+        s_mat = eye * sat + (1 - sat) * luma.view(1, 1, 3)  # x -> s x + (1 - s) grey(x)
+        h_mat = self._hue_matrix((r[:, 3] * 2 - 1) * c.hue * 2 * math.pi) if c.hue else eye
+        after = h_mat @ s_mat  # applied after brightness and contrast
+        m = after @ m
+        offset = (after @ offset.unsqueeze(2)).squeeze(2)
+        # On centred pixels: M (x + c) + o - c = M x + (M c + o - c); the bounds shift by -c too.
+        offset = offset + (m @ centre.view(1, 3, 1)).squeeze(2) - centre.view(1, 3)
+        out = torch.einsum("bij,bjhw->bihw", m, x) + offset.view(b, 3, 1, 1)
+        out = torch.clamp(out, -centre, 255.0 - centre)
+        if c.jitter_p < 1:
+            out = torch.where((r[:, 4] < c.jitter_p).view(-1, 1, 1, 1), out, x)
+        return out
 
     @staticmethod
-    def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    def _hue_matrix(angle: torch.Tensor) -> torch.Tensor:
         """Rotate chroma around the grey axis in YIQ space (a linear stand-in for an HSV hue shift)."""
         to_yiq = torch.tensor(
-            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
+            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=angle.device
         )
-        from_yiq = torch.linalg.inv(to_yiq)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        rot = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
+        rot = torch.zeros(angle.shape[0], 3, 3, device=angle.device)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        m = from_yiq @ rot @ to_yiq  # (B, 3, 3)
-        return torch.einsum("bij,bjhw->bihw", m, x)
+        return torch.linalg.inv(to_yiq) @ rot @ to_yiq
 
     def gaussian_blur(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         c, (b, ch, h, w) = self.cfg, x.shape

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from fashattr.config import Config, ConfigError, load_config, save_config
 from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
+from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
 from fashattr.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint, save_weights
 from fashattr.engine.optim import create_optimizer, create_scheduler
@@ -32,7 +33,7 @@ from fashattr.evaluate import predict_scores
 from fashattr.losses import MultiGroupLoss, create_loss
 from fashattr.metrics import compute_metrics
 from fashattr.models import AttributeModel, create_model
-from fashattr.runtime import amp_dtype, autocast, resolve_device, use_channels_last
+from fashattr.runtime import amp_dtype, autocast, resolve_device
 from fashattr.schema import Schema
 
 log = logging.getLogger("fashattr")
@@ -73,7 +74,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.device = resolve_device(t.device)
         self.amp = amp_dtype(self.device, t.amp)
-        self.channels_last = use_channels_last(self.device, t.channels_last)
+        self.channels_last = t.channels_last
 
         self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress)
         if t.select_metric not in metric_names(self.schema):
@@ -108,6 +109,7 @@ class Trainer:
         sizes = {g.name: g.num_classes for g in self.schema.groups}
         self.augment = BatchAugment(cfg.augment, cfg.data.mean, cfg.data.std, sizes)
         self.aug_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
+        self.aug_state = self.aug_gen.get_state()  # after the last batch the model consumed
         self.progress = Progress()
         if resume:
             self._restore(load_checkpoint(run_dir / CHECKPOINT))
@@ -116,7 +118,7 @@ class Trainer:
     # ---- checkpoint state -------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         p = self.progress
-        rng = {"torch": torch.get_rng_state(), "aug": self.aug_gen.get_state()}
+        rng = {"torch": torch.get_rng_state(), "aug": self.aug_state}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -135,6 +137,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.aug_gen.set_state(state["rng"]["aug"])
+        self.aug_state = state["rng"]["aug"]
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.progress = Progress(**state["progress"])
@@ -184,11 +187,10 @@ class Trainer:
             desc=f"epoch {p.epoch + 1}/{t.epochs}",
         )
         seen, tick = 0, time.perf_counter()
-        for pixels, targets in self.loader.batches(p.epoch, start=p.step):
-            y = {g: v.to(self.device, non_blocking=True) for g, v in targets.items()}
-            x, y = self.augment(pixels.to(self.device, non_blocking=True), y, self.aug_gen)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        batches = augmented_batches(
+            self.loader, self.augment, self.aug_gen, self.device, p.epoch, p.step, self.channels_last
+        )
+        for x, y, self.aug_state in Prefetcher(batches, depth=t.prefetch):
             with autocast(self.device, self.amp):
                 outputs = self.forward(x)
             losses = self.loss_fn(outputs, y)
@@ -207,7 +209,7 @@ class Trainer:
                 )
             p.loss_sum += loss
             p.step += 1
-            seen += len(pixels)
+            seen += len(x)
             bar.set_postfix(
                 loss=f"{loss:.3f}", img_s=f"{seen / max(time.perf_counter() - tick, 1e-9):.0f}", refresh=False
             )
