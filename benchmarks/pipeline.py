@@ -4,15 +4,16 @@
 (2) fashattr end to end: presized uint8 cache -> batches -> augmentation on the device -> step;
 (3) baseline: per-sample PIL decode + torchvision transforms in DataLoader workers -> step.
 
-Same model, batch size, resolution and augmentations (flip, affine, colour jitter, erasing)
-in all three. The modes take turns for ``--rounds`` rounds of ``--steps`` steps; ratios are
-the median over rounds of each round's ratio, because this shared machine drifts by 10-20%
-within a minute. Results go to ``benchmarks/results/``.
+Same model, batch size, resolution, memory format (channels_last) and augmentations in all
+three: ``--augment recipe`` is flip + affine, as the cpu_resnet18 recipe; ``heavy`` adds
+colour jitter and erasing. The modes take turns for ``--rounds`` rounds of ``--steps`` steps;
+ratios are the median over rounds of each round's ratio, because this shared machine drifts
+by 10-20% within a minute. Results go to ``benchmarks/results/``.
 
-    python benchmarks/pipeline.py --model test_resnet --size 64
-    python benchmarks/pipeline.py --model resnet18 --size 128
+    python benchmarks/pipeline.py --model test_resnet --size 64 --augment recipe
+    python benchmarks/pipeline.py --model resnet18 --size 128 --augment recipe --rounds 4 --steps 6
     python benchmarks/pipeline.py --model resnet50 --size 224 --device cuda --amp bf16
-    python benchmarks/pipeline.py --memory --size 224     # RSS of a 224 px training on all 7000 images
+    python benchmarks/pipeline.py --memory --model resnet18 --size 224   # peak RSS, all 7000 images at 224 px
 """
 
 from __future__ import annotations
@@ -41,13 +42,25 @@ from fashattr.data.loader import BatchLoader
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.losses import create_loss
 from fashattr.models import create_model
-from fashattr.runtime import autocast
+from fashattr.runtime import autocast, prefetch_depth
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionDataset"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-AUGMENT = AugmentConfig(
-    hflip=0.5, degrees=10, translate=0.05, scale=(0.9, 1.1), brightness=0.2, contrast=0.2, saturation=0.2, erasing=0.25
-)
+AUGMENTS = {
+    # the cpu_resnet18 recipe's augmentations
+    "recipe": AugmentConfig(hflip=0.5, degrees=10, translate=0.05, scale=(0.9, 1.1)),
+    # plus colour jitter and erasing
+    "heavy": AugmentConfig(
+        hflip=0.5,
+        degrees=10,
+        translate=0.05,
+        scale=(0.9, 1.1),
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+        erasing=0.25,
+    ),
+}
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
@@ -133,7 +146,8 @@ def main() -> None:
     p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     p.add_argument("--nchw", action="store_true", help="NCHW instead of the default channels_last")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--prefetch", type=int, default=2, help="fashattr: batches prepared ahead (0 = inline)")
+    p.add_argument("--prefetch", type=int, default=None, help="fashattr: batches prepared ahead (default: auto)")
+    p.add_argument("--augment", default="heavy", choices=sorted(AUGMENTS))
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--memory", action="store_true", help="cache all 7000 images and train; report peak RSS")
     p.add_argument("--data", default=str(DATA))
@@ -167,9 +181,11 @@ def main() -> None:
         return
 
     step = Step(args, schema, device)
-    augment = BatchAugment(AUGMENT, MEAN, STD, {g.name: g.num_classes for g in schema.groups})
+    augment = BatchAugment(AUGMENTS[args.augment], MEAN, STD, {g.name: g.num_classes for g in schema.groups})
     gen = torch.Generator(device).manual_seed(0)
     loader = BatchLoader(images, table.labels, args.batch, shuffle=True, drop_last=True, rows=rows)
+    depth = prefetch_depth(device, args.prefetch)
+    result["prefetch"] = depth
 
     fmt = torch.contiguous_format if args.nchw else torch.channels_last
     fixed_x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
@@ -182,9 +198,7 @@ def main() -> None:
     def fashattr_epochs() -> Iterator:
         # exactly the trainer's input path: loader -> device -> augment, prefetched in a thread
         return forever(
-            lambda e: iter(
-                Prefetcher(augmented_batches(loader, augment, gen, device, e, 0, not args.nchw), args.prefetch)
-            )
+            lambda e: iter(Prefetcher(augmented_batches(loader, augment, gen, device, e, 0, not args.nchw), depth))
         )
 
     def to_device(batch: Batch) -> Batch:
@@ -222,7 +236,7 @@ def main() -> None:
         result["fashattr_over_baseline"] = paired("fashattr", "baseline")
         result["compute_over_baseline"] = paired("compute_only", "baseline")
     result["peak_rss_mb"] = peak_rss_mb()
-    write(result, args, f"{args.model}_{args.size}_{device.type}")
+    write(result, args, f"{args.model}_{args.size}_{device.type}_{args.augment}")
 
 
 def memory_check(args: argparse.Namespace, reader, schema, device: torch.device) -> dict:
@@ -234,7 +248,7 @@ def memory_check(args: argparse.Namespace, reader, schema, device: torch.device)
             np.asarray(c[start : start + 256]).sum()
     table = reader.read("train")
     step = Step(args, schema, device)
-    augment = BatchAugment(AUGMENT, MEAN, STD, {g.name: g.num_classes for g in schema.groups})
+    augment = BatchAugment(AUGMENTS[args.augment], MEAN, STD, {g.name: g.num_classes for g in schema.groups})
     gen = torch.Generator(device).manual_seed(0)
     loader = BatchLoader(caches["train"], table.labels, args.batch, shuffle=True, drop_last=True)
     for i, (pixels, y) in enumerate(loader.batches(0)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -16,6 +17,14 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+def prefetch_depth(device: torch.device, setting: int | None) -> int:
+    """Batches to prepare ahead: the setting, or 2 where preparation has cores of its own."""
+    if setting is not None:
+        return setting
+    spare_cores = (os.cpu_count() or 1) > torch.get_num_threads()
+    return 2 if device.type == "cuda" or spare_cores else 0
 
 
 def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:

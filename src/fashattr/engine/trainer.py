@@ -33,12 +33,13 @@ from fashattr.evaluate import predict_scores
 from fashattr.losses import MultiGroupLoss, create_loss
 from fashattr.metrics import compute_metrics
 from fashattr.models import AttributeModel, create_model
-from fashattr.runtime import amp_dtype, autocast, resolve_device
+from fashattr.runtime import amp_dtype, autocast, prefetch_depth, resolve_device
 from fashattr.schema import Schema
 
 log = logging.getLogger("fashattr")
 CHECKPOINT = "checkpoint.pt"
 TIMING_COLUMNS = ("epoch_s", "train_img_s")  # the only metrics.csv columns that vary between runs
+SYNC_EVERY = 20  # steps between reading the loss back from the device (a sync that stalls CUDA)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Trainer:
         self.channels_last = t.channels_last
 
         self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress)
+        self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
         if t.select_metric not in metric_names(self.schema):
             raise ConfigError(
                 f"train.select_metric {t.select_metric!r} unknown; choose from {metric_names(self.schema)}"
@@ -187,10 +189,13 @@ class Trainer:
             desc=f"epoch {p.epoch + 1}/{t.epochs}",
         )
         seen, tick = 0, time.perf_counter()
+        pending = torch.zeros((), device=self.device)  # loss summed on the device since the last sync
+        pending_steps, loss = 0, float("nan")
         batches = augmented_batches(
             self.loader, self.augment, self.aug_gen, self.device, p.epoch, p.step, self.channels_last
         )
-        for x, y, self.aug_state in Prefetcher(batches, depth=t.prefetch):
+        for x, y, aug_state in Prefetcher(batches, depth=prefetch_depth(self.device, t.prefetch)):
+            self.aug_state = aug_state  # what a checkpoint after this batch must restore
             with autocast(self.device, self.amp):
                 outputs = self.forward(x)
             losses = self.loss_fn(outputs, y)
@@ -202,23 +207,36 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            loss = float(losses["loss"].detach())
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss} at epoch {p.epoch + 1} step {p.step}; lower optim.lr?"
-                )
-            p.loss_sum += loss
+            pending += losses["loss"].detach()
+            pending_steps += 1
             p.step += 1
             seen += len(x)
+            checkpoint = t.checkpoint_every and p.step % t.checkpoint_every == 0 and p.step < len(self.loader)
+            # Sync points depend on the step alone, so a resumed run sums exactly as an uninterrupted one.
+            if checkpoint or p.step % SYNC_EVERY == 0 or p.step == len(self.loader):
+                loss = self._flush(pending, pending_steps)
+                pending, pending_steps = torch.zeros((), device=self.device), 0
             bar.set_postfix(
                 loss=f"{loss:.3f}", img_s=f"{seen / max(time.perf_counter() - tick, 1e-9):.0f}", refresh=False
             )
             bar.update(1)
-            if t.checkpoint_every and p.step % t.checkpoint_every == 0 and p.step < len(self.loader):
+            if checkpoint:
                 p.elapsed = time.perf_counter() - started
                 self.save()
         bar.close()
         return seen
+
+    def _flush(self, pending: torch.Tensor, steps: int) -> float:
+        """Add the device-side loss sum to the epoch's; fail loudly on a non-finite loss."""
+        total = float(pending)
+        p = self.progress
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"training loss became {total} within the {steps} steps before epoch {p.epoch + 1} step {p.step}; "
+                "lower optim.lr?"
+            )
+        p.loss_sum += total
+        return total / steps
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -227,7 +245,7 @@ class Trainer:
         d = self.cfg.data
         scores = predict_scores(
             self.model,
-            self.eval.pixels(),
+            self.eval_pixels,
             d.mean,
             d.std,
             self.cfg.train.eval_batch_size,
