@@ -33,6 +33,11 @@ def metric_rows(run: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
 
 
+def train_tiny(data: Path, cache: Path, out: Path, name: str, extra: dict | None = None) -> Path:
+    """Train on the tiny dataset with the fast test settings plus ``extra`` overrides."""
+    return fit(load_config(None, tiny_overrides(data, cache, out, name=name, **(extra or {}))))
+
+
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -85,29 +90,25 @@ def test_existing_run_folder_is_not_overwritten(tiny_data: Path, cache_dir: Path
 
 @pytest.mark.parametrize("sched", ["cosine", "step", "cosine_restarts", "onecycle", "constant"])
 def test_schedulers_and_sgd_train(sched: str, tiny_data: Path, cache_dir: Path, tmp_path: Path):
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            tiny_data,
-            cache_dir,
-            tmp_path,
-            name=sched,
-            **{
-                "sched.name": sched,
-                "sched.warmup_epochs": 1,
-                "sched.step_epochs": 1,
-                "sched.restart_epochs": 1,
-                "optim.name": "sgd",
-                "optim.lr": 0.05,
-                "train.grad_clip": 1.0,
-                "loss.name": "focal",
-                "loss.class_weights": "effective",
-                "model.head_layers": 2,
-                "model.head_width": 16,
-            },
-        ),
+    run = train_tiny(
+        tiny_data,
+        cache_dir,
+        tmp_path,
+        sched,
+        {
+            "sched.name": sched,
+            "sched.warmup_epochs": 1,
+            "sched.step_epochs": 1,
+            "sched.restart_epochs": 1,
+            "optim.name": "sgd",
+            "optim.lr": 0.05,
+            "train.grad_clip": 1.0,
+            "loss.name": "focal",
+            "loss.class_weights": "effective",
+            "model.head_layers": 2,
+            "model.head_width": 16,
+        },
     )
-    run = fit(cfg)
     rows = metric_rows(run)
     assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)
 
@@ -115,22 +116,18 @@ def test_schedulers_and_sgd_train(sched: str, tiny_data: Path, cache_dir: Path, 
 def test_early_stopping(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     # Training lowers the holdout loss every early epoch, so "the highest eval loss" is epoch 1's
     # and never improves: with patience 2 the run must stop after epoch 3 of 6.
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            tiny_data,
-            cache_dir,
-            tmp_path,
-            name="es",
-            **{
-                "train.epochs": 6,
-                "train.early_stop_patience": 2,
-                "train.select_metric": "eval_loss",
-                "train.select_mode": "max",
-            },
-        ),
+    run = train_tiny(
+        tiny_data,
+        cache_dir,
+        tmp_path,
+        "es",
+        {
+            "train.epochs": 6,
+            "train.early_stop_patience": 2,
+            "train.select_metric": "eval_loss",
+            "train.select_mode": "max",
+        },
     )
-    run = fit(cfg)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] == 1
     assert summary["stopped_early"] is True and summary["epochs_run"] == 3
@@ -204,7 +201,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: 
 
 
 def test_cli_eval_and_predict(tiny_data: Path, cache_dir: Path, tmp_path: Path):
-    run = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, tmp_path, name="cli")))
+    run = train_tiny(tiny_data, cache_dir, tmp_path, "cli")
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "fashattr", *args], capture_output=True, text=True, cwd=tmp_path)
@@ -249,7 +246,7 @@ def test_cli_eval_and_predict(tiny_data: Path, cache_dir: Path, tmp_path: Path):
 
 def test_readme_predictor_snippet(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     """The README's load-and-predict snippet, run in a fresh interpreter."""
-    run = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, tmp_path, name="snip", **{"train.epochs": 1})))
+    run = train_tiny(tiny_data, cache_dir, tmp_path, "snip", {"train.epochs": 1})
     readme = (ROOT / "README.md").read_text()
     snippet = readme.split("<!-- predictor-snippet -->")[1].split("```python")[1].split("```")[0]
     snippet = snippet.replace("runs/cpu_resnet18", str(run)).replace("my_dress.jpg", str(tiny_data / "img/00003.jpg"))
@@ -260,16 +257,8 @@ def test_readme_predictor_snippet(tiny_data: Path, cache_dir: Path, tmp_path: Pa
 
 def test_bf16_autocast_and_channels_last_on_cpu(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     """The GPU path's precision and memory format, exercised on CPU (same code, device chosen at run time)."""
-    cfg = load_config(
-        None,
-        tiny_overrides(
-            tiny_data,
-            cache_dir,
-            tmp_path,
-            name="bf16",
-            **{"train.epochs": 1, "train.amp": "bf16", "train.channels_last": True},
-        ),
+    run = train_tiny(
+        tiny_data, cache_dir, tmp_path, "bf16", {"train.epochs": 1, "train.amp": "bf16", "train.channels_last": True}
     )
-    run = fit(cfg)
     assert all(torch.isfinite(v).all() for v in weights(run).values())
     assert float(metric_rows(run)[0]["avg_class_acc"]) > 0
