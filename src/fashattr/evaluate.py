@@ -10,7 +10,6 @@ import torch
 from fashattr.data.augment import normalize
 from fashattr.data.loader import BatchLoader
 from fashattr.engine.checkpoint import atomic_write_text
-from fashattr.metrics import Metrics, compute_metrics
 from fashattr.runtime import autocast
 from fashattr.schema import Schema
 
@@ -54,10 +53,6 @@ def to_probabilities(schema: Schema, scores: dict[str, np.ndarray]) -> dict[str,
         else:
             out[g.name] = 1.0 / (1.0 + np.exp(-s))
     return out
-
-
-def evaluate_scores(schema: Schema, labels: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> Metrics:
-    return compute_metrics(schema, labels, scores)
 
 
 def write_submission(schema: Schema, scores: dict[str, np.ndarray], path: str | Path) -> int:

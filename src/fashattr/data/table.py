@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,6 @@ class Table:
     labels: dict[str, np.ndarray] | None = None
     bboxes: np.ndarray | None = None
     split: str = ""
-    meta: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,7 +53,6 @@ class Table:
             labels=None if self.labels is None else {g: v[idx] for g, v in self.labels.items()},
             bboxes=None if self.bboxes is None else self.bboxes[idx],
             split=split if split is not None else self.split,
-            meta=dict(self.meta),
         )
 
     def class_counts(self, schema: Schema) -> dict[str, np.ndarray]:
