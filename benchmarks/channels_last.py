@@ -9,12 +9,12 @@ Random tensors, batch 64, AdamW; the formats alternate ``--rounds`` times so dri
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from pipeline import write  # the same results writer (this folder is on sys.path when run as a script)
 
 from fashattr.config import ModelConfig
 from fashattr.models import create_model
@@ -67,10 +67,7 @@ def main() -> None:
             statistics.median(c / n for c, n in zip(runs["channels_last"], runs["nchw"], strict=True)), 3
         ),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"channels_last_{args.model}_{args.size}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write(result, args, f"channels_last_{args.model}_{args.size}", prefix="")
 
 
 if __name__ == "__main__":

@@ -260,10 +260,11 @@ def memory_check(args: argparse.Namespace, reader, schema, device: torch.device)
     return {"cache_mb_all_splits": round(total_mb, 1), "train_steps": args.steps, "peak_rss_mb": peak_rss_mb()}
 
 
-def write(result: dict, args: argparse.Namespace, name: str) -> None:
+def write(result: dict, args: argparse.Namespace, name: str, prefix: str = "pipeline_") -> None:
+    """Save ``result`` as ``{args.out}/{prefix}{name}.json`` and print it."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"pipeline_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{prefix}{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
