@@ -37,6 +37,9 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache_dir: str | None = None  # None: $FASHATTR_CACHE or ~/.cache/fashattr
     workers: int = 0  # image decode processes; 0 = all cores
+    # An unreadable image (missing, truncated, corrupt, too large): "error" stops with its name;
+    # "skip" leaves it out, counted and listed in the log and the run folder (skipped_images.txt).
+    on_bad_image: Literal["error", "skip"] = "error"
     # Training order: "shuffle" (each row once per epoch) or "balanced" (drawn with replacement,
     # weight 1 / count ** balance_power of the rarest class a row carries, or of its class in
     # balance_group). Don't stack it on a balanced loss: it over-corrects.

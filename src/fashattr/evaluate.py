@@ -9,7 +9,7 @@ import torch
 
 from fashattr.data.augment import normalize
 from fashattr.data.loader import BatchLoader
-from fashattr.engine.checkpoint import atomic_write_text
+from fashattr.fileio import atomic_write_text
 from fashattr.runtime import autocast
 from fashattr.schema import Schema
 

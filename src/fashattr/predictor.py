@@ -20,9 +20,10 @@ import torch
 from fashattr.config import Config, DataConfig, load_config
 from fashattr.data.images import load_presized
 from fashattr.data.prepare import load_split
-from fashattr.engine.checkpoint import atomic_write_text, load_weights
+from fashattr.engine.checkpoint import load_weights
 from fashattr.errors import ImageError
 from fashattr.evaluate import predict_scores, to_probabilities, write_submission
+from fashattr.fileio import atomic_write_text
 from fashattr.metrics import Metrics, compute_metrics
 from fashattr.models import create_model
 from fashattr.runtime import resolve_device
@@ -174,7 +175,8 @@ def eval_run(
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to evaluate against; use `fashattr predict` for it")
     metrics = compute_metrics(predictor.schema, data.labels, predictor.scores(data.pixels()))
-    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(metrics.to_dict(), indent=1))
+    report = {**metrics.to_dict(), "skipped_images": data.skipped}
+    atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report, indent=1))
     atomic_write_text(run_dir / f"eval_{split}.txt", metrics.table() + "\n")
     return metrics
 
@@ -192,4 +194,11 @@ def predict_split(
     cfg = _run_data(run_dir, data_root)
     predictor = Predictor.from_run(run_dir, weights, device)
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
+    if data.skipped:  # the challenge file needs one line per listed image: nothing may be left out
+        path, why = next(iter(data.skipped.items()))
+        raise ImageError(
+            data.table.root / path,
+            f"{why} ({len(data.skipped)} unreadable in split {split!r}; a submission "
+            "needs every image, so data.on_bad_image=skip does not apply here)",
+        )
     return write_submission(predictor.schema, predictor.scores(data.pixels()), out)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from fashattr.data.images import load_presized
 from fashattr.data.table import Table
 from fashattr.errors import ImageError
+from fashattr.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when load_presized's output changes
@@ -63,6 +65,62 @@ def _jobs(table: Table, size: int, crop: bool, margin: float) -> list[tuple]:
     ]
 
 
+@dataclass
+class ImageCache:
+    """Presized pixels of a table's rows, and the rows whose image could not be decoded.
+
+    Attributes:
+        pixels: ``(N, size, size, 3)`` uint8, a read-only memmap; rows in ``bad`` are zeros.
+        bad: row index -> why its image was unreadable (empty unless built with ``on_bad="skip"``).
+    """
+
+    pixels: np.ndarray
+    bad: dict[int, str] = field(default_factory=dict)
+
+
+def cache_images(
+    table: Table,
+    size: int,
+    crop: bool = False,
+    margin: float = 0.0,
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    on_bad: str = "error",
+) -> ImageCache:
+    """Presized pixels for ``table``, decoding only on a cache miss.
+
+    Args:
+        table: rows whose images to cache.
+        size: side of the letterboxed square.
+        crop: crop to the table's boxes (plus ``margin``) first, when it has boxes.
+        cache_dir: where cache files live; default ``$FASHATTR_CACHE`` or ``~/.cache/fashattr``.
+        workers: decode processes; 0 means one per core.
+        on_bad: ``error`` raises on the first unreadable image; ``skip`` records every one in
+            ``ImageCache.bad`` (a cache hit reports them too) for the caller to count and list.
+
+    Raises:
+        ImageError: an image cannot be decoded and ``on_bad`` is ``error`` (the file is named).
+    """
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = fingerprint(table, size, crop, margin)
+    data_path, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
+    shape = (len(table), size, size, 3)
+    cached = _read_hit(data_path, meta_path, shape)
+    if cached is not None:
+        log.info("image cache hit %s (%d images at %d px)", data_path, len(table), size)
+        result = ImageCache(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), cached)
+    else:
+        result = _build(table, size, crop, margin, folder, key, shape, workers, progress, on_bad)
+    if result.bad and on_bad == "error":
+        i = min(result.bad)
+        raise ImageError(table.file(i), result.bad[i])
+    return result
+
+
 def build_cache(
     table: Table,
     size: int,
@@ -72,56 +130,72 @@ def build_cache(
     workers: int = 0,
     progress: bool = True,
 ) -> np.ndarray:
-    """Return ``(N, size, size, 3)`` uint8 pixels for ``table``, decoding only on a cache miss.
+    """``(N, size, size, 3)`` uint8 pixels for ``table``; raises ImageError on any unreadable image."""
+    return cache_images(table, size, crop, margin, cache_dir, workers, progress).pixels
 
-    Args:
-        table: rows whose images to cache.
-        size: side of the letterboxed square.
-        crop: crop to the table's boxes (plus ``margin``) first, when it has boxes.
-        cache_dir: where cache files live; default ``$FASHATTR_CACHE`` or ``~/.cache/fashattr``.
-        workers: decode processes; 0 means one per core.
 
-    Raises:
-        ImageError: an image cannot be decoded (the file is named).
-    """
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    key = fingerprint(table, size, crop, margin)
-    data_path = folder / f"{key}.u8"
-    shape = (len(table), size, size, 3)
-    if data_path.exists() and data_path.stat().st_size == int(np.prod(shape)):
-        log.info("image cache hit %s (%d images at %d px)", data_path, len(table), size)
-        return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
+def _read_hit(data_path: Path, meta_path: Path, shape: tuple[int, ...]) -> dict[int, str] | None:
+    """The bad rows of a complete cache, or None when there is no valid cache."""
+    if not (data_path.exists() and meta_path.exists() and data_path.stat().st_size == int(np.prod(shape))):
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(meta_path.read_text())["bad"].items()}
+    except (ValueError, KeyError, TypeError):
+        return None  # an older or damaged sidecar: rebuild
 
+
+def _build(
+    table: Table,
+    size: int,
+    crop: bool,
+    margin: float,
+    folder: Path,
+    key: str,
+    shape: tuple[int, ...],
+    workers: int,
+    progress: bool,
+    on_bad: str,
+) -> ImageCache:
     tmp = folder / f"{key}.u8.tmp{os.getpid()}"
     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
     jobs = _jobs(table, size, crop, margin)
     n_proc = min(workers or os.cpu_count() or 1, max(1, len(jobs) // 64))
     bar = tqdm(total=len(jobs), desc=f"decode {table.split or 'images'} @{size}px", disable=not progress, unit="img")
+    bad: dict[int, str] = {}
     try:
         if n_proc > 1:
             # spawn: safe with torch's threads in the parent; workers import only PIL + NumPy code.
             with get_context("spawn").Pool(n_proc) as pool:
-                _collect(pool.imap_unordered(_decode, jobs, chunksize=32), out, table, bar)
+                _collect(pool.imap_unordered(_decode, jobs, chunksize=32), out, table, bar, bad, on_bad)
         else:
-            _collect(map(_decode, jobs), out, table, bar)
+            _collect(map(_decode, jobs), out, table, bar, bad, on_bad)
         out.flush()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         del out
-        os.replace(tmp, data_path)  # atomic: readers see a whole cache or none
-        (folder / f"{key}.json").write_text(
-            json.dumps({"split": table.split, "root": str(table.root), "n": len(table), "size": size, "crop": crop})
-        )
+        meta = {
+            "split": table.split,
+            "root": str(table.root),
+            "n": len(table),
+            "size": size,
+            "crop": crop,
+            "bad": {str(i): why for i, why in sorted(bad.items())},
+        }
+        atomic_write_text(folder / f"{key}.json", json.dumps(meta, indent=1))  # first: a hit needs it
+        os.replace(tmp, folder / f"{key}.u8")  # atomic: readers see a whole cache or none
     finally:
         bar.close()
         tmp.unlink(missing_ok=True)
-    return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
+    return ImageCache(np.memmap(folder / f"{key}.u8", dtype=np.uint8, mode="r", shape=shape), bad)
 
 
-def _collect(results, out: np.ndarray, table: Table, bar: tqdm) -> None:
+def _collect(results, out: np.ndarray, table: Table, bar: tqdm, bad: dict[int, str], on_bad: str) -> None:
     for i, arr in results:
         if isinstance(arr, str):
-            raise ImageError(table.file(i), arr.split(": ", 1)[-1])
-        out[i] = arr
+            why = arr.split(": ", 1)[-1]
+            if on_bad == "error":
+                raise ImageError(table.file(i), why)
+            bad[i] = why
+        else:
+            out[i] = arr
         bar.update(1)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fashattr.config import DataConfig
-from fashattr.data.cache import build_cache
+from fashattr.data.cache import ImageCache, cache_images
 from fashattr.data.formats import create_reader
 from fashattr.data.table import Table, stratified_holdout
 from fashattr.schema import Schema
@@ -26,6 +26,7 @@ class Split:
     images: np.ndarray
     rows: np.ndarray
     labels: dict[str, np.ndarray] | None
+    skipped: dict[str, str] = field(default_factory=dict)  # image path -> why it was left out
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -35,10 +36,29 @@ class Split:
         return self.images[self.rows]
 
 
-def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> np.ndarray:
+def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> ImageCache:
     """Decode (or reuse) the presized pixels of ``table`` with the config's preprocessing."""
     crop = cfg.bbox_crop and table.bboxes is not None
-    return build_cache(table, cfg.image_size, crop, cfg.bbox_margin, cfg.cache_dir, cfg.workers, progress)
+    return cache_images(
+        table, cfg.image_size, crop, cfg.bbox_margin, cfg.cache_dir, cfg.workers, progress, cfg.on_bad_image
+    )
+
+
+def _split(name: str, table: Table, cache: ImageCache, rows: np.ndarray) -> Split:
+    """The rows of ``table`` in use, less those whose image was skipped as unreadable."""
+    keep = np.array([r not in cache.bad for r in rows], dtype=bool)
+    skipped = {table.paths[r]: cache.bad[r] for r in rows[~keep]}
+    if skipped:
+        log.warning(
+            "%s: skipped %d unreadable image(s) of %d (data.on_bad_image=skip): %s",
+            name,
+            len(skipped),
+            len(rows),
+            "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:10]),
+        )
+    rows = rows[keep]
+    labels = None if table.labels is None else {g: v[rows] for g, v in table.labels.items()}
+    return Split(name, table, cache.pixels, rows, labels, skipped)
 
 
 def holdout_rows(table: Table, schema: Schema, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +73,7 @@ def load_split(cfg: DataConfig, name: str, progress: bool = True) -> tuple[Schem
     rows = np.arange(len(table))
     if name == HOLDOUT:
         rows = holdout_rows(table, schema, cfg)[1]
-    images = cache_table(table, cfg, progress)
-    labels = None if table.labels is None else {g: v[rows] for g, v in table.labels.items()}
-    return schema, Split(name, table, images, rows, labels)
+    return schema, _split(name, table, cache_table(table, cfg, progress), rows)
 
 
 def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Split, Split]:
@@ -65,15 +83,16 @@ def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Spl
     table = reader.read(cfg.train_split)
     if table.labels is None:
         raise ValueError(f"train split {cfg.train_split!r} has no labels")
-    images = cache_table(table, cfg, progress)
+    cache = cache_table(table, cfg, progress)
     if cfg.eval_split is None:
+        # The holdout is drawn from every listed row, so skipping a bad image never reshuffles it.
         train_rows, eval_rows = holdout_rows(table, schema, cfg)
-        evaluation = Split(HOLDOUT, table, images, eval_rows, {g: v[eval_rows] for g, v in table.labels.items()})
+        evaluation = _split(HOLDOUT, table, cache, eval_rows)
     else:
         _, evaluation = load_split(cfg, cfg.eval_split, progress)
         if evaluation.labels is None:
             raise ValueError(f"eval split {cfg.eval_split!r} has no labels; model selection needs them")
         train_rows = np.arange(len(table))
-    train = Split(cfg.train_split, table, images, train_rows, {g: v[train_rows] for g, v in table.labels.items()})
+    train = _split(cfg.train_split, table, cache, train_rows)
     log.info("data: %d training images, %d for model selection (%s)", len(train), len(evaluation), evaluation.name)
     return schema, train, evaluation

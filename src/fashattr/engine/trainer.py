@@ -27,9 +27,10 @@ from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
-from fashattr.engine.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint, save_weights
+from fashattr.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.evaluate import predict_scores
+from fashattr.fileio import atomic_write, atomic_write_text
 from fashattr.losses import MultiGroupLoss, create_loss
 from fashattr.metrics import compute_metrics
 from fashattr.models import AttributeModel, create_model
@@ -389,5 +390,8 @@ def fit(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
     trainer.schema.save(run_dir / "schema.yaml")
     if resume is None:
         np.savetxt(run_dir / "eval_rows.txt", trainer.eval.rows, fmt="%d")
+        skipped = {**trainer.train.skipped, **trainer.eval.skipped}
+        if skipped:  # data.on_bad_image=skip: what was left out, and why
+            atomic_write_text(run_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped.items()))
         trainer.save()  # a run killed in its first epoch can still be resumed
     return trainer.run()
