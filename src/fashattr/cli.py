@@ -51,6 +51,34 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote predictions for {len(results)} images to {out}")
 
 
+def _data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from fashattr.data.check import audit, format_report, plot_distribution
+    from fashattr.fileio import atomic_write_text
+
+    report = audit(args.data, args.format, args.min_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    chart = plot_distribution(report, out / "class_distribution.png")
+    print(format_report(report))
+    print(f"\nwritten: {out / 'report.json'}" + (f" and {chart}" if chart else ""))
+    return 1 if report["errors"] else 0
+
+
+def _data_show(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from fashattr.config import load_config
+    from fashattr.data.show import show_samples
+
+    cfg = load_config(args.config)
+    cfg = replace(cfg, data=replace(cfg.data, root=args.data, format=args.format))
+    out = show_samples(cfg, args.split, args.n, args.out, args.augment, args.seed, args.size)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashattr", description="Multi-attribute fashion classifiers.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -77,6 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output: .txt for a split (default prediction.txt); .json or .csv for images")
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted and listed)")
     p.set_defaults(func=_predict)
+
+    data = sub.add_parser("data", help="look at a dataset: audit it, or draw samples").add_subparsers(
+        dest="data_verb", required=True
+    )
+    p = data.add_parser("check", help="audit: counts, distributions, missing/corrupt/small images, duplicates")
+    p.add_argument("data", help="dataset root")
+    p.add_argument("--format", default="ai6126")
+    p.add_argument("--min-size", type=int, default=32, help="flag images whose shorter side is below this")
+    p.add_argument("--out", default="data_check", help="folder for report.json and class_distribution.png")
+    p.set_defaults(func=_data_check)
+    p = data.add_parser("show", help="a grid PNG of samples with their labels (and augmentations)")
+    p.add_argument("data", help="dataset root")
+    p.add_argument("--format", default="ai6126")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", action="store_true", help="add each sample after the training augmentations")
+    p.add_argument("--config", help="take preprocessing and augmentations from this YAML config")
+    p.add_argument("--out", default="samples.png")
+    p.set_defaults(func=_data_show)
     return parser
 
 
@@ -84,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (FashattrError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

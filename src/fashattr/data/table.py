@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,9 @@ class Table:
     labels: dict[str, np.ndarray] | None = None
     bboxes: np.ndarray | None = None
     split: str = ""
+    # (line, path) of listed images that were not found; only filled when a reader was
+    # asked to allow them (the audit does), otherwise a missing image is an error.
+    missing: list[tuple[int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -67,6 +70,20 @@ class Table:
             else:
                 counts[g.name] = (y == 1).sum(axis=0)
         return counts
+
+
+def row_labels(table: Table, schema: Schema, i: int) -> dict[str, str] | None:
+    """Row ``i``'s labels as class names (multi-label: joined with |); None when unlabeled."""
+    if table.labels is None:
+        return None
+    out = {}
+    for g in schema.groups:
+        y = table.labels[g.name][i]
+        if g.kind == "single":
+            out[g.name] = g.classes[y] if y >= 0 else "?"
+        else:
+            out[g.name] = "|".join(c for c, v in zip(g.classes, y, strict=True) if v == 1)
+    return out
 
 
 def stratified_holdout(table: Table, schema: Schema, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

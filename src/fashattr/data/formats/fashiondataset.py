@@ -52,21 +52,31 @@ class FashionDatasetReader:
             if not p.stem.endswith(("_attr", "_bbox", "_cate")) and p.name != "list_attr_cloth.txt"
         )
 
-    def read(self, split: str) -> Table:
-        """Read one split; raises DatasetError naming every bad line."""
+    def read(self, split: str, allow_missing: bool = False) -> Table:
+        """Read one split; raises DatasetError naming every bad line.
+
+        With ``allow_missing``, listed images that are not on disk are left out (with their
+        label and box lines) and recorded in ``Table.missing`` instead of raising.
+        """
         list_file = self.split_dir / f"{split}.txt"
         if not list_file.exists():
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
-        paths = self._read_paths(list_file)
+        paths, missing = self._read_paths(list_file, allow_missing)
         schema = self.schema()
         attr_file = self.split_dir / f"{split}_attr.txt"
         bbox_file = self.split_dir / f"{split}_bbox.txt"
         labels = self._read_attr(attr_file, schema, len(paths)) if attr_file.exists() else None
         bboxes = self._read_bbox(bbox_file, len(paths)) if bbox_file.exists() else None
-        return Table(self.root, paths, labels, bboxes, split=split)
+        table = Table(self.root, paths, labels, bboxes, split=split)
+        if missing:
+            gone = {line - 1 for line, _ in missing}
+            table = table.subset([i for i in range(len(paths)) if i not in gone])
+            table.missing = missing
+        return table
 
-    def _read_paths(self, path: Path) -> list[str]:
+    def _read_paths(self, path: Path, allow_missing: bool = False) -> tuple[list[str], list[tuple[int, str]]]:
         problems: list[tuple[int | None, str]] = []
+        missing: list[tuple[int, str]] = []
         paths: list[str] = []
         first_line: dict[str, int] = {}
         for i, line in enumerate(_read_lines(path), start=1):
@@ -80,13 +90,16 @@ class FashionDatasetReader:
                 continue
             first_line[rel] = i
             if not (self.root / rel).is_file():
-                problems.append((i, f"listed image {rel!r} not found under {self.root}"))
+                if allow_missing:
+                    missing.append((i, rel))
+                else:
+                    problems.append((i, f"listed image {rel!r} not found under {self.root}"))
             paths.append(rel)
         if not paths and not problems:
             problems.append((None, "split file lists no images"))
         if problems:
             raise DatasetError.many(path, problems)
-        return paths
+        return paths, missing
 
     @staticmethod
     def _check_count(path: Path, lines: list[str], expected: int) -> None:

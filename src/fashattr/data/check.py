@@ -1,0 +1,207 @@
+"""Dataset audit: counts, class distributions, missing / unreadable / small images, exact
+duplicates within and across splits (leakage), and label errors with file and line.
+
+``audit()`` returns a JSON-ready report; ``errors`` counts what makes a dataset unfit to
+train on as it is (missing or unreadable images, label errors, cross-split duplicates),
+``warnings`` what deserves a look (small images, duplicates within a split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fashattr.data.formats import create_reader
+from fashattr.data.images import open_image
+from fashattr.data.table import Table, row_labels
+from fashattr.errors import DatasetError, ImageError
+from fashattr.schema import Schema
+
+log = logging.getLogger(__name__)
+
+
+def _inspect(job: tuple[str, int, str]) -> tuple[str, int, str, tuple[int, int] | None, str | None]:
+    """Worker: (split, row, path) -> (split, row, sha256 of the bytes, (width, height) or None, error)."""
+    split, row, path = job
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        img, _ = open_image(path)
+        return split, row, digest, img.size, None
+    except ImageError as e:
+        return split, row, digest, None, str(e).split(": ", 1)[-1]
+
+
+def _read_splits(reader: Any, report: dict[str, Any]) -> dict[str, Table]:
+    tables: dict[str, Table] = {}
+    for split in reader.splits():
+        try:
+            table = reader.read(split, allow_missing=True)
+        except DatasetError as e:
+            report["label_errors"] += [{"file": e.file, "line": ln, "problem": msg} for ln, msg in e.problems]
+            report["unread_splits"].append(split)
+            continue
+        tables[split] = table
+        report["missing"] += [
+            {"split": split, "file": str(reader.split_dir / f"{split}.txt"), "line": ln, "path": p}
+            for ln, p in table.missing
+        ]
+    return tables
+
+
+def _distributions(tables: dict[str, Table], schema: Schema) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for split, table in tables.items():
+        entry: dict[str, Any] = {"count": len(table) + len(table.missing), "labeled": table.labeled}
+        if table.labeled:
+            counts = table.class_counts(schema)
+            entry["class_counts"] = {
+                g.name: dict(zip(g.classes, counts[g.name].tolist(), strict=True)) for g in schema.groups
+            }
+        out[split] = entry
+    return out
+
+
+def audit(
+    root: str | Path, fmt: str = "ai6126", min_size: int = 32, workers: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Audit the dataset at ``root`` (layout ``fmt``); decodes every listed image once."""
+    reader = create_reader(fmt, root)
+    schema = reader.schema()
+    report: dict[str, Any] = {
+        "dataset": str(Path(root).resolve()),
+        "format": fmt,
+        "min_size": min_size,
+        "splits": {},
+        "missing": [],
+        "unreadable": [],
+        "small": [],
+        "duplicates_within": [],
+        "duplicates_across": [],
+        "label_errors": [],
+        "unread_splits": [],
+    }
+    tables = _read_splits(reader, report)
+    report["splits"] = _distributions(tables, schema)
+
+    jobs = [(split, i, str(t.file(i))) for split, t in tables.items() for i in range(len(t))]
+    n_proc = min(workers or os.cpu_count() or 1, max(1, len(jobs) // 64))
+    by_hash: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    with tqdm(total=len(jobs), desc="check images", disable=not progress, unit="img") as bar:
+        if n_proc > 1:
+            with get_context("spawn").Pool(n_proc) as pool:
+                results = list(_tick(pool.imap_unordered(_inspect, jobs, chunksize=32), bar))
+        else:
+            results = list(_tick(map(_inspect, jobs), bar))
+    for split, i, digest, size, error in sorted(results, key=lambda r: (r[0], r[1])):
+        path = tables[split].paths[i]
+        by_hash[digest].append((split, i))
+        if error is not None:
+            report["unreadable"].append({"split": split, "path": path, "problem": error})
+        elif size is not None and min(size) < min_size:
+            report["small"].append({"split": split, "path": path, "width": size[0], "height": size[1]})
+    for digest, where in sorted(by_hash.items(), key=lambda kv: kv[1]):
+        if len(where) < 2:
+            continue
+        images = [
+            {"split": s, "path": tables[s].paths[i], "labels": row_labels(tables[s], schema, i)} for s, i in where
+        ]
+        known = [img["labels"] for img in images if img["labels"] is not None]
+        entry = {"sha256": digest, "images": images, "conflicting_labels": any(k != known[0] for k in known)}
+        key = "duplicates_across" if len({s for s, _ in where}) > 1 else "duplicates_within"
+        report[key].append(entry)
+    report["errors"] = sum(len(report[k]) for k in ("missing", "unreadable", "label_errors", "duplicates_across"))
+    report["warnings"] = len(report["small"]) + len(report["duplicates_within"])
+    return report
+
+
+def _tick(results, bar: tqdm):
+    for r in results:
+        bar.update(1)
+        yield r
+
+
+def format_report(report: dict[str, Any], schema: Schema | None = None) -> str:
+    """A terminal summary: per-split counts, per-class table, then every finding (first 20 of each)."""
+    lines = [f"dataset {report['dataset']} ({report['format']})", ""]
+    lines.append(f"{'split':<10} {'images':>7}  labeled")
+    for split, e in report["splits"].items():
+        lines.append(f"{split:<10} {e['count']:>7}  {'yes' if e['labeled'] else 'no'}")
+    labeled = {s: e["class_counts"] for s, e in report["splits"].items() if e["labeled"]}
+    if labeled:
+        lines += ["", f"{'group':<10} {'class':<18} " + " ".join(f"{s:>8}" for s in labeled)]
+        first = next(iter(labeled.values()))
+        for group, classes in first.items():
+            for k, c in enumerate(classes):
+                shown = group if k == 0 else ""
+                lines.append(f"{shown:<10} {c:<18} " + " ".join(f"{labeled[s][group][c]:>8}" for s in labeled))
+    names = {
+        "missing": "missing files",
+        "unreadable": "unreadable, truncated or corrupt images",
+        "label_errors": "label errors",
+        "duplicates_across": "exact duplicates across splits (leakage)",
+        "duplicates_within": "exact duplicates within a split",
+        "small": f"images smaller than {report['min_size']} px",
+    }
+    lines.append("")
+    for key, title in names.items():
+        items = report[key]
+        lines.append(f"{title}: {len(items)}")
+        for item in items[:20]:
+            lines.append(f"  {_describe(key, item)}")
+        if len(items) > 20:
+            lines.append(f"  ... and {len(items) - 20} more (see the JSON report)")
+    lines += ["", f"{report['errors']} error(s), {report['warnings']} warning(s)"]
+    return "\n".join(lines)
+
+
+def _describe(key: str, item: dict[str, Any]) -> str:
+    if key == "missing":
+        return f"{item['file']}:{item['line']}: {item['path']} not found"
+    if key == "unreadable":
+        return f"{item['split']}: {item['path']}: {item['problem']}"
+    if key == "label_errors":
+        where = f"{item['file']}:{item['line']}" if item["line"] is not None else item["file"]
+        return f"{where}: {item['problem']}"
+    if key == "small":
+        return f"{item['split']}: {item['path']} is {item['width']}x{item['height']}"
+    text = ", ".join(f"{i['split']}:{i['path']}" for i in item["images"])
+    return text + ("  (labels differ)" if item["conflicting_labels"] else "")
+
+
+def plot_distribution(report: dict[str, Any], out: str | Path) -> Path | None:
+    """A PNG bar chart of class counts per group, one bar per labeled split; None if nothing is labeled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labeled = {s: e["class_counts"] for s, e in report["splits"].items() if e["labeled"]}
+    if not labeled:
+        return None
+    groups = list(next(iter(labeled.values())))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.4 * len(groups)), squeeze=False)
+    width = 0.8 / len(labeled)
+    for ax, group in zip(axes[:, 0], groups, strict=True):
+        classes = list(next(iter(labeled.values()))[group])
+        for k, (split, counts) in enumerate(labeled.items()):
+            xs = [i + k * width for i in range(len(classes))]
+            bars = ax.bar(xs, [counts[group][c] for c in classes], width, label=split)
+            ax.bar_label(bars, fontsize=7)
+        ax.set_xticks([i + width * (len(labeled) - 1) / 2 for i in range(len(classes))], classes, fontsize=8)
+        ax.set_ylabel(group)
+        ax.margins(y=0.2)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].set_title(f"class counts: {report['dataset']}", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

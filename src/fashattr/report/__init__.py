@@ -1,0 +1,1 @@
+"""Plots and reports: data in, figure out; no hidden I/O."""

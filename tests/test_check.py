@@ -1,0 +1,72 @@
+"""`fashattr data check` and `fashattr data show` on datasets written by the test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import make_dataset
+from PIL import Image
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fashattr", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_check_finds_every_kind_of_problem(tmp_path: Path):
+    data = make_dataset(tmp_path / "ds", {"train": 40, "test": 6, "extra": 4}, labeled=("train", "extra"))
+    img = data / "img"
+    (img / "00005.jpg").unlink()  # missing (train.txt line 6)
+    (img / "00007.jpg").write_bytes((img / "00008.jpg").read_bytes()[:300])  # truncated
+    shutil.copy(img / "00011.jpg", img / "00012.jpg")  # duplicate within train
+    shutil.copy(img / "00013.jpg", img / "00041.jpg")  # train image again in test: leakage
+    Image.new("RGB", (8, 20), (9, 9, 9)).save(img / "00020.jpg")  # below --min-size 16
+    attr = data / "split" / "extra_attr.txt"
+    lines = attr.read_text().splitlines()
+    lines[2] = "0 0 0 9 0 0"  # label error: extra_attr.txt line 3
+    attr.write_text("\n".join(lines) + "\n")
+
+    r = cli("data", "check", str(data), "--min-size", "16", "--out", "audit", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["splits"]["train"]["count"] == 40 and report["splits"]["test"]["count"] == 6
+    assert report["splits"]["train"]["labeled"] and not report["splits"]["test"]["labeled"]
+    assert sum(report["splits"]["train"]["class_counts"]["sleeve"].values()) == 39  # the missing row has no image
+    assert [(m["line"], m["path"]) for m in report["missing"]] == [(6, "img/00005.jpg")]
+    assert [u["path"] for u in report["unreadable"]] == ["img/00007.jpg"]
+    assert "truncated" in report["unreadable"][0]["problem"]
+    assert [(s["path"], s["width"], s["height"]) for s in report["small"]] == [("img/00020.jpg", 8, 20)]
+    within = [[i["path"] for i in d["images"]] for d in report["duplicates_within"]]
+    assert within == [["img/00011.jpg", "img/00012.jpg"]]
+    across = [[(i["split"], i["path"]) for i in d["images"]] for d in report["duplicates_across"]]
+    assert across == [[("test", "img/00041.jpg"), ("train", "img/00013.jpg")]]
+    assert report["label_errors"][0]["file"].endswith("extra_attr.txt") and report["label_errors"][0]["line"] == 3
+    assert report["unread_splits"] == ["extra"]
+    assert report["errors"] == 4 and report["warnings"] == 2  # missing, unreadable, label, leakage | small, dup
+    assert "exact duplicates across splits (leakage): 1" in r.stdout
+    assert "extra_attr.txt:3: column 4 (neckline): class 9 out of range" in r.stdout
+    with Image.open(tmp_path / "audit" / "class_distribution.png") as chart:
+        assert chart.format == "PNG" and chart.width > 500
+    assert (img / "00005.jpg").exists() is False and len(list(img.iterdir())) == 49  # nothing written to the data
+
+
+def test_check_clean_dataset_exits_zero(tmp_path: Path):
+    data = make_dataset(tmp_path / "ds", {"train": 20, "val": 5})
+    r = cli("data", "check", str(data), "--out", "audit", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 error(s), 0 warning(s)" in r.stdout
+
+
+def test_show_draws_samples_and_their_augmentations(tmp_path: Path, tiny_data: Path):
+    for args, name in ((["--augment"], "aug.png"), (["--split", "test"], "test.png")):
+        r = cli("data", "show", str(tiny_data), "--n", "6", "--size", "48", *args, "--out", name, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        with Image.open(tmp_path / name) as grid:
+            assert grid.format == "PNG"
+    with Image.open(tmp_path / "aug.png") as aug, Image.open(tmp_path / "test.png") as plain:
+        assert aug.height > 1.5 * plain.height  # a second row of augmented samples
+        assert np.asarray(aug).std() > 10  # real pixels, not a blank canvas
