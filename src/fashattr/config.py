@@ -22,8 +22,9 @@ from fashattr.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "ai6126"
+    format: str = "ai6126"  # ai6126 | csv | folder
     root: str = "../shared/data/FashionDataset"
+    reader_options: dict[str, Any] = field(default_factory=dict)  # layout-specific; see data/formats
     train_split: str = "train"
     # Model selection happens on a stratified holdout carved from train_split, unless
     # eval_split names a labeled split to use instead.

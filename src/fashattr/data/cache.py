@@ -59,8 +59,9 @@ def _decode(job: tuple[int, str, tuple[float, float, float, float] | None, int, 
 
 def _jobs(table: Table, size: int, crop: bool, margin: float) -> list[tuple]:
     boxes: Sequence[Any] = list(table.bboxes) if (crop and table.bboxes is not None) else [None] * len(table)
+    # A row without a box (NaN, e.g. an empty CSV cell) is used whole.
     return [
-        (i, str(p), None if b is None else tuple(float(v) for v in b), size, margin)
+        (i, str(p), None if b is None or np.isnan(b).any() else tuple(float(v) for v in b), size, margin)
         for i, (p, b) in enumerate(zip(table.files(), boxes, strict=True))
     ]
 

@@ -49,10 +49,7 @@ def _read_splits(reader: Any, report: dict[str, Any]) -> dict[str, Table]:
             report["unread_splits"].append(split)
             continue
         tables[split] = table
-        report["missing"] += [
-            {"split": split, "file": str(reader.split_dir / f"{split}.txt"), "line": ln, "path": p}
-            for ln, p in table.missing
-        ]
+        report["missing"] += [{"split": split, "file": f, "line": ln, "path": p} for f, ln, p in table.missing]
     return tables
 
 

@@ -67,7 +67,7 @@ def holdout_rows(table: Table, schema: Schema, cfg: DataConfig) -> tuple[np.ndar
 
 def load_split(cfg: DataConfig, name: str, progress: bool = True) -> tuple[Schema, Split]:
     """One split by name; ``holdout`` is the stratified holdout of ``train_split``."""
-    reader = create_reader(cfg.format, cfg.root)
+    reader = create_reader(cfg.format, cfg.root, cfg.reader_options)
     schema = reader.schema()
     table = reader.read(cfg.train_split if name == HOLDOUT else name)
     rows = np.arange(len(table))
@@ -78,7 +78,7 @@ def load_split(cfg: DataConfig, name: str, progress: bool = True) -> tuple[Schem
 
 def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Split, Split]:
     """The training split and the model-selection split (the holdout unless ``eval_split`` is set)."""
-    reader = create_reader(cfg.format, cfg.root)
+    reader = create_reader(cfg.format, cfg.root, cfg.reader_options)
     schema = reader.schema()
     table = reader.read(cfg.train_split)
     if table.labels is None:

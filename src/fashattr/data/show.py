@@ -21,7 +21,7 @@ def show_samples(
     """Write a grid PNG of ``n`` seeded random images of ``split`` (root and format from ``cfg.data``),
     titled with their labels; with ``augment``, each above its version after ``cfg.augment``."""
     d = cfg.data
-    reader = create_reader(d.format, d.root)
+    reader = create_reader(d.format, d.root, d.reader_options)
     schema, table = reader.schema(), reader.read(split)
     rows = np.sort(np.random.default_rng(seed).choice(len(table), size=min(n, len(table)), replace=False))
     crop = d.bbox_crop and table.bboxes is not None

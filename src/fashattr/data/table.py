@@ -30,9 +30,9 @@ class Table:
     labels: dict[str, np.ndarray] | None = None
     bboxes: np.ndarray | None = None
     split: str = ""
-    # (line, path) of listed images that were not found; only filled when a reader was
+    # (file, line, path) of listed images that were not found; only filled when a reader was
     # asked to allow them (the audit does), otherwise a missing image is an error.
-    missing: list[tuple[int, str]] = field(default_factory=list)
+    missing: list[tuple[str, int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from fashattr.data.table import Table
 from fashattr.schema import Schema
@@ -23,14 +23,31 @@ class Reader(Protocol):
     def read(self, split: str, allow_missing: bool = False) -> Table: ...
 
 
-def _fashiondataset(root: str | Path) -> Reader:
+# Readers are imported when asked for, so an unused layout costs nothing.
+def _fashiondataset(root: str | Path, options: dict[str, Any]) -> Reader:
     from fashattr.data.formats.fashiondataset import FashionDatasetReader
+    from fashattr.data.formats.generic import check_options
 
+    check_options(options, {}, "ai6126")
     return FashionDatasetReader(root)
 
 
-_READERS: dict[str, Callable[[str | Path], Reader]] = {
+def _csv(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.generic import CsvReader
+
+    return CsvReader(root, options)
+
+
+def _folder(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.generic import FolderReader
+
+    return FolderReader(root, options)
+
+
+_READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "ai6126": _fashiondataset,
+    "csv": _csv,
+    "folder": _folder,
 }
 
 
@@ -38,14 +55,14 @@ def reader_names() -> list[str]:
     return sorted(_READERS)
 
 
-def create_reader(name: str, root: str | Path) -> Reader:
-    """The reader for layout ``name`` over the dataset at ``root``.
+def create_reader(name: str, root: str | Path, options: dict[str, Any] | None = None) -> Reader:
+    """The reader for layout ``name`` over the dataset at ``root``, with layout-specific ``options``.
 
     Raises:
-        ValueError: unknown layout name (close matches are suggested).
+        ValueError: unknown layout name or option (close matches are suggested).
     """
     if name not in _READERS:
         close = difflib.get_close_matches(name, _READERS, n=3)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown dataset format {name!r}{hint} Choose from {reader_names()}")
-    return _READERS[name](root)
+    return _READERS[name](root, options or {})

@@ -69,14 +69,14 @@ class FashionDatasetReader:
         bboxes = self._read_bbox(bbox_file, len(paths)) if bbox_file.exists() else None
         table = Table(self.root, paths, labels, bboxes, split=split)
         if missing:
-            gone = {line - 1 for line, _ in missing}
+            gone = {line - 1 for _, line, _ in missing}
             table = table.subset([i for i in range(len(paths)) if i not in gone])
             table.missing = missing
         return table
 
-    def _read_paths(self, path: Path, allow_missing: bool = False) -> tuple[list[str], list[tuple[int, str]]]:
+    def _read_paths(self, path: Path, allow_missing: bool = False) -> tuple[list[str], list[tuple[str, int, str]]]:
         problems: list[tuple[int | None, str]] = []
-        missing: list[tuple[int, str]] = []
+        missing: list[tuple[str, int, str]] = []
         paths: list[str] = []
         first_line: dict[str, int] = {}
         for i, line in enumerate(_read_lines(path), start=1):
@@ -91,7 +91,7 @@ class FashionDatasetReader:
             first_line[rel] = i
             if not (self.root / rel).is_file():
                 if allow_missing:
-                    missing.append((i, rel))
+                    missing.append((str(path), i, rel))
                 else:
                     problems.append((i, f"listed image {rel!r} not found under {self.root}"))
             paths.append(rel)
