@@ -22,7 +22,7 @@ from fashattr.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "ai6126"  # ai6126 | csv | folder
+    format: str = "ai6126"  # ai6126 | csv | fashionhow | folder
     root: str = "../shared/data/FashionDataset"
     reader_options: dict[str, Any] = field(default_factory=dict)  # layout-specific; see data/formats
     train_split: str = "train"
@@ -60,6 +60,9 @@ class ModelConfig:
     head_width: int = 512
     head_activation: str = "relu"
     head_dropout: float = 0.0
+    # Budget on the saved weights, in MB of 10^6 bytes (FASHION-HOW allows 25): a model over it
+    # is rejected before training starts.
+    max_mb: float | None = None
 
 
 @dataclass(frozen=True)

@@ -101,4 +101,16 @@ def create_model(cfg: ModelConfig, schema: Schema) -> AttributeModel:
     )
     if cfg.pretrained_file:
         _load_backbone_file(backbone, cfg.pretrained_file)
-    return AttributeModel(backbone, schema, cfg)
+    model = AttributeModel(backbone, schema, cfg)
+    if cfg.max_mb is not None and weights_mb(model) > cfg.max_mb:
+        n = sum(p.numel() for p in model.parameters())
+        raise ValueError(
+            f"model {cfg.backbone!r} (head_layers={cfg.head_layers}) has {n / 1e6:.2f} M parameters = "
+            f"{weights_mb(model):.1f} MB of saved weights, over the budget model.max_mb = {cfg.max_mb:g} MB"
+        )
+    return model
+
+
+def weights_mb(model: nn.Module) -> float:
+    """Size of the model's saved weights (parameters and buffers, as stored) in MB of 10^6 bytes."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6

@@ -44,9 +44,16 @@ def _folder(root: str | Path, options: dict[str, Any]) -> Reader:
     return FolderReader(root, options)
 
 
+def _fashionhow(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.fashionhow import FashionHowReader
+
+    return FashionHowReader(root, options)
+
+
 _READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "ai6126": _fashiondataset,
     "csv": _csv,
+    "fashionhow": _fashionhow,
     "folder": _folder,
 }
 
