@@ -22,7 +22,7 @@ from fashattr.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "ai6126"  # ai6126 | csv | fashionhow | folder
+    format: str = "ai6126"  # ai6126 | csv | deepfashion-fine | fashionhow | folder
     root: str = "../shared/data/FashionDataset"
     reader_options: dict[str, Any] = field(default_factory=dict)  # layout-specific; see data/formats
     train_split: str = "train"

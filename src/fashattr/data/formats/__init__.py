@@ -44,6 +44,14 @@ def _folder(root: str | Path, options: dict[str, Any]) -> Reader:
     return FolderReader(root, options)
 
 
+def _deepfashion_fine(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.deepfashion_fine import DeepFashionFineReader
+    from fashattr.data.formats.generic import check_options
+
+    check_options(options, {}, "deepfashion-fine")
+    return DeepFashionFineReader(root)
+
+
 def _fashionhow(root: str | Path, options: dict[str, Any]) -> Reader:
     from fashattr.data.formats.fashionhow import FashionHowReader
 
@@ -53,6 +61,7 @@ def _fashionhow(root: str | Path, options: dict[str, Any]) -> Reader:
 _READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "ai6126": _fashiondataset,
     "csv": _csv,
+    "deepfashion-fine": _deepfashion_fine,
     "fashionhow": _fashionhow,
     "folder": _folder,
 }

@@ -49,7 +49,7 @@ class FashionDatasetReader:
         return sorted(
             p.stem
             for p in self.split_dir.glob("*.txt")
-            if not p.stem.endswith(("_attr", "_bbox", "_cate")) and p.name != "list_attr_cloth.txt"
+            if not p.stem.endswith(("_attr", "_bbox", "_cate")) and not p.name.startswith("list_")
         )
 
     def read(self, split: str, allow_missing: bool = False) -> Table:
@@ -62,10 +62,8 @@ class FashionDatasetReader:
         if not list_file.exists():
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
         paths, missing = self._read_paths(list_file, allow_missing)
-        schema = self.schema()
-        attr_file = self.split_dir / f"{split}_attr.txt"
+        labels = self._labels(split, len(paths), self.schema())
         bbox_file = self.split_dir / f"{split}_bbox.txt"
-        labels = self._read_attr(attr_file, schema, len(paths)) if attr_file.exists() else None
         bboxes = self._read_bbox(bbox_file, len(paths)) if bbox_file.exists() else None
         table = Table(self.root, paths, labels, bboxes, split=split)
         if missing:
@@ -73,6 +71,11 @@ class FashionDatasetReader:
             table = table.subset([i for i in range(len(paths)) if i not in gone])
             table.missing = missing
         return table
+
+    def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:
+        """Labels of a split's ``n`` rows, or None when it is unlabeled (overridden by variants)."""
+        attr_file = self.split_dir / f"{split}_attr.txt"
+        return self._read_attr(attr_file, schema, n) if attr_file.exists() else None
 
     def _read_paths(self, path: Path, allow_missing: bool = False) -> tuple[list[str], list[tuple[str, int, str]]]:
         problems: list[tuple[int | None, str]] = []
