@@ -14,11 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	rm -rf runs/demo
-	$(PY) -m fashattr train configs/recipes/cpu_quick.yaml name=demo
-	$(PY) -m fashattr eval runs/demo --split holdout
-	$(PY) -m fashattr predict runs/demo --split test --out runs/demo/prediction.txt
-	$(PY) -m fashattr predict runs/demo --split val --out runs/demo/val_prediction.txt
+	$(PY) -m fashattr demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
