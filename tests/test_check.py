@@ -70,3 +70,27 @@ def test_show_draws_samples_and_their_augmentations(tmp_path: Path, tiny_data: P
     with Image.open(tmp_path / "aug.png") as aug, Image.open(tmp_path / "test.png") as plain:
         assert aug.height > 1.5 * plain.height  # a second row of augmented samples
         assert np.asarray(aug).std() > 10  # real pixels, not a blank canvas
+
+
+def test_check_a_csv_dataset_with_reader_options(tmp_path: Path):
+    (tmp_path / "pics").mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (40, 40), (ord(name), 0, 0)).save(tmp_path / "pics" / f"{name}.png")
+    (tmp_path / "t.csv").write_text("file,colour\npics/a.png,red\npics/b.png,blue\npics/c.png,red\n")
+    r = cli(
+        "data",
+        "check",
+        str(tmp_path / "t.csv"),
+        "--format",
+        "csv",
+        "--option",
+        "path_column=file",
+        "--out",
+        "audit",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["splits"]["train"]["class_counts"]["colour"] == {"blue": 1, "red": 2}
+    r = cli("data", "check", str(tmp_path / "t.csv"), "--format", "csv", "--option", "path_col=file", cwd=tmp_path)
+    assert r.returncode == 2 and "did you mean 'path_column'" in r.stderr

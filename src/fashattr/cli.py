@@ -51,13 +51,26 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote predictions for {len(results)} images to {out}")
 
 
+def _reader_options(items: list[str]) -> dict:
+    """``--option key=value`` pairs (values parsed as YAML) into reader options."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r} is not key=value (e.g. --option path_column=file)")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
 def _data_check(args: argparse.Namespace) -> int:
     import json
 
     from fashattr.data.check import audit, format_report, plot_distribution
     from fashattr.fileio import atomic_write_text
 
-    report = audit(args.data, args.format, args.min_size)
+    report = audit(args.data, args.format, args.min_size, options=_reader_options(args.option))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
@@ -74,7 +87,8 @@ def _data_show(args: argparse.Namespace) -> None:
     from fashattr.data.show import show_samples
 
     cfg = load_config(args.config)
-    cfg = replace(cfg, data=replace(cfg.data, root=args.data, format=args.format))
+    options = _reader_options(args.option) or cfg.data.reader_options
+    cfg = replace(cfg, data=replace(cfg.data, root=args.data, format=args.format, reader_options=options))
     out = show_samples(cfg, args.split, args.n, args.out, args.augment, args.seed, args.size)
     print(f"wrote {out}")
 
@@ -170,12 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("check", help="audit: counts, distributions, missing/corrupt/small images, duplicates")
     p.add_argument("data", help="dataset root")
     p.add_argument("--format", default="ai6126")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reader option (repeatable)")
     p.add_argument("--min-size", type=int, default=32, help="flag images whose shorter side is below this")
     p.add_argument("--out", default="data_check", help="folder for report.json and class_distribution.png")
     p.set_defaults(func=_data_check)
     p = data.add_parser("show", help="a grid PNG of samples with their labels (and augmentations)")
     p.add_argument("data", help="dataset root")
     p.add_argument("--format", default="ai6126")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reader option (repeatable)")
     p.add_argument("--split", default="train")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--size", type=int, default=128)

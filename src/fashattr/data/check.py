@@ -67,10 +67,15 @@ def _distributions(tables: dict[str, Table], schema: Schema) -> dict[str, Any]:
 
 
 def audit(
-    root: str | Path, fmt: str = "ai6126", min_size: int = 32, workers: int = 0, progress: bool = True
+    root: str | Path,
+    fmt: str = "ai6126",
+    min_size: int = 32,
+    workers: int = 0,
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Audit the dataset at ``root`` (layout ``fmt``); decodes every listed image once."""
-    reader = create_reader(fmt, root)
+    """Audit the dataset at ``root`` (layout ``fmt``, reader ``options``); decodes every listed image once."""
+    reader = create_reader(fmt, root, options)
     schema = reader.schema()
     report: dict[str, Any] = {
         "dataset": str(Path(root).resolve()),

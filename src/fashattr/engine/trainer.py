@@ -218,7 +218,9 @@ class Trainer:
                 loss = self._flush(pending, pending_steps)
                 pending, pending_steps = torch.zeros((), device=self.device), 0
             bar.set_postfix(
-                loss=f"{loss:.3f}", img_s=f"{seen / max(time.perf_counter() - tick, 1e-9):.0f}", refresh=False
+                loss="-" if math.isnan(loss) else f"{loss:.3f}",
+                img_s=f"{seen / max(time.perf_counter() - tick, 1e-9):.0f}",
+                refresh=False,
             )
             bar.update(1)
             if checkpoint:
