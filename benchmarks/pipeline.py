@@ -36,7 +36,7 @@ from baseline_loader import baseline_loader
 
 from fashattr.config import AugmentConfig, LossConfig, ModelConfig
 from fashattr.data.augment import BatchAugment
-from fashattr.data.cache import build_cache
+from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
 from fashattr.data.loader import BatchLoader
 from fashattr.data.pipeline import Prefetcher, augmented_batches
@@ -160,7 +160,7 @@ def main() -> None:
     assert table.labels is not None
 
     t0 = time.perf_counter()
-    images = build_cache(table, args.size, cache_dir=args.cache_dir)
+    images = cache_images(table, args.size, cache_dir=args.cache_dir).pixels
     cache_s = time.perf_counter() - t0
     cache_mb = images.nbytes / 2**20
     rows = np.arange(len(table))
@@ -241,7 +241,9 @@ def main() -> None:
 
 def memory_check(args: argparse.Namespace, reader, schema, device: torch.device) -> dict:
     """Cache all splits (7000 images), read every cached row once, train a few steps: peak RSS."""
-    caches = {s: build_cache(reader.read(s), args.size, cache_dir=args.cache_dir) for s in ("train", "val", "test")}
+    caches = {
+        s: cache_images(reader.read(s), args.size, cache_dir=args.cache_dir).pixels for s in ("train", "val", "test")
+    }
     total_mb = sum(c.nbytes for c in caches.values()) / 2**20
     for c in caches.values():  # touch every page, as an epoch over all of them would
         for start in range(0, len(c), 256):

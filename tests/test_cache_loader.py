@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashattr.data.cache import build_cache
+from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
 from fashattr.data.images import load_presized
 from fashattr.data.loader import BatchLoader
@@ -18,22 +18,22 @@ from fashattr.errors import ImageError
 
 def test_cache_matches_direct_decode_and_is_reused(tiny_data: Path, tmp_path: Path):
     table = create_reader("ai6126", tiny_data).read("val")
-    a = build_cache(table, 24, cache_dir=tmp_path, workers=1, progress=False)
+    a = cache_images(table, 24, cache_dir=tmp_path, workers=1, progress=False).pixels
     assert a.shape == (24, 24, 24, 3) and a.dtype == np.uint8
     assert np.array_equal(a[5], load_presized(table.file(5), 24))
     files = sorted(tmp_path.glob("*.u8"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
-    b = build_cache(table, 24, cache_dir=tmp_path, workers=1, progress=False)
+    b = cache_images(table, 24, cache_dir=tmp_path, workers=1, progress=False).pixels
     assert np.array_equal(a, b) and files[0].stat().st_mtime_ns == mtime  # hit: not rewritten
-    build_cache(table, 16, cache_dir=tmp_path, workers=1, progress=False)
+    cache_images(table, 16, cache_dir=tmp_path, workers=1, progress=False)
     assert len(list(tmp_path.glob("*.u8"))) == 2  # another size is another cache
 
 
 def test_parallel_build_equals_serial(tiny_data: Path, tmp_path: Path):
     table = create_reader("ai6126", tiny_data).read("train")
-    serial = build_cache(table, 20, cache_dir=tmp_path / "s", workers=1, progress=False)
-    parallel = build_cache(table, 20, cache_dir=tmp_path / "p", workers=2, progress=False)
+    serial = cache_images(table, 20, cache_dir=tmp_path / "s", workers=1, progress=False).pixels
+    parallel = cache_images(table, 20, cache_dir=tmp_path / "p", workers=2, progress=False).pixels
     assert np.array_equal(serial, parallel)
 
 
@@ -42,12 +42,12 @@ def test_stale_cache_is_rebuilt(tmp_path: Path):
 
     root = make_dataset(tmp_path / "d", {"val": 3})
     table = create_reader("ai6126", root).read("val")
-    first = np.array(build_cache(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False))
+    first = np.array(cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False).pixels)
     from PIL import Image
 
     Image.new("RGB", (40, 48), (0, 0, 0)).save(table.file(1))
     os.utime(table.file(1), ns=(1, 1))  # a different mtime, even on coarse clocks
-    second = build_cache(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
+    second = cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False).pixels
     assert np.array_equal(second[0], first[0]) and not np.array_equal(second[1], first[1])
     assert second[1].max() < 130  # letterbox pad (<=124) and black
 
@@ -59,7 +59,7 @@ def test_bad_image_in_cache_names_the_file(tmp_path: Path):
     (root / "img" / "00002.jpg").write_bytes(b"not a jpeg")
     table = create_reader("ai6126", root).read("val")
     with pytest.raises(ImageError, match=r"00002.jpg: not an image"):
-        build_cache(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
+        cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
     assert not list((tmp_path / "c").glob("*.u8*"))  # no half-written cache left
 
 

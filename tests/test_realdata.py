@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fashattr.config import load_config
-from fashattr.data.cache import build_cache
+from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
 from fashattr.engine.trainer import fit
 from fashattr.predictor import eval_run, predict_split
@@ -34,7 +34,7 @@ def test_splits_labels_and_every_image_decodes(real_data: Path, real_cache: Path
     assert counts["neckline"][2] == 19 and counts["fabric"][4] == 48 and counts["fabric"][2] == 3399
     assert sum(c.sum() for c in counts.values()) == 6 * 5000
     for split, table in tables.items():  # decodes all 7000 images (raises naming any bad file)
-        pixels = build_cache(table, 48, cache_dir=real_cache, workers=2, progress=False)
+        pixels = cache_images(table, 48, cache_dir=real_cache, workers=2, progress=False).pixels
         assert pixels.shape == (len(table), 48, 48, 3), split
         assert 40 < float(pixels[::50].mean()) < 250
 

@@ -122,19 +122,6 @@ def cache_images(
     return result
 
 
-def build_cache(
-    table: Table,
-    size: int,
-    crop: bool = False,
-    margin: float = 0.0,
-    cache_dir: str | Path | None = None,
-    workers: int = 0,
-    progress: bool = True,
-) -> np.ndarray:
-    """``(N, size, size, 3)`` uint8 pixels for ``table``; raises ImageError on any unreadable image."""
-    return cache_images(table, size, crop, margin, cache_dir, workers, progress).pixels
-
-
 def _read_hit(data_path: Path, meta_path: Path, shape: tuple[int, ...]) -> dict[int, str] | None:
     """The bad rows of a complete cache, or None when there is no valid cache."""
     if not (data_path.exists() and meta_path.exists() and data_path.stat().st_size == int(np.prod(shape))):
