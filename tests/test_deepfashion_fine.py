@@ -72,3 +72,10 @@ def test_trains_on_multi_hot_groups_and_category(fine: Path, cache_dir: Path, tm
     run = fit(load_config(None, over))
     best = json.loads((run / "summary.json").read_text())["best"]
     assert {"category/acc", "pattern/acc", "fit/avg_class_acc"} <= set(best)
+
+
+@pytest.mark.parametrize("text", ["", "three\nname type\nBlouse 1\n", "2\nname type\nBlouse 1\n"])
+def test_bad_category_list_is_named(fine: Path, text: str):
+    (fine / "split" / "list_category_cloth.txt").write_text(text)
+    with pytest.raises(DatasetError, match=r"list_category_cloth.txt"):
+        create_reader("deepfashion-fine", fine).schema()

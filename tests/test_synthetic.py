@@ -91,3 +91,14 @@ def test_synthetic_garments_are_learnable(tmp_path: Path, cache_dir: Path):
     assert metrics.avg_class_acc > 0.6, summary["best"]
     assert metrics.overall_acc > 0.7
     assert all(g.avg_class_acc is not None and g.avg_class_acc > MAJORITY for g in metrics.groups.values())
+
+
+def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path: Path):
+    mine = tmp_path / "my_project"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    r = subprocess.run(
+        [sys.executable, "-m", "fashattr", "demo", "--out", str(mine), "--n", "20"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "is not a demo folder" in r.stderr
+    assert (mine / "thesis.tex").read_text() == "precious"

@@ -112,7 +112,11 @@ def _demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     out = Path(args.out)
     if out.exists():
-        shutil.rmtree(out)  # the demo's own folder: a fresh run each time
+        # Only ever replace a folder the demo wrote itself: a user's folder passed as --out is kept.
+        own = {"data", "run"}
+        if not out.is_dir() or not {p.name for p in out.iterdir()} <= own:
+            raise FileExistsError(f"{out} exists and is not a demo folder (only data/ and run/); choose another --out")
+        shutil.rmtree(out)
     data = synthesize(out / "data", args.n, 96, args.seed)
     print(f"[1/4] drew {args.n} synthetic garments into {data} ({time.perf_counter() - start:.0f} s)")
     cfg = load_config(args.config, [f"data.root={data}", f"out_dir={out}", "name=run", *args.overrides])

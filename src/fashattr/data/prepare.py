@@ -46,7 +46,7 @@ def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> ImageCa
 
 def _split(name: str, table: Table, cache: ImageCache, rows: np.ndarray) -> Split:
     """The rows of ``table`` in use, less those whose image was skipped as unreadable."""
-    keep = np.array([r not in cache.bad for r in rows], dtype=bool)
+    keep = ~np.isin(rows, list(cache.bad))
     skipped = {table.paths[r]: cache.bad[r] for r in rows[~keep]}
     if skipped:
         log.warning(

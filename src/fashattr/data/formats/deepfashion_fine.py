@@ -43,9 +43,12 @@ class DeepFashionFineReader(FashionDatasetReader):
         if not path.exists():
             return tuple(str(k) for k in range(1, 51))  # DeepFashion's 50 category ids
         lines = _read_lines(path)
+        count = lines[0].split()[0] if lines and lines[0].split() else ""
+        if len(lines) < 2 or not count.isdigit():
+            raise DatasetError(path, f"expected a count line and a header line, got {lines[:2]}", 1)
         names = tuple(ln.split()[0] for ln in lines[2:] if ln.strip())
-        if len(lines) < 2 or not lines[0].split() or int(lines[0].split()[0]) != len(names):
-            raise DatasetError(path, f"count line says {lines[0].split()[:1]} categories but {len(names)} follow", 1)
+        if int(count) != len(names):
+            raise DatasetError(path, f"count line says {count} categories but {len(names)} follow", 1)
         return names
 
     def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:

@@ -40,30 +40,18 @@ class FashionHowReader:
         for f in self.files.values():
             if not f.is_file():
                 raise DatasetError(f, "split CSV not found")
+        base = {"path_column": "image_name", "split_column": "", "bbox_columns": BBOX, "image_root": str(self.root)}
+        self.readers = {name: CsvReader(f, base) for name, f in self.files.items()}  # each file read once
         self._schema = self._common_schema(opt["classes"])
-        self.readers = {
-            name: CsvReader(
-                f,
-                {
-                    "path_column": "image_name",
-                    "split_column": "",
-                    "bbox_columns": BBOX,
-                    "classes": {g.name: list(g.classes) for g in self._schema.groups},
-                    "image_root": str(self.root),
-                },
-            )
-            for name, f in self.files.items()
-        }
+        for reader in self.readers.values():
+            reader.set_classes({g.name: list(g.classes) for g in self._schema.groups})
 
     def _common_schema(self, names: dict[str, list[str]]) -> Schema:
         """One schema for every split: class count = the largest index seen in any split + 1
         (or the challenge's fixed count, or the given names)."""
         largest: dict[str, int] = {}
-        for f in self.files.values():
-            plain = CsvReader(
-                f, {"path_column": "image_name", "split_column": "", "bbox_columns": BBOX, "image_root": str(self.root)}
-            )
-            for g in plain.schema().groups:
+        for reader in self.readers.values():
+            for g in reader.schema().groups:
                 largest[g.name] = max(largest.get(g.name, 0), g.num_classes)
         groups = []
         for name, n in largest.items():

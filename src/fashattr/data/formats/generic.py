@@ -132,6 +132,11 @@ class CsvReader:
     def schema(self) -> Schema:
         return self._schema
 
+    def set_classes(self, classes: dict[str, list[str]]) -> None:
+        """Fix the class names (and order) of groups, e.g. to share one schema across files."""
+        self.opt = {**self.opt, "classes": {**self.opt["classes"], **classes}}
+        self._schema = self._infer_schema()
+
     def splits(self) -> list[str]:
         col = self.opt["split_column"]
         if col not in self.columns:
