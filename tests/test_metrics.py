@@ -86,3 +86,59 @@ def test_multi_label_group():
     assert g.recall == [pytest.approx(0.5), pytest.approx(1.0), None]  # w has no positive
     assert g.accuracy == pytest.approx(3 / 5)  # 5 known entries, 3 right
     assert m.exact_match == 0.0
+
+
+def test_top_5_only_where_the_group_is_larger():
+    schema = Schema((Group("big", tuple("abcdefg")), Group("small", ("x", "y", "z", "w"))))
+    big = np.tile(np.arange(7, 0, -1, dtype=float), (2, 1))  # ranking a b c d e f g
+    t = {"big": np.array([4, 5]), "small": np.array([0, 3])}  # e ranks 5th, f 6th
+    m = compute_metrics(schema, t, {"big": big, "small": one_hot_scores([0, 0], 4)})
+    assert m.groups["big"].topk == {3: 0.0, 5: pytest.approx(0.5)}
+    assert set(m.groups["small"].topk) == {3}
+    assert "big/top5" in m.summary() and "small/top5" not in m.summary()
+
+
+def test_multi_label_top_k_recall_and_average_precision_by_hand():
+    schema = Schema((Group("m", ("a", "b", "c", "d", "e", "f"), kind="multi"), Group("n", ("p", "q"), kind="multi")))
+    #            a    b    c    d    e    f
+    s = np.array(
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # top3 a b c
+            [0.1, 0.2, 0.3, 0.9, 0.8, 0.7],  # top3 d e f
+            [0.6, 0.1, 0.2, 0.3, 0.4, 0.5],  # top3 a f e
+        ]
+    )
+    t = np.array(
+        [
+            [1, 0, 0, 1, 0, 0],
+            [1, 0, 0, 1, 0, -1],
+            [0, 1, 0, 0, 0, 1],
+        ]
+    )
+    # top-3 recall per class with positives: a 1/2 (row 0 yes, row 1 no), b 0/1, d 1/2, f 1/1
+    # -> mean (0.5 + 0 + 0.5 + 1) / 4; top-5 drops only the lowest score: a misses in row 1
+    # (.1 is last), b in row 2 -> a 1/2, b 0/1, d 2/2, f 1/1
+    # AP a: scores known .9 .1 .6 -> ranked rows 0 (pos), 2 (neg), 1 (pos): (1/1 + 2/3) / 2
+    # AP b: .8 .2 .1 -> rows 0 (neg), 1 (neg), 2 (pos): 1/3
+    # AP d: .6 .9 .3 -> rows 1 (pos), 0 (pos), 2: (1 + 1) / 2 = 1
+    # AP f: row 1 unknown; .4 .5 -> row 2 (pos), row 0: 1
+    n_scores = np.array([[1.0, -1.0], [1.0, -1.0], [1.0, -1.0]])
+    n_t = np.array([[1, 0], [0, 1], [1, 0]])
+    m = compute_metrics(schema, {"m": t, "n": n_t}, {"m": s, "n": n_scores})
+    g = m.groups["m"]
+    assert g.topk == {3: pytest.approx((0.5 + 0 + 0.5 + 1) / 4), 5: pytest.approx((0.5 + 0 + 1 + 1) / 4)}
+    assert g.ap == [pytest.approx((1 + 2 / 3) / 2), pytest.approx(1 / 3), None, 1.0, None, 1.0]
+    assert g.mean_ap == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3 + 1 + 1) / 4)
+    # group n has 2 classes: no top-k, but an AP (p: rows 0 and 2 positive among three ties
+    # kept in row order -> 1, 2/3 ... precision at ranks 1 and 3: (1 + 2/3) / 2; q: rank 2 -> 1/2)
+    assert m.groups["n"].topk == {}
+    assert m.groups["n"].ap == [pytest.approx((1 + 2 / 3) / 2), pytest.approx(1 / 2)]
+    # all attributes at once: 8 classes, top-3 over the row's 8 scores
+    # row 0: n.p=1.0 first, then a .9, b .8 -> top3 {p, a, b}; row 1: p 1.0, d .9, e .8;
+    # row 2: p 1.0, a .6, f .5
+    # positives: a rows 0,1 -> 1/2; b row 2 -> 0; d rows 0,1 -> 1/2; f row 2 -> 1; p rows 0,2 -> 1; q row 1 -> 0
+    assert m.attributes_topk[3] == pytest.approx((0.5 + 0 + 0.5 + 1 + 1 + 0) / 6)
+    summary = m.summary()
+    assert summary["m/top3_recall"] == g.topk[3] and summary["m/mAP"] == g.mean_ap
+    assert "attributes/top5_recall" in summary and "attributes/mAP" in summary
+    assert "top3_recall" in m.table() and "mAP" in m.table()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -30,13 +31,13 @@ class DatasetError(FashattrError):
         super().__init__(f"{where}: {message}")
 
     @classmethod
-    def many(cls, file: str | Path, problems: list[tuple[int | None, str]], shown: int = 20) -> DatasetError:
+    def many(cls, file: str | Path, problems: Sequence[tuple[int | None, str]], shown: int = 20) -> DatasetError:
         """One error listing every bad line of ``file`` (the first ``shown`` in the message)."""
         lines = [f"{file}:{ln}: {msg}" if ln is not None else f"{file}: {msg}" for ln, msg in problems[:shown]]
         if len(problems) > shown:
             lines.append(f"... and {len(problems) - shown} more problems in {file}")
         err = cls(file, f"{len(problems)} problem(s)", problems[0][0])
-        err.problems = problems
+        err.problems = list(problems)
         err.args = ("\n".join(lines),)
         return err
 

@@ -4,7 +4,12 @@
   recall); the mean over all classes present in the labels (the challenge's later metric);
 - overall accuracy: the mean of the group accuracies (the earlier metric);
 - exact match: the share of images with every known group right;
-- per class precision / recall / support, top-k accuracy and a confusion matrix per group.
+- per class precision / recall / support, top-k accuracy and a confusion matrix per group;
+- for multi-label groups, as the DeepFashion attribute benchmark reports them: top-k recall
+  (per image, the k highest-scoring classes of the group count as predicted; per class, the
+  share of its positive images that have it in their top k; then the mean over classes with
+  positives, as mmfashion computes it) and mean average precision (per class, images with a
+  known label ranked by score; the mean over classes with positives).
 
 A class with no labelled images is reported as absent (``None``), never as 0 or NaN, and
 is left out of the averages.
@@ -19,6 +24,8 @@ import numpy as np
 
 from fashattr.schema import Group, Schema
 
+TOP_K = (3, 5)  # reported where k < the group's number of classes (top-1 is the accuracy)
+
 
 @dataclass
 class GroupMetrics:
@@ -31,8 +38,10 @@ class GroupMetrics:
     precision: list[float | None]  # per class; None = never predicted
     support: list[int]
     predicted: list[int]
+    # single: top-k accuracy; multi: top-k recall (see the module docstring)
     topk: dict[int, float] = field(default_factory=dict)
     confusion: np.ndarray | None = None  # (C, C): rows = true class, columns = predicted
+    ap: list[float | None] | None = None  # multi: average precision per class (None = no positives)
 
     @property
     def present_recalls(self) -> list[float]:
@@ -47,11 +56,29 @@ class GroupMetrics:
     def absent(self) -> list[str]:
         return [c for c, r in zip(self.classes, self.recall, strict=True) if r is None]
 
+    @property
+    def mean_ap(self) -> float | None:
+        present = [a for a in self.ap or [] if a is not None]
+        return float(np.mean(present)) if present else None
+
+    @property
+    def topk_name(self) -> str:
+        """Summary-key suffix of this group's top-k numbers: ``top3`` or ``top3_recall``."""
+        return "top{k}" if self.kind == "single" else "top{k}_recall"
+
 
 @dataclass
 class Metrics:
     groups: dict[str, GroupMetrics]
     exact_match: float | None
+    # over every multi-label class of every group at once (the benchmark's "all" column);
+    # only when there are at least two multi-label groups
+    attributes_topk: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def attributes_map(self) -> float | None:
+        aps = [a for g in self.groups.values() for a in g.ap or [] if a is not None]
+        return float(np.mean(aps)) if aps and len(self.attributes_topk) else None
 
     @property
     def avg_class_acc(self) -> float | None:
@@ -74,7 +101,12 @@ class Metrics:
             out[f"{name}/acc"] = g.accuracy
             out[f"{name}/avg_class_acc"] = g.avg_class_acc
             for k, v in g.topk.items():
-                out[f"{name}/top{k}"] = v
+                out[f"{name}/{g.topk_name.format(k=k)}"] = v
+            if g.kind == "multi":
+                out[f"{name}/mAP"] = g.mean_ap
+        for k, v in self.attributes_topk.items():
+            out[f"attributes/top{k}_recall"] = v
+        out["attributes/mAP"] = self.attributes_map
         return {k: float(v) for k, v in out.items() if v is not None}
 
     def to_dict(self) -> dict:
@@ -87,9 +119,18 @@ class Metrics:
                     "avg_class_acc": g.avg_class_acc,
                     "absent_classes": g.absent,
                     "topk": {str(k): v for k, v in g.topk.items()},
+                    "mAP": g.mean_ap,
                     "classes": {
-                        c: {"recall": r, "precision": p, "support": s, "predicted": q}
-                        for c, r, p, s, q in zip(g.classes, g.recall, g.precision, g.support, g.predicted, strict=True)
+                        c: {"recall": r, "precision": p, "support": s, "predicted": q, "ap": a}
+                        for c, r, p, s, q, a in zip(
+                            g.classes,
+                            g.recall,
+                            g.precision,
+                            g.support,
+                            g.predicted,
+                            g.ap or [None] * len(g.classes),
+                            strict=True,
+                        )
                     },
                     "confusion": None if g.confusion is None else g.confusion.tolist(),
                 }
@@ -106,13 +147,32 @@ class Metrics:
             "",
             f"{'group':<12} {'class':<18} {'recall':>8} {'precision':>9} {'support':>8} {'predicted':>9}",
         ]
+        if self.attributes_topk:
+            every = "  ".join(f"top{k}_recall {fmt(v)}" for k, v in self.attributes_topk.items())
+            lines.insert(1, f"all attributes: {every}  mAP {fmt(self.attributes_map)}")
         for name, g in self.groups.items():
-            topk = "  ".join(f"top{k} {fmt(v)}" for k, v in g.topk.items())
+            topk = "  ".join(f"{g.topk_name.format(k=k)} {fmt(v)}" for k, v in g.topk.items())
+            if g.kind == "multi":
+                topk += f"  mAP {fmt(g.mean_ap)}"
             lines.append(f"{name:<12} {'(group)':<18} acc {fmt(g.accuracy)}  avg/class {fmt(g.avg_class_acc)}  {topk}")
             for c, r, p, s, q in zip(g.classes, g.recall, g.precision, g.support, g.predicted, strict=True):
                 recall = "absent" if r is None else fmt(r)
                 lines.append(f"{'':<12} {c:<18} {recall:>8} {fmt(p):>9} {s:>8} {q:>9}")
         return "\n".join(lines)
+
+
+def metric_names(schema: Schema) -> list[str]:
+    """Every key ``Metrics.summary()`` can hold for ``schema`` (what ``train.select_metric`` may name)."""
+    names = ["avg_class_acc", "overall_acc", "exact_match"]
+    for g in schema.groups:
+        names += [f"{g.name}/acc", f"{g.name}/avg_class_acc"]
+        if g.kind == "single":
+            names += [f"{g.name}/top{k}" for k in TOP_K if k < g.num_classes]
+        else:
+            names += [f"{g.name}/top{k}_recall" for k in TOP_K if k < g.num_classes] + [f"{g.name}/mAP"]
+    if sum(g.kind == "multi" for g in schema.groups) >= 2:
+        names += [f"attributes/top{k}_recall" for k in TOP_K] + ["attributes/mAP"]
+    return names
 
 
 def _fmt(v: float | None) -> str:
@@ -124,7 +184,7 @@ def _ratio(num: Any, den: Any) -> float | None:
 
 
 def single_label_metrics(
-    group: Group, target: np.ndarray, scores: np.ndarray, ks: tuple[int, ...] = (1, 3)
+    group: Group, target: np.ndarray, scores: np.ndarray, ks: tuple[int, ...] = TOP_K
 ) -> GroupMetrics:
     """Metrics of one single-label group. ``target``: (N,) class indices, -1 unknown;
     ``scores``: (N, C) logits or probabilities."""
@@ -154,14 +214,50 @@ def single_label_metrics(
     )
 
 
-def multi_label_metrics(group: Group, target: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> GroupMetrics:
-    """Metrics of one multi-label group at ``threshold`` on sigmoid probabilities.
+def top_k_recall(target: np.ndarray, scores: np.ndarray, k: int) -> float | None:
+    """Multi-label top-k recall: the mean over classes with positives of the share of their
+    positive images that rank the class among their ``k`` highest scores.
+    ``target``: (N, C) of 1 / 0 / -1 unknown; ``scores``: (N, C)."""
+    pos = target == 1
+    if not pos.any():
+        return None
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    in_top = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(in_top, top, True, axis=1)
+    support = pos.sum(0)
+    hits = (pos & in_top).sum(0)
+    return float(np.mean(hits[support > 0] / support[support > 0]))
+
+
+def average_precision(target: np.ndarray, scores: np.ndarray) -> list[float | None]:
+    """Per class, non-interpolated average precision over the images whose label is known:
+    the mean, over its positive images ranked by score, of the precision at each one's rank.
+    None for a class without positives."""
+    out: list[float | None] = []
+    for c in range(target.shape[1]):
+        known = target[:, c] >= 0
+        y = target[known, c] == 1
+        if not y.any():
+            out.append(None)
+            continue
+        ranked = y[np.argsort(-scores[known, c], kind="stable")]
+        hits = np.cumsum(ranked)
+        out.append(float(np.mean(hits[ranked] / (np.flatnonzero(ranked) + 1))))
+    return out
+
+
+def multi_label_metrics(
+    group: Group, target: np.ndarray, scores: np.ndarray, threshold: float = 0.5, ks: tuple[int, ...] = TOP_K
+) -> GroupMetrics:
+    """Metrics of one multi-label group at ``threshold`` on sigmoid probabilities, plus the
+    threshold-free top-k recall and average precision.
     ``target``: (N, C) of 0/1, -1 unknown; ``scores``: (N, C) logits."""
     known = target >= 0
     pred = 1.0 / (1.0 + np.exp(-scores)) >= threshold
     pos, hit = (target == 1), (target == 1) & pred
     support, predicted = pos.sum(0), (pred & known).sum(0)
     correct = ((pred == (target == 1)) & known).sum()
+    topk = {k: r for k in ks if k < group.num_classes and (r := top_k_recall(target, scores, k)) is not None}
     return GroupMetrics(
         name=group.name,
         classes=group.classes,
@@ -172,6 +268,8 @@ def multi_label_metrics(group: Group, target: np.ndarray, scores: np.ndarray, th
         precision=[_ratio(h, p) for h, p in zip(hit.sum(0), predicted, strict=True)],
         support=support.tolist(),
         predicted=predicted.tolist(),
+        topk=topk,
+        ap=average_precision(target, scores),
     )
 
 
@@ -193,4 +291,10 @@ def compute_metrics(schema: Schema, targets: dict[str, np.ndarray], scores: dict
             right.append(((pred == (t == 1)) | (t < 0)).all(1))
     any_known = np.logical_or.reduce(known)
     exact = _ratio(np.logical_and.reduce(right)[any_known].sum(), any_known.sum())
-    return Metrics(groups, exact)
+    multi = [g.name for g in schema.groups if g.kind == "multi"]
+    every: dict[int, float] = {}
+    if len(multi) >= 2:
+        t = np.concatenate([np.asarray(targets[n]) for n in multi], axis=1)
+        s = np.concatenate([np.asarray(scores[n]) for n in multi], axis=1)
+        every = {k: r for k in TOP_K if (r := top_k_recall(t, s, k)) is not None}
+    return Metrics(groups, exact, every)

@@ -178,6 +178,9 @@ def _describe(key: str, item: dict[str, Any]) -> str:
     return text + ("  (labels differ)" if item["conflicting_labels"] else "")
 
 
+MAX_BARS = 40  # per group in the PNG; the JSON report has every class
+
+
 def plot_distribution(report: dict[str, Any], out: str | Path) -> Path | None:
     """A PNG bar chart of class counts per group, one bar per labeled split; None if nothing is labeled."""
     import matplotlib
@@ -192,16 +195,21 @@ def plot_distribution(report: dict[str, Any], out: str | Path) -> Path | None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.4 * len(groups)), squeeze=False)
     width = 0.8 / len(labeled)
     for ax, group in zip(axes[:, 0], groups, strict=True):
-        classes = list(next(iter(labeled.values()))[group])
+        first = next(iter(labeled.values()))[group]
+        classes = list(first)
+        if len(classes) > MAX_BARS:  # DeepFashion has groups of 100s: the most frequent, said so
+            classes = sorted(classes, key=lambda c: -first[c])[:MAX_BARS]
+            ax.set_title(f"{group}: the {MAX_BARS} most frequent of {len(first)} classes", fontsize=8)
         for k, (split, counts) in enumerate(labeled.items()):
             xs = [i + k * width for i in range(len(classes))]
             bars = ax.bar(xs, [counts[group][c] for c in classes], width, label=split)
             ax.bar_label(bars, fontsize=7)
-        ax.set_xticks([i + width * (len(labeled) - 1) / 2 for i in range(len(classes))], classes, fontsize=8)
+        ticks = [i + width * (len(labeled) - 1) / 2 for i in range(len(classes))]
+        ax.set_xticks(ticks, classes, fontsize=8, rotation=90 if len(classes) > 12 else 0)
         ax.set_ylabel(group)
         ax.margins(y=0.2)
     axes[0, 0].legend(fontsize=8)
-    axes[0, 0].set_title(f"class counts: {report['dataset']}", fontsize=9)
+    fig.suptitle(f"class counts: {report['dataset']}", fontsize=9)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)

@@ -32,10 +32,9 @@ from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.evaluate import predict_scores
 from fashattr.fileio import atomic_write, atomic_write_text
 from fashattr.losses import MultiGroupLoss, create_loss
-from fashattr.metrics import compute_metrics
+from fashattr.metrics import compute_metrics, metric_names
 from fashattr.models import AttributeModel, create_model
 from fashattr.runtime import amp_dtype, autocast, prefetch_depth, resolve_device
-from fashattr.schema import Schema
 
 log = logging.getLogger("fashattr")
 CHECKPOINT = "checkpoint.pt"
@@ -57,14 +56,6 @@ class Progress:
     elapsed: float = 0.0  # seconds of training across all sessions of this run
 
 
-def metric_names(schema: Schema) -> list[str]:
-    """Everything ``train.select_metric`` may name."""
-    names = ["avg_class_acc", "overall_acc", "exact_match", "eval_loss"]
-    for g in schema.groups:
-        names += [f"{g.name}/acc", f"{g.name}/avg_class_acc"] + [f"{g.name}/top{k}" for k in (3,) if k < g.num_classes]
-    return names
-
-
 class Trainer:
     """Holds what one run needs; ``run()`` trains to the end (or early stop) and returns the run folder."""
 
@@ -80,10 +71,9 @@ class Trainer:
 
         self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress)
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
-        if t.select_metric not in metric_names(self.schema):
-            raise ConfigError(
-                f"train.select_metric {t.select_metric!r} unknown; choose from {metric_names(self.schema)}"
-            )
+        selectable = [*metric_names(self.schema), "eval_loss"]
+        if t.select_metric not in selectable:
+            raise ConfigError(f"train.select_metric {t.select_metric!r} unknown; choose from {selectable}")
         assert self.train.labels is not None and self.eval.labels is not None
         d = cfg.data
         if d.balance_group is not None and d.balance_group not in self.schema.names:

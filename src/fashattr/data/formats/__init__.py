@@ -44,6 +44,12 @@ def _folder(root: str | Path, options: dict[str, Any]) -> Reader:
     return FolderReader(root, options)
 
 
+def _deepfashion(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.deepfashion import DeepFashionReader
+
+    return DeepFashionReader(root, options)
+
+
 def _deepfashion_fine(root: str | Path, options: dict[str, Any]) -> Reader:
     from fashattr.data.formats.deepfashion_fine import DeepFashionFineReader
     from fashattr.data.formats.generic import check_options
@@ -61,6 +67,7 @@ def _fashionhow(root: str | Path, options: dict[str, Any]) -> Reader:
 _READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "ai6126": _fashiondataset,
     "csv": _csv,
+    "deepfashion": _deepfashion,
     "deepfashion-fine": _deepfashion_fine,
     "fashionhow": _fashionhow,
     "folder": _folder,
