@@ -111,3 +111,13 @@ def test_multi_label_bce_with_pos_weight():
     )
     want = per[target >= 0].mean().item()
     assert fn({"m": logits}, {"m": target})["m"].item() == pytest.approx(want, rel=1e-6)
+
+
+def test_one_vs_rest_bce_on_single_label_groups_with_class_weights():
+    out, tgt = batch()
+    labels = {"a": np.array([0, 0, 0, 1, 2]), "b": np.array([0, 1, 1, 1, 1])}
+    loss = create_loss(LossConfig(name="bce", class_weights="inverse"), SCHEMA, labels)(out, tgt)
+    for g, c in (("a", 3), ("b", 2)):
+        w = torch.tensor(class_weights(np.bincount(labels[g], minlength=c), "inverse"), dtype=torch.float32)
+        per = F.binary_cross_entropy_with_logits(out[g], F.one_hot(tgt[g], c).float(), reduction="none")
+        assert loss[g].item() == pytest.approx((per * w).mean().item(), rel=1e-6)

@@ -155,7 +155,19 @@ FULL_RANDOM = {
 }
 
 
-@pytest.mark.parametrize("extra", [{}, FULL_RANDOM], ids=["plain", "sampler+augment+mix"])
+FINE_TUNE = {  # freezing that changes at an epoch end, discriminative lrs, EMA, restarts
+    "train.freeze_epochs": 1,
+    "train.trainable_stages": 3,
+    "optim.layer_decay": 0.7,
+    "train.ema_decay": 0.9,
+    "sched.name": "cosine_restarts",
+    "sched.restart_epochs": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, FULL_RANDOM, FINE_TUNE], ids=["plain", "sampler+augment+mix", "freeze+layer_decay+ema"]
+)
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: Path, tmp_path: Path, extra: dict):
     # 160 images, 25% holdout -> 118 train -> 7 steps of 16 per epoch; checkpoint every 2 steps.
     over = tiny_overrides(

@@ -19,11 +19,32 @@ def _train(args: argparse.Namespace) -> None:
             raise SystemExit("--resume continues a run with its own config.yaml; give no config or overrides")
         run_dir = fit(resume=args.resume)
     else:
-        config, overrides = args.config, list(args.overrides)
-        if config and "=" in config:  # `fashattr train key=value ...` with the defaults
-            config, overrides = None, [config, *overrides]
-        run_dir = fit(load_config(config, overrides))
+        run_dir = fit(load_config(*_config_and_overrides(args.config, args.overrides)))
     print(f"run folder: {run_dir}")
+
+
+def _config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``VERB key=value ...`` (no YAML file) means the defaults plus those overrides."""
+    if config and "=" in config:
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    from fashattr.config import load_config
+    from fashattr.engine.lr_find import lr_find, save_lr_find
+
+    cfg = load_config(*_config_and_overrides(args.config, args.overrides))
+    result = lr_find(cfg, args.start, args.end, args.steps, rule=args.rule)
+    json_path, png_path = save_lr_find(result, args.out)
+    stop = "diverged and stopped" if result.stopped_early else "ran every step"
+    print(f"{len(result.lrs)} steps from {args.start:g} to {result.lrs[-1]:.3g} ({stop})")
+    for name in ("valley", "steepest"):
+        value = getattr(result, name)
+        print(f"  {name:<9} {'-' if value is None else f'{value:.3g}'}")
+    if result.suggestion is not None:
+        print(f"suggested ({result.rule}): optim.lr={result.suggestion:.3g}")
+    print(f"written: {png_path} and {json_path}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -149,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5 optim.lr=1e-3")
     p.add_argument("--resume", metavar="RUN", help="continue a killed run exactly where it stopped")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: a PNG of loss against lr and a suggested lr")
+    p.add_argument("config", nargs="?", help="YAML config")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--start", type=float, default=1e-7)
+    p.add_argument("--end", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--rule", default="valley", choices=["valley", "steepest"], help="how to pick the suggestion")
+    p.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
+    p.set_defaults(func=_lr_find)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run", help="a run folder written by `fashattr train`")

@@ -1,4 +1,5 @@
-"""Per-group losses: CE, label smoothing, focal, class weights, logit adjustment, group weights.
+"""Per-group losses: CE, one-vs-rest BCE, label smoothing, focal, class weights, logit adjustment,
+group weights.
 
 ``loss(outputs, targets) -> {"loss": weighted total, "<group>": unweighted group loss}``.
 Single-label targets are class indices (``-1`` = unknown) or soft ``(B, C)`` distributions;
@@ -108,6 +109,11 @@ class GroupLoss(nn.Module):
             z = z + self.cfg.logit_adjust_tau * self.log_prior
         eps = self.cfg.label_smoothing
         smoothed = t * (1.0 - eps) + eps / c
+        if self.cfg.name == "bce":  # one-vs-rest: each class its own sigmoid against the one-hot target
+            per = F.binary_cross_entropy_with_logits(z, smoothed, reduction="none")
+            if self.weight is not None:
+                per = per * self.weight
+            return per.mean()
         logp = F.log_softmax(z, dim=1)
         if self.cfg.name == "focal":  # (1 - p)^gamma down-weights classes already predicted well
             logp = logp * (1.0 - logp.exp()).pow(self.cfg.focal_gamma)

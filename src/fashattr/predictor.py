@@ -61,7 +61,7 @@ class Predictor:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; is {run_dir} a fashattr run folder with a finished epoch?")
         # The weights file holds every tensor: no hub download, no pretrained file needed.
-        model = create_model(replace(cfg.model, pretrained=False, pretrained_file=None), schema)
+        model = create_model(replace(cfg.model, pretrained=False, pretrained_file=None), schema, cfg.data.image_size)
         model.load_state_dict(load_weights(path))
         dev = resolve_device(device)
         return cls(model.to(dev), schema, cfg.data, dev, cfg.train.channels_last)

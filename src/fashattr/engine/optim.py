@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
 from fashattr.config import OptimConfig, SchedConfig
+from fashattr.engine.finetune import param_groups
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "step", "cosine_restarts", "onecycle", "constant")
@@ -20,18 +22,9 @@ def _unknown(kind: str, name: str, names: tuple[str, ...]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}{hint} Choose from {list(names)}")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalization weights (1-D tensors), as timm does."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def create_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    """AdamW or SGD over ``finetune.param_groups``: per stage, with and without weight decay."""
+    groups = param_groups(model, cfg)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     if cfg.name == "sgd":
@@ -52,21 +45,33 @@ def create_scheduler(
         ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
         return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
-    base_lr = optimizer.param_groups[0]["lr"]
+    # Cosine schedules as factors of each group's own lr (LambdaLR), so discriminative learning
+    # rates keep their ratios down to the floor; torch's cosine classes take one absolute floor.
+    floor = cfg.min_lr_ratio
+
+    def cosine(t: int, period: int) -> float:
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t / period))
+
     if cfg.name == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=base_lr * cfg.min_lr_ratio)
-        return with_warmup(main)
+        span = max(1, total - warmup)
+        return with_warmup(lr_scheduler.LambdaLR(optimizer, lambda t: cosine(min(t, span), span)))
     if cfg.name == "step":
         step = max(1, round(cfg.step_epochs * steps_per_epoch))
         return with_warmup(lr_scheduler.StepLR(optimizer, step_size=step, gamma=cfg.gamma))
-    if cfg.name == "cosine_restarts":
+    if cfg.name == "cosine_restarts":  # SGDR: periods t0, t0 * mult, t0 * mult^2, ...
         t0 = max(1, round(cfg.restart_epochs * steps_per_epoch))
-        restarts = lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=t0, T_mult=cfg.restart_mult, eta_min=base_lr * cfg.min_lr_ratio
-        )
-        return with_warmup(restarts)
+
+        def restarts(t: int) -> float:
+            period = t0
+            while t >= period:
+                t -= period
+                period = max(1, period * cfg.restart_mult)
+            return cosine(t, period)
+
+        return with_warmup(lr_scheduler.LambdaLR(optimizer, restarts))
     if cfg.name == "onecycle":  # has its own warm-up phase (pct_start)
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=base_lr, total_steps=total, pct_start=cfg.onecycle_pct_start)
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total, pct_start=cfg.onecycle_pct_start)
     if cfg.name == "constant":
         return with_warmup(lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0))
     raise _unknown("scheduler", cfg.name, SCHEDULERS)

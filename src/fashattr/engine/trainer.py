@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from fashattr.config import Config, ConfigError, load_config, save_config
@@ -28,6 +29,7 @@ from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
 from fashattr.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.evaluate import predict_scores
 from fashattr.fileio import atomic_write, atomic_write_text
@@ -91,12 +93,17 @@ class Trainer:
             rows=self.train.rows,
             weights=weights,
         )
-        self.model: AttributeModel = create_model(cfg.model, self.schema).to(self.device)
+        self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
+        self.n_stages = stage_of(self.model)[1]
+        self.frozen = -1  # backbone stages frozen in the current epoch; -1 = not yet applied
+        # The average follows the raw model; evaluation and saved weights use it when it is on.
+        self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=t.ema_warmup) if t.ema_decay > 0 else None
+        self.eval_model: AttributeModel = self.ema.module if self.ema is not None else self.model
         self.scheduler = create_scheduler(cfg.sched, self.optimizer, len(self.loader), t.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         sizes = {g.name: g.num_classes for g in self.schema.groups}
@@ -116,6 +123,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(),
+            **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -125,6 +133,8 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -179,6 +189,7 @@ class Trainer:
             unit="step",
             desc=f"epoch {p.epoch + 1}/{t.epochs}",
         )
+        self._apply_freeze()
         seen, tick = 0, time.perf_counter()
         pending = torch.zeros((), device=self.device)  # loss summed on the device since the last sync
         pending_steps, loss = 0, float("nan")
@@ -201,6 +212,8 @@ class Trainer:
             pending += losses["loss"].detach()
             pending_steps += 1
             p.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=p.epoch * len(self.loader) + p.step)
             seen += len(x)
             checkpoint = t.checkpoint_every and p.step % t.checkpoint_every == 0 and p.step < len(self.loader)
             # Sync points depend on the step alone, so a resumed run sums exactly as an uninterrupted one.
@@ -218,6 +231,20 @@ class Trainer:
                 self.save()
         bar.close()
         return seen
+
+    def _apply_freeze(self) -> None:
+        """Freeze what this epoch keeps frozen (a function of the epoch alone, so resumable)."""
+        frozen = frozen_stages(self.cfg, self.n_stages, self.progress.epoch)
+        apply_freeze(self.model, frozen)
+        if frozen != self.frozen:
+            log.info(
+                "epoch %d: %d of %d backbone stages frozen; %d trainable parameters",
+                self.progress.epoch + 1,
+                frozen,
+                self.n_stages,
+                trainable_count(self.model),
+            )
+            self.frozen = frozen
 
     def _flush(self, pending: torch.Tensor, steps: int) -> float:
         """Add the device-side loss sum to the epoch's; fail loudly on a non-finite loss."""
@@ -237,7 +264,7 @@ class Trainer:
         assert self.eval.labels is not None
         d = self.cfg.data
         scores = predict_scores(
-            self.model,
+            self.eval_model,
             self.eval_pixels,
             d.mean,
             d.std,
@@ -261,10 +288,10 @@ class Trainer:
         p.history.append(record)
         if better:
             p.best, p.best_epoch, p.bad_epochs = value, p.epoch + 1, 0
-            save_weights(self.model, self.run_dir / "best.safetensors")
+            save_weights(self.eval_model, self.run_dir / "best.safetensors")
         else:
             p.bad_epochs += 1
-        save_weights(self.model, self.run_dir / "last.safetensors")
+        save_weights(self.eval_model, self.run_dir / "last.safetensors")
         log.info(
             "epoch %d/%d  train_loss %.4f  eval_loss %.4f  avg_class_acc %.4f  overall_acc %.4f"
             "  %s %.4f%s  (%.0f img/s)",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
+from timm.models import get_pretrained_cfg_value
 from torch import nn
 
 from fashattr.config import ModelConfig
@@ -86,8 +88,11 @@ def _load_backbone_file(backbone: nn.Module, path: str | Path) -> None:
         )
 
 
-def create_model(cfg: ModelConfig, schema: Schema) -> AttributeModel:
+def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None) -> AttributeModel:
     """Build the model for ``schema``: any timm backbone by name with its classifier removed.
+
+    ``image_size`` is passed on to backbones whose input size is fixed at construction (ViT,
+    EVA: their position embeddings; pretrained ones are resampled by timm).
 
     Raises:
         ValueError: unknown backbone name (timm's close matches are suggested), or a
@@ -96,8 +101,11 @@ def create_model(cfg: ModelConfig, schema: Schema) -> AttributeModel:
     if not timm.is_model(cfg.backbone):
         close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=5, cutoff=0.6)
         raise ValueError(f"unknown timm backbone {cfg.backbone!r}; close names: {close}")
+    extra: dict[str, Any] = {}
+    if image_size is not None and get_pretrained_cfg_value(cfg.backbone, "fixed_input_size"):
+        extra["img_size"] = image_size
     backbone = timm.create_model(
-        cfg.backbone, pretrained=cfg.pretrained, num_classes=0, drop_path_rate=cfg.drop_path_rate or None
+        cfg.backbone, pretrained=cfg.pretrained, num_classes=0, drop_path_rate=cfg.drop_path_rate or None, **extra
     )
     if cfg.pretrained_file:
         _load_backbone_file(backbone, cfg.pretrained_file)

@@ -1,0 +1,104 @@
+"""Fine-tuning: timm's stages, freezing, discriminative learning rates and EMA."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_overrides
+from safetensors.torch import load_file
+
+from fashattr.config import ModelConfig, OptimConfig, load_config
+from fashattr.engine.finetune import backbone_stages, lr_scales, param_groups, stage_of
+from fashattr.engine.trainer import Trainer, fit
+from fashattr.models import create_model
+from fashattr.schema import ai6126_schema
+
+
+def test_stages_follow_timms_grouping():
+    model = create_model(ModelConfig(backbone="resnet10t"), ai6126_schema())
+    stages = backbone_stages(model.backbone)
+    assert len(stages) == 5  # stem, layer1..layer4
+    assert stages[0][0].startswith("conv1") and all(n.startswith("layer4") for n in stages[4])
+    stage, n = stage_of(model)
+    assert n == 5 and stage["heads.pattern.weight"] == 5 and stage["backbone.layer2.0.conv1.weight"] == 2
+
+
+def test_a_final_norm_trains_with_the_heads():
+    model = create_model(ModelConfig(backbone="eva02_tiny_patch14_224"), ai6126_schema(), image_size=28)
+    stages = backbone_stages(model.backbone)
+    assert len(stages) == 13  # patch embedding + 12 blocks; fc_norm goes with the heads
+    stage, n = stage_of(model)
+    assert stage["backbone.fc_norm.weight"] == n == 13
+    assert model.backbone.patch_embed.img_size == (28, 28)  # fixed-input models take the data's size
+
+
+def test_layer_decay_and_stage_multipliers():
+    assert lr_scales(OptimConfig(layer_decay=0.5), 4) == [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    assert lr_scales(OptimConfig(stage_lr=[0.1, 0.2, 0.5]), 3) == [0.1, 0.2, 0.5, 1.0]
+    with pytest.raises(ValueError, match="stage_lr has 2 multipliers but this backbone has 3 stages"):
+        lr_scales(OptimConfig(stage_lr=[0.1, 0.2]), 3)
+    model = create_model(ModelConfig(backbone="resnet10t"), ai6126_schema())
+    groups = param_groups(model, OptimConfig(lr=1e-2, layer_decay=0.5, weight_decay=0.1))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))  # each exactly once
+    stem = [g for g in groups if g["stage"] == 0]
+    assert [g["lr"] for g in stem] == [pytest.approx(1e-2 / 32)] * 2
+    assert {g["weight_decay"] for g in stem} == {0.0, 0.1}  # 1-D tensors without decay
+
+
+def _backbone(state: dict[str, torch.Tensor], stage: dict[str, int], which: set[int]) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state.items() if stage.get(k, -1) in which}
+
+
+def test_freeze_then_unfreeze_the_last_stages(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    over = tiny_overrides(
+        tiny_data,
+        cache_dir,
+        tmp_path,
+        **{"model.backbone": "resnet10t", "train.freeze_epochs": 1, "train.trainable_stages": 2},
+    )
+    trainer = Trainer(load_config(None, over), tmp_path / "run", resume=False)
+    stage, n = stage_of(trainer.model)
+    # running statistics belong to their module's stage too
+    stage.update({k: stage.get(k.rsplit(".", 1)[0] + ".weight", n) for k in trainer.model.state_dict()})
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    trainer.train_one_epoch(time.perf_counter())  # epoch 1: the whole backbone frozen
+    after1 = trainer.model.state_dict()
+    for k, v in _backbone(before, stage, set(range(n))).items():
+        assert torch.equal(v, after1[k]), f"{k} moved while frozen"
+    assert not torch.equal(before["heads.pattern.weight"], after1["heads.pattern.weight"])
+
+    trainer.progress.epoch, trainer.progress.step = 1, 0
+    mid = {k: v.clone() for k, v in after1.items()}
+    trainer.train_one_epoch(time.perf_counter())  # epoch 2: only the last 2 stages train
+    after2 = trainer.model.state_dict()
+    frozen, thawed = _backbone(mid, stage, {0, 1, 2}), _backbone(mid, stage, {3, 4})
+    assert all(torch.equal(v, after2[k]) for k, v in frozen.items())
+    assert not torch.equal(mid["backbone.layer4.0.conv1.weight"], after2["backbone.layer4.0.conv1.weight"])
+    assert sum(not torch.equal(v, after2[k]) for k, v in thawed.items()) > len(thawed) // 2
+
+
+def test_group_lrs_keep_their_ratios_through_the_schedule(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    over = tiny_overrides(tiny_data, cache_dir, tmp_path, **{"optim.layer_decay": 0.5, "sched.warmup_epochs": 1})
+    trainer = Trainer(load_config(None, over), tmp_path / "run", resume=False)
+    for _ in range(9):  # through the warm-up into the cosine
+        trainer.optimizer.step()  # no gradients: changes nothing, keeps torch's call order
+        trainer.scheduler.step()
+        head = next(g["lr"] for g in trainer.optimizer.param_groups if g["stage"] == trainer.n_stages)
+        for g in trainer.optimizer.param_groups:
+            assert g["lr"] == pytest.approx(head * g["lr_scale"])
+
+
+def test_ema_weights_are_what_is_evaluated_and_saved(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    over = tiny_overrides(tiny_data, cache_dir, tmp_path, name="ema", **{"train.ema_decay": 0.9, "train.epochs": 1})
+    run = fit(load_config(None, over))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    last = load_file(run / "last.safetensors")
+    ema = {k: v for k, v in state["ema"].items() if k in last}
+    assert all(torch.equal(last[k], ema[k].contiguous()) for k in last)
+    assert not all(torch.equal(last[k], state["model"][k].contiguous()) for k in last)  # not the raw weights
+    log = (run / "train.log").read_text()
+    assert "0 of 5 backbone stages frozen" in log
