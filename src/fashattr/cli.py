@@ -47,6 +47,27 @@ def _lr_find(args: argparse.Namespace) -> None:
     print(f"written: {png_path} and {json_path}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    import csv
+    import json
+
+    from fashattr.fileio import atomic_write_text
+    from fashattr.report.compare import compare_rows, compare_table, load_run, plot_curves
+
+    runs = [load_run(r) for r in args.runs]
+    print(compare_table(runs))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = compare_rows(runs)
+    with open(out / "compare.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(out / "compare.json", json.dumps(rows, indent=2))
+    png = plot_curves(runs, out / "compare.png", args.metric)
+    print(f"\nwritten: {png}, {out / 'compare.csv'} and {out / 'compare.json'}")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from fashattr.predictor import eval_run
 
@@ -180,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default="valley", choices=["valley", "steepest"], help="how to pick the suggestion")
     p.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("compare", help="one table of runs and a PNG of their curves overlaid")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--metric", default="avg_class_acc", help="the metrics.csv column to plot")
+    p.add_argument("--out", default="compare", help="folder for compare.png, .csv and .json")
+    p.set_defaults(func=_compare)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run", help="a run folder written by `fashattr train`")
