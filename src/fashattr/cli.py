@@ -68,6 +68,17 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"\nwritten: {png}, {out / 'compare.csv'} and {out / 'compare.json'}")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from fashattr.tune import load_spec, run_study, trials_table, write_best
+
+    spec = load_spec(args.config, args.overrides)
+    study = run_study(spec, args.trials, args.out, args.storage, args.study or Path(args.config).stem)
+    print(trials_table(study))
+    if any(t.value is not None for t in study.trials):
+        best, recipe = study.best_trial, write_best(study, spec, args.out)
+        print(f"\nbest: trial {best.number}, {spec.metric} {best.value:.4f}; recipe written to {recipe}")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from fashattr.predictor import eval_run
 
@@ -201,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default="valley", choices=["valley", "steepest"], help="how to pick the suggestion")
     p.add_argument("--out", default="lr_find", help="folder for lr_find.png and lr_find.json")
     p.set_defaults(func=_lr_find)
+
+    p = sub.add_parser("tune", help="Optuna search over the config's tune: space, under size/latency budgets")
+    p.add_argument("config", help="YAML config with a tune: section")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (resumes)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out); share one to run workers")
+    p.add_argument("--study", help="study name (default: the config file's name)")
+    p.add_argument("--out", default="runs/tune", help="folder for study.db, trials/ and best.yaml")
+    p.set_defaults(func=_tune)
 
     p = sub.add_parser("compare", help="one table of runs and a PNG of their curves overlaid")
     p.add_argument("runs", nargs="+", help="run folders")

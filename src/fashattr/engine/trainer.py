@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
+from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
@@ -61,17 +63,23 @@ class Progress:
 class Trainer:
     """Holds what one run needs; ``run()`` trains to the end (or early stop) and returns the run folder."""
 
-    def __init__(self, cfg: Config, run_dir: Path, resume: bool) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(
+        self, cfg: Config, run_dir: Path, resume: bool, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    ) -> None:
+        self.cfg, self.run_dir, self.on_epoch = cfg, run_dir, on_epoch
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        torch.manual_seed(t.seed)
+        torch.manual_seed(t.seed)  # the same on every process: identical initial weights
+        self.dist = distributed.from_env()
         self.device = resolve_device(t.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.amp = amp_dtype(self.device, t.amp)
         self.channels_last = t.channels_last
 
-        self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress)
+        with distributed.rank0_first(self.dist):
+            self.schema, self.train, self.eval = load_train_eval(cfg.data, progress=t.progress and self.dist.main)
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
         selectable = [*metric_names(self.schema), "eval_loss"]
         if t.select_metric not in selectable:
@@ -83,20 +91,31 @@ class Trainer:
         weights = None
         if d.sampler == "balanced":
             weights = sample_weights(self.schema, self.train.labels, d.balance_group, d.balance_power)
+        if t.batch_size % self.dist.world:
+            raise ConfigError(
+                f"train.batch_size {t.batch_size} (global) must divide by the {self.dist.world} processes"
+            )
         self.loader = BatchLoader(
             self.train.images,
             self.train.labels,
-            t.batch_size,
+            t.batch_size // self.dist.world,  # each process's share of the global batch
             shuffle=True,
             seed=t.seed,
             drop_last=True,
             rows=self.train.rows,
             weights=weights,
+            rank=self.dist.rank,
+            world=self.dist.world,
         )
         self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.forward: torch.nn.Module = self.model
+        if self.dist.enabled:  # averages gradients over the processes
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if t.compile:
+            self.forward = torch.compile(self.forward)  # type: ignore[assignment]
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
         self.n_stages = stage_of(self.model)[1]
@@ -113,7 +132,7 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._restore(load_checkpoint(run_dir / CHECKPOINT))
-        self.tb = _tensorboard(run_dir)
+        self.tb = _tensorboard(run_dir) if self.dist.main else None
 
     # ---- checkpoint state -------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -147,7 +166,8 @@ class Trainer:
         log.info("resumed at epoch %d step %d", self.progress.epoch + 1, self.progress.step)
 
     def save(self) -> None:
-        save_checkpoint(self._state(), self.run_dir / CHECKPOINT)
+        if self.dist.main:
+            save_checkpoint(self._state(), self.run_dir / CHECKPOINT)
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> Path:
@@ -160,16 +180,18 @@ class Trainer:
             elapsed = time.perf_counter() - epoch_start
             record = {
                 "epoch": p.epoch + 1,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": p.loss_sum / len(self.loader),
+                "lr": self.optimizer.param_groups[-1]["lr"],  # the heads' (optim.lr's) learning rate
+                "train_loss": distributed.mean(p.loss_sum / len(self.loader), self.dist),
                 **evaluation,
                 "epoch_s": elapsed,
-                "train_img_s": seen / max(elapsed, 1e-9),
+                "train_img_s": seen * self.dist.world / max(elapsed, 1e-9),
             }
             self._end_epoch(record)
             p.elapsed = time.perf_counter() - started
             self.save()
             self._write_metrics()
+            if self.on_epoch is not None:  # e.g. a tuner's pruning; may raise to stop the run
+                self.on_epoch(p.epoch, record)
         self._finish(time.perf_counter() - started)
         return self.run_dir
 
@@ -262,10 +284,10 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Metrics and loss on the model-selection split."""
         assert self.eval.labels is not None
-        d = self.cfg.data
+        d, n = self.cfg.data, len(self.eval_pixels)
         scores = predict_scores(
             self.eval_model,
-            self.eval_pixels,
+            self.eval_pixels[self.dist.rank :: self.dist.world],  # this process's shard
             d.mean,
             d.std,
             self.cfg.train.eval_batch_size,
@@ -273,6 +295,7 @@ class Trainer:
             self.amp,
             self.channels_last,
         )
+        scores = distributed.gather_rows(scores, n, self.dist)  # every process: all rows, in order
         metrics = compute_metrics(self.schema, self.eval.labels, scores)
         targets = {g: torch.as_tensor(v) for g, v in self.eval.labels.items()}
         eval_loss = self.loss_fn(
@@ -288,10 +311,12 @@ class Trainer:
         p.history.append(record)
         if better:
             p.best, p.best_epoch, p.bad_epochs = value, p.epoch + 1, 0
-            save_weights(self.eval_model, self.run_dir / "best.safetensors")
+            if self.dist.main:
+                save_weights(self.eval_model, self.run_dir / "best.safetensors")
         else:
             p.bad_epochs += 1
-        save_weights(self.eval_model, self.run_dir / "last.safetensors")
+        if self.dist.main:
+            save_weights(self.eval_model, self.run_dir / "last.safetensors")
         log.info(
             "epoch %d/%d  train_loss %.4f  eval_loss %.4f  avg_class_acc %.4f  overall_acc %.4f"
             "  %s %.4f%s  (%.0f img/s)",
@@ -312,6 +337,8 @@ class Trainer:
         p.epoch, p.step, p.loss_sum = p.epoch + 1, 0, 0.0
 
     def _write_metrics(self) -> None:
+        if not self.dist.main:
+            return
         history = self.progress.history
         columns = list(dict.fromkeys(k for row in history for k in ["epoch", *row]))
 
@@ -324,6 +351,8 @@ class Trainer:
         atomic_write(self.run_dir / "metrics.csv", write)
 
     def _finish(self, wall_s: float) -> None:
+        if not self.dist.main:
+            return
         p = self.progress
         best = next((r for r in p.history if r["epoch"] == p.best_epoch), {})
         summary = {
@@ -334,6 +363,7 @@ class Trainer:
             "stopped_early": p.epoch < self.cfg.train.epochs,
             "wall_s": round(wall_s, 1),
             "device": str(self.device),
+            "processes": self.dist.world,
             "parameters": sum(x.numel() for x in self.model.parameters()),
         }
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -359,15 +389,19 @@ def _tensorboard(run_dir: Path) -> Any:
 _HANDLERS: list[logging.Handler] = []  # this module's own, replaced run by run
 
 
-def _setup_logging(run_dir: Path) -> None:
-    """Log to the run's train.log and to stderr (one pair of handlers at a time)."""
-    log.setLevel(logging.INFO)
+def _setup_logging(run_dir: Path, main: bool = True) -> None:
+    """Log to the run's train.log and to stderr (one pair of handlers at a time); processes
+    other than rank 0 log warnings to stderr only."""
+    log.setLevel(logging.INFO if main else logging.WARNING)
     while _HANDLERS:
         h = _HANDLERS.pop()
         log.removeHandler(h)
         h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for h in (logging.FileHandler(run_dir / "train.log"), logging.StreamHandler()):
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if main:
+        handlers.insert(0, logging.FileHandler(run_dir / "train.log"))
+    for h in handlers:
         h.setFormatter(fmt)
         log.addHandler(h)
         _HANDLERS.append(h)
@@ -385,13 +419,22 @@ def new_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
-def fit(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
+def fit(
+    cfg: Config | None = None,
+    resume: str | Path | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
     """Train a model; returns the run folder.
+
+    Under ``torchrun`` every process calls this; they join one process group, rank 0 creates
+    and writes the run folder, and all train their shards of each batch.
 
     Args:
         cfg: the configuration of a new run.
         resume: a run folder to continue exactly where its last checkpoint left it
             (its own config.yaml is used; ``cfg`` must then be None).
+        on_epoch: called after every epoch (and its checkpoint) with the number of epochs done
+            and that epoch's metrics row; an exception it raises ends the run.
     """
     if (cfg is None) == (resume is None):
         raise ValueError("give either a config for a new run or a run folder to resume")
@@ -400,17 +443,29 @@ def fit(cfg: Config | None = None, resume: str | Path | None = None) -> Path:
         if not (run_dir / CHECKPOINT).exists():
             raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
         cfg = load_config(run_dir / "config.yaml")
-    else:
-        assert cfg is not None
-        run_dir = new_run_dir(cfg)
-        save_config(cfg, run_dir / "config.yaml")
-    _setup_logging(run_dir)
-    trainer = Trainer(cfg, run_dir, resume=resume is not None)
-    trainer.schema.save(run_dir / "schema.yaml")
+    assert cfg is not None
+    place = distributed.init(resolve_device(cfg.train.device).type)
     if resume is None:
-        np.savetxt(run_dir / "eval_rows.txt", trainer.eval.rows, fmt="%d")
-        skipped = {**trainer.train.skipped, **trainer.eval.skipped}
-        if skipped:  # data.on_bad_image=skip: what was left out, and why
-            atomic_write_text(run_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped.items()))
-        trainer.save()  # a run killed in its first epoch can still be resumed
-    return trainer.run()
+        if place.main:
+            run_dir = new_run_dir(cfg)
+            save_config(cfg, run_dir / "config.yaml")
+        run_dir = distributed.broadcast(run_dir if place.main else Path(), place)
+    _setup_logging(run_dir, place.main)
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume is not None, on_epoch=on_epoch)
+        if place.main:
+            trainer.schema.save(run_dir / "schema.yaml")
+        if resume is None and place.main:
+            np.savetxt(run_dir / "eval_rows.txt", trainer.eval.rows, fmt="%d")
+            skipped = {**trainer.train.skipped, **trainer.eval.skipped}
+            if skipped:  # data.on_bad_image=skip: what was left out, and why
+                atomic_write_text(
+                    run_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped.items())
+                )
+            trainer.save()  # a run killed in its first epoch can still be resumed
+        result = trainer.run()
+    except BaseException:
+        distributed.close(place, wait=False)
+        raise
+    distributed.close(place)
+    return result

@@ -1,0 +1,76 @@
+"""`fashattr tune`: an Optuna study in SQLite, constraints before training, pruning, resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import tiny_overrides
+
+from fashattr.config import ConfigError, load_config
+from fashattr.tune import load_spec
+
+
+def write_config(path: Path, data: Path, cache: Path, out: Path, tune: dict) -> Path:
+    over = dict(o.split("=", 1) for o in tiny_overrides(data, cache, out))
+    config: dict = {}
+    for key, value in over.items():
+        section, _, name = key.rpartition(".")
+        (config.setdefault(section, {}) if section else config)[name] = yaml.safe_load(value)
+    config["tune"] = tune
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+SPACE = {
+    "optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "model.backbone": {"type": "categorical", "choices": ["test_resnet", "resnet18"]},
+}
+
+
+def test_study_prunes_over_budget_models_resumes_and_writes_the_best(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    tune = {"space": SPACE, "constraints": {"max_params_m": 1.0, "max_latency_ms": 5000}, "seed": 3}
+    config = write_config(tmp_path / "tune.yaml", tiny_data, cache_dir, tmp_path, tune)
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "fashattr", "tune", str(config), "--trials", "4", "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 4
+    for t in study.trials:
+        if t.params["model.backbone"] == "resnet18":  # 11 M parameters > 1 M: never trained
+            assert t.state == optuna.trial.TrialState.PRUNED
+            assert t.user_attrs["pruned_because"].startswith("params_m 11.")
+            assert not (out / "trials" / f"trial-{t.number:04d}").exists()
+        else:
+            assert t.user_attrs["params_m"] < 1.0 and t.user_attrs["latency_ms"] > 0
+            # the holdout metric was reported after every epoch (what the pruner decides on)
+            assert t.intermediate_values and set(t.intermediate_values) <= {1, 2}
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                assert t.value == max(t.intermediate_values.values())
+    assert "pruned" in first.stdout or all(t.params["model.backbone"] == "test_resnet" for t in study.trials)
+    assert "best: trial" in first.stdout and "latency_ms" in first.stdout
+
+    again = subprocess.run([*cmd[:-4], "--trials", "5", "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}").trials) == 5
+
+    best = load_config(out / "best.yaml")  # a runnable recipe
+    trial = study.best_trial
+    assert best.optim.lr == pytest.approx(trial.params["optim.lr"]) and best.model.backbone == "test_resnet"
+
+
+def test_spec_errors_name_the_key(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    bad = {"space": {"optim.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}}
+    with pytest.raises(ConfigError, match="optim.learning_rate"):
+        load_spec(write_config(tmp_path / "a.yaml", tiny_data, cache_dir, tmp_path, bad))
+    bad = {"space": {"optim.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}}
+    with pytest.raises(ConfigError, match=r"tune.space.optim.lr: needs low < high"):
+        load_spec(write_config(tmp_path / "b.yaml", tiny_data, cache_dir, tmp_path, bad))
+    bad = {"space": SPACE, "constraints": {"max_param": 3}}
+    with pytest.raises(ConfigError, match="did you mean 'max_params_m'"):
+        load_spec(write_config(tmp_path / "c.yaml", tiny_data, cache_dir, tmp_path, bad))
