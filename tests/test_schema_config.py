@@ -73,7 +73,7 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path):
     ("override", "message"),
     [
         ("optim.lr=abc", "optim.lr: expected float, got 'abc'"),
-        ("loss.name=hinge", r"loss.name: 'hinge' is not one of \['ce', 'focal'\]"),
+        ("loss.name=hinge", r"loss.name: 'hinge' is not one of \['ce', 'focal', 'bce'\]"),
         ("train.epochs=2.5", "train.epochs: expected int, got 2.5"),
         ("augment.scale=[0.9]", "augment.scale: expected a list of 2 values"),
         ("train.epochs=0", "at least 1"),

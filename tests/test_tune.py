@@ -66,7 +66,7 @@ def test_study_prunes_over_budget_models_resumes_and_writes_the_best(tiny_data: 
 
 def test_spec_errors_name_the_key(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     bad = {"space": {"optim.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}}
-    with pytest.raises(ConfigError, match="optim.learning_rate"):
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate"):
         load_spec(write_config(tmp_path / "a.yaml", tiny_data, cache_dir, tmp_path, bad))
     bad = {"space": {"optim.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}}
     with pytest.raises(ConfigError, match=r"tune.space.optim.lr: needs low < high"):
