@@ -39,9 +39,14 @@ def _metrics(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_two_processes_match_one(tiny_data: Path, cache_dir: Path, tmp_path: Path, optimizer: str):
-    settings = {**SETTINGS, "optim.name": optimizer}
+FREEZE = {"train.freeze_epochs": 1, "train.trainable_stages": 3}  # DDP rebuilt when freezing changes
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "extra"), [("sgd", {}), ("adamw", {}), ("sgd", FREEZE)], ids=["sgd", "adamw", "sgd+freeze"]
+)
+def test_two_processes_match_one(tiny_data: Path, cache_dir: Path, tmp_path: Path, optimizer: str, extra: dict):
+    settings = {**SETTINGS, "optim.name": optimizer, **extra}
     single = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, tmp_path, name="single", **settings)))
     over = tiny_overrides(tiny_data, cache_dir, tmp_path, name="ddp", **settings)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

@@ -110,12 +110,7 @@ class Trainer:
         self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward: torch.nn.Module = self.model
-        if self.dist.enabled:  # averages gradients over the processes
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if t.compile:
-            self.forward = torch.compile(self.forward)  # type: ignore[assignment]
+        self.forward: torch.nn.Module = self._wrap()
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
         self.n_stages = stage_of(self.model)[1]
@@ -254,10 +249,24 @@ class Trainer:
         bar.close()
         return seen
 
+    def _wrap(self) -> torch.nn.Module:
+        """The module the training step calls: the model, in DDP under torchrun (which then
+        averages the gradients of the parameters that train now), compiled when asked."""
+        forward: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.cfg.train.compile:
+            forward = torch.compile(forward)  # type: ignore[assignment]
+        return forward
+
     def _apply_freeze(self) -> None:
         """Freeze what this epoch keeps frozen (a function of the epoch alone, so resumable)."""
         frozen = frozen_stages(self.cfg, self.n_stages, self.progress.epoch)
         apply_freeze(self.model, frozen)
+        if frozen != self.frozen and self.dist.enabled:
+            # DDP syncs only the parameters that required gradients when it was built
+            self.forward = self._wrap()
         if frozen != self.frozen:
             log.info(
                 "epoch %d: %d of %d backbone stages frozen; %d trainable parameters",
