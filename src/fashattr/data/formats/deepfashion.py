@@ -24,6 +24,7 @@ train split's labels take 209 MB.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,9 @@ class DeepFashionReader:
 
     @staticmethod
     def _unique(path: Path, names: list[str]) -> tuple[str, ...]:
-        seen: set[str] = set()
-        repeated = [n for n in names if n in seen or seen.add(n)]  # type: ignore[func-returns-value]
+        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
         if repeated:
-            raise DatasetError(path, f"names listed twice in one group: {sorted(set(repeated))}")
+            raise DatasetError(path, f"names listed twice in one group: {repeated}")
         return tuple(names)
 
     # --- splits ---------------------------------------------------------------------------
