@@ -118,7 +118,7 @@ def lr_find(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            value = float(loss)
+            value = float(loss.detach())
             avg = beta * avg + (1 - beta) * value
             smoothed = avg / (1 - beta ** (len(lrs) + 1))
             lrs.append(lr)
