@@ -74,3 +74,20 @@ def test_spec_errors_name_the_key(tiny_data: Path, cache_dir: Path, tmp_path: Pa
     bad = {"space": SPACE, "constraints": {"max_param": 3}}
     with pytest.raises(ConfigError, match="did you mean 'max_params_m'"):
         load_spec(write_config(tmp_path / "c.yaml", tiny_data, cache_dir, tmp_path, bad))
+
+
+def test_two_workers_share_one_study(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    tune = {"space": {"optim.lr": SPACE["optim.lr"]}, "pruner": "none"}
+    config = write_config(tmp_path / "shared.yaml", tiny_data, cache_dir, tmp_path, tune)
+    out, storage = tmp_path / "study", f"sqlite:///{tmp_path / 'one.db'}"
+    cmd = [sys.executable, "-m", "fashattr", "tune", str(config), "--trials", "4", "--storage", storage]
+    cmd += ["--out", str(out)]
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err.decode()[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    # each worker stops once the study holds 4 finished trials; both may be mid-trial then
+    assert 4 <= len(trials) <= 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    runs = {t.user_attrs["run"] for t in trials}
+    assert len(runs) == len(trials)  # every trial trained into its own folder

@@ -183,7 +183,8 @@ def run_study(
         "hyperband": optuna.pruners.HyperbandPruner(),
         "none": optuna.pruners.NopPruner(),
     }[spec.pruner]
-    study = optuna.create_study(
+    study = _open_study(
+        optuna,
         study_name=study_name,
         storage=storage,
         load_if_exists=True,
@@ -226,6 +227,21 @@ def run_study(
         # a diverging learning rate fails its trial (recorded) and the study goes on
         study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
     return study
+
+
+def _open_study(optuna: Any, attempts: int = 10, **kwargs: Any) -> Any:
+    """``optuna.create_study``, retried: workers started together race to create the same
+    database tables or study, and all but one lose that race once."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(**kwargs)
+        except (IntegrityError, OperationalError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _history(run: Path) -> list[dict[str, float]]:
