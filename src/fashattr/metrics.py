@@ -74,11 +74,7 @@ class Metrics:
     # over every multi-label class of every group at once (the benchmark's "all" column);
     # only when there are at least two multi-label groups
     attributes_topk: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def attributes_map(self) -> float | None:
-        aps = [a for g in self.groups.values() for a in g.ap or [] if a is not None]
-        return float(np.mean(aps)) if aps and len(self.attributes_topk) else None
+    attributes_map: float | None = None
 
     @property
     def avg_class_acc(self) -> float | None:
@@ -293,8 +289,11 @@ def compute_metrics(schema: Schema, targets: dict[str, np.ndarray], scores: dict
     exact = _ratio(np.logical_and.reduce(right)[any_known].sum(), any_known.sum())
     multi = [g.name for g in schema.groups if g.kind == "multi"]
     every: dict[int, float] = {}
+    every_map = None
     if len(multi) >= 2:
         t = np.concatenate([np.asarray(targets[n]) for n in multi], axis=1)
         s = np.concatenate([np.asarray(scores[n]) for n in multi], axis=1)
         every = {k: r for k in TOP_K if (r := top_k_recall(t, s, k)) is not None}
-    return Metrics(groups, exact, every)
+        aps = [a for n in multi for a in groups[n].ap or [] if a is not None]
+        every_map = float(np.mean(aps)) if aps else None
+    return Metrics(groups, exact, every, every_map)

@@ -113,9 +113,17 @@ def _example(dist: dict[str, Any]) -> Any:
     return dist["choices"][0] if dist["type"] == "categorical" else dist["low"]
 
 
+def as_overrides(params: dict[str, Any]) -> list[str]:
+    """``{key: value}`` as ``key=value`` overrides (values written as YAML, as the CLI parses them)."""
+    return [
+        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k, v in params.items()
+    ]
+
+
 def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
     """The trial's values as ``key=value`` overrides."""
-    out = []
+    values: dict[str, Any] = {}
     for key, d in space.items():
         if d["type"] == "float":
             value: Any = trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log", False)))
@@ -123,8 +131,8 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
             value = trial.suggest_int(key, int(d["low"]), int(d["high"]), step=int(d.get("step", 1)))
         else:
             value = trial.suggest_categorical(key, d["choices"])
-        out.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return out
+        values[key] = value
+    return as_overrides(values)
 
 
 def cpu_latency_ms(model: torch.nn.Module, image_size: int, repeats: int = 10) -> float:
@@ -174,6 +182,7 @@ def run_study(
 
     from fashattr.data.formats import create_reader
     from fashattr.engine.trainer import fit
+    from fashattr.report.compare import load_run
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +224,7 @@ def run_study(
 
         run = fit(cfg, on_epoch=report)
         trial.set_user_attr("run", str(run))
-        history = [r[spec.metric] for r in _history(run)]
+        history = [r[spec.metric] for r in load_run(run).history]
         best = max(history) if spec.direction == "maximize" else min(history)
         return float(best)
 
@@ -242,13 +251,6 @@ def _open_study(optuna: Any, attempts: int = 10, **kwargs: Any) -> Any:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def _history(run: Path) -> list[dict[str, float]]:
-    import csv
-
-    with open(run / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
 
 
 def trials_table(study: Any) -> str:
@@ -284,7 +286,7 @@ def _short(v: Any) -> str:
 def write_best(study: Any, spec: TuneSpec, out: str | Path) -> Path:
     """The best trial's configuration as a runnable recipe (``best.yaml``)."""
     best = study.best_trial
-    cfg = config_from_dict(apply_overrides(spec.base, suggest(_Fixed(best.params), spec.space)))
+    cfg = config_from_dict(apply_overrides(spec.base, as_overrides(best.params)))
     data = config_to_dict(replace(cfg, name=None, recipe=f"tuned: trial {best.number} of study {study.study_name}"))
     header = (
         f"# Best of {len(study.trials)} trials (trial {best.number}): {spec.metric} {best.value:.4f} on the\n"
@@ -293,16 +295,3 @@ def write_best(study: Any, spec: TuneSpec, out: str | Path) -> Path:
     path = Path(out) / "best.yaml"
     atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-class _Fixed:
-    """Replays fixed parameters through ``suggest`` so best.yaml is written the way trials were."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.params[name]
-
-    suggest_int = suggest_float
-    suggest_categorical = suggest_float

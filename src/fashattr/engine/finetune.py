@@ -91,8 +91,8 @@ def apply_freeze(model: nn.Module, frozen: int) -> None:
     stage, _ = stage_of(model)
     for name, p in model.named_parameters():
         p.requires_grad_(stage[name] >= frozen)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
+    for module in model.modules():  # only batch norms keep running statistics
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
             if params and not any(p.requires_grad for p in params):
                 module.eval()
