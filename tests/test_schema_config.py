@@ -60,13 +60,52 @@ def test_config_defaults_and_overrides():
     assert cfg.augment.scale == (1.0, 1.0)
 
 
-def test_unknown_key_suggests_the_closest(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'train.epochs'\?"):
-        load_config(None, ["train.epoch=3"])
+OPTIM_KEYS = "name, lr, weight_decay, momentum, nesterov, betas, layer_decay, stage_lr"
+TOP_KEYS = "data, model, loss, optim, sched, augment, train, out_dir, name, recipe"
+
+
+def config_error(path: Path | None, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides)
+    return str(e.value)
+
+
+def test_unknown_key_from_the_command_line_says_so():
+    assert config_error(None, ["train.epoch=3"]) == (
+        "unknown config key 'train.epoch' in command-line override 'train.epoch=3'; did you mean 'train.epochs'?"
+    )
+    # No close match: the valid keys of that section, and a full stop.
+    assert config_error(None, ["optim.zzz=1"]) == (
+        f"unknown config key 'optim.zzz' in command-line override 'optim.zzz=1'; valid keys in optim: {OPTIM_KEYS}."
+    )
+    assert config_error(None, ["epochs=3"]) == (
+        f"unknown config key 'epochs' in command-line override 'epochs=3'; valid top-level keys: {TOP_KEYS}."
+    )
+
+
+def test_unknown_key_from_yaml_names_the_file_and_line(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("optim:\n  learning_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'optim.learning_rate'"):
-        load_config(bad)
+    bad.write_text("train:\n  epochs: 2\noptim:\n  lr: 0.1\n  learning_rate: 0.1\n")
+    assert config_error(bad) == f"{bad}:5: unknown config key 'optim.learning_rate'; valid keys in optim: {OPTIM_KEYS}."
+    bad.write_text("# a recipe\nmodel:\n  backbone: resnet18\ntrain:\n  epoch: 2\n")
+    assert config_error(bad) == f"{bad}:5: unknown config key 'train.epoch'; did you mean 'train.epochs'?"
+    bad.write_text("train:\n  epochs: 2.5\n")
+    assert config_error(bad) == f"{bad}:2: train.epochs: expected int, got 2.5"
+
+
+def test_errors_blame_the_override_not_the_file(tmp_path: Path):
+    good = tmp_path / "good.yaml"
+    good.write_text("train:\n  epochs: 2\n")
+    assert config_error(good, ["train.epoch=3"]) == (
+        "unknown config key 'train.epoch' in command-line override 'train.epoch=3'; did you mean 'train.epochs'?"
+    )
+    assert config_error(good, ["optim.lr=1e-3", "optim.lr=abc"]) == (
+        "command-line override 'optim.lr=abc': optim.lr: expected float, got 'abc'"
+    )
+    # A cross-field check sees the file and the overrides together, and says so.
+    assert config_error(good, ["train.batch_size=0"]) == (
+        f"{good} with the command-line overrides: train.epochs and train.batch_size must be at least 1"
+    )
 
 
 @pytest.mark.parametrize(

@@ -187,10 +187,24 @@ class Config:
     recipe: str | None = None  # free text: which recipe this config follows
 
 
-def _suggest(key: str, valid: list[str], where: str) -> ConfigError:
+class _KeyProblem(ConfigError):
+    """A ConfigError about one key; ``parts`` is its path, so the YAML line holding it can be named."""
+
+    def __init__(self, message: str, parts: tuple[str, ...], unknown: bool = False) -> None:
+        super().__init__(message)
+        self.parts = parts
+        self.unknown = unknown
+
+
+def _suggest(key: str, valid: list[str], where: str, origin: str) -> _KeyProblem:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {where + close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {where + key!r}{hint} Valid keys here: {', '.join(valid)}")
+    if close:
+        hint = f"did you mean {where + close[0]!r}?"
+    else:
+        section = f"keys in {where[:-1]}" if where else "top-level keys"
+        hint = f"valid {section}: {', '.join(valid)}."
+    parts = (*where.split(".")[:-1], key)
+    return _KeyProblem(f"unknown config key {where + key!r}{origin}; {hint}", parts, unknown=True)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -241,20 +255,25 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _build(cls: type, data: dict[str, Any], where: str, origin: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; ``where`` is the key prefix ("optim."), ``origin`` says
+    where an unknown key came from (" in command-line override 'x=1'")."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+        raise _KeyProblem(f"{where[:-1] or 'config'}: expected a mapping, got {data!r}", tuple(where.split(".")[:-1]))
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise _suggest(str(key), list(fields), where)
+            raise _suggest(str(key), list(fields), where, origin)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, f"{where}{key}.")  # type: ignore[arg-type]
-        else:
+            kwargs[key] = _build(tp, value or {}, f"{where}{key}.", origin)  # type: ignore[arg-type]
+            continue
+        try:
             kwargs[key] = _coerce(value, tp, f"{where}{key}")
+        except ConfigError as e:
+            raise _KeyProblem(str(e), (*where.split(".")[:-1], key)) from None
     return cls(**kwargs)
 
 
@@ -301,20 +320,63 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Args:
+        path: a YAML file, or None for the defaults.
+        overrides: ``section.key=value`` items, applied in order after the file.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: naming where the bad key or value came from: the file and its line, or
+            the command-line override that gave it.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
+        text = path.read_text()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        try:
+            _build(Config, data, "")  # the file's own keys and values, before any override
+        except ConfigError as e:
+            line = _yaml_line(text, e.parts) if isinstance(e, _KeyProblem) else None
+            raise ConfigError(f"{path}{'' if line is None else f':{line}'}: {e}") from None
+    for item in overrides or []:
+        data = apply_overrides(data, [item])
+        try:
+            # The file and the earlier overrides are valid, so whatever fails here is this item's.
+            _build(Config, data, "", origin=f" in command-line override {item!r}")
+        except ConfigError as e:
+            if isinstance(e, _KeyProblem) and e.unknown:
+                raise
+            raise ConfigError(f"command-line override {item!r}: {e}") from None
     try:
-        return config_from_dict(apply_overrides(data, overrides or []))
-    except ConfigError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from None
+        return config_from_dict(data)
+    except ConfigError as e:  # a cross-field check: the file and the overrides together
+        sources = [str(path)] if path is not None else []
+        sources += ["the command-line overrides"] if overrides else []
+        raise ConfigError(f"{' with '.join(sources) or 'config'}: {e}") from None
+
+
+def _yaml_line(text: str, parts: tuple[str, ...]) -> int | None:
+    """The 1-based line of the deepest key of ``parts`` found in the YAML ``text``."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    line = None
+    for part in parts:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == part), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
