@@ -66,8 +66,9 @@ def test_csv_without_split_or_boxes_and_with_index_labels(tmp_path: Path, table_
     ("row", "message"),
     [
         ("img/a.png,floral,7,,,,,,train", r"labels.csv:3: column 'sleeve': unknown class '7'"),
-        ("img/a.png,floral,1,,1,2,x,4,train", r"labels.csv:3: bbox \['1', '2', 'x', '4'\] is not 4 numbers"),
-        ("img/a.png,floral,1,,5,2,3,4,train", r"labels.csv:3: bbox .* needs 0 <= x1 < x2"),
+        ("img/a.png,floral,1,,1,2,x,4,train", r"labels.csv:3: bbox columns .*: box '1,2,x,4' is not 4 numbers"),
+        ("img/a.png,floral,1,,5,2,3,4,train", r"labels.csv:3: bbox columns .*: box '5,2,3,4' needs 0 <= x1 < x2"),
+        ("img/a.png,floral,1,,1,2,inf,4,train", r"labels.csv:3: bbox columns .*: box '1,2,inf,4' is not 4 finite"),
         ("img/zz.png,floral,1,,,,,,train", r"labels.csv:3: image 'img/zz.png' not found"),
         ("img/a.png,solid,1,,,,,,train", r"labels.csv:3: duplicate image 'img/a.png' \(first on line 2\)"),
     ],

@@ -54,7 +54,7 @@ def edit(path: Path, line: int, text: str) -> None:
         ("train.txt", 7, "img/00000.jpg", r"train.txt:7: duplicate entry 'img/00000.jpg' \(first on line 1\)"),
         ("train.txt", 8, "img/00001.jpg extra", r"train.txt:8: expected one image path"),
         ("train_bbox.txt", 2, "1 2 3", r"train_bbox.txt:2: expected 4 numbers"),
-        ("train_bbox.txt", 3, "1 2 a 4", r"train_bbox.txt:3: non-integer value in '1 2 a 4'"),
+        ("train_bbox.txt", 3, "1 2 a 4", r"train_bbox.txt:3: box '1 2 a 4' is not 4 numbers"),
         ("train_bbox.txt", 4, "10 2 5 40", r"train_bbox.txt:4: box '10 2 5 40' needs 0 <= x1 < x2"),
     ],
 )

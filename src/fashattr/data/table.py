@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,49 @@ class Table:
             else:
                 counts[g.name] = (y == 1).sum(axis=0)
         return counts
+
+
+def parse_box(values: Sequence[str], shown: str | None = None) -> tuple[float, float, float, float]:
+    """The box ``x1 y1 x2 y2`` in ``values``, by the one rule every reader applies.
+
+    A box is four finite numbers (integers or decimals) with ``0 <= x1 < x2`` and
+    ``0 <= y1 < y2``, in pixels of the image as stored.
+
+    Args:
+        values: the four cells or tokens.
+        shown: how the value appears in its file, for the message (default: the tokens joined by spaces).
+
+    Raises:
+        ValueError: a message naming the value and the rule it breaks.
+    """
+    text = " ".join(values) if shown is None else shown
+    if len(values) != 4:
+        raise ValueError(f"expected 4 numbers 'x1 y1 x2 y2', got {text!r}")
+    try:
+        x1, y1, x2, y2 = (float(v) for v in values)
+    except ValueError:
+        raise ValueError(f"box {text!r} is not 4 numbers") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ValueError(f"box {text!r} is not 4 finite numbers")
+    if not (0 <= x1 < x2 and 0 <= y1 < y2):
+        raise ValueError(f"box {text!r} needs 0 <= x1 < x2 and 0 <= y1 < y2")
+    return x1, y1, x2, y2
+
+
+def drop_missing(table: Table, missing: list[tuple[str, int, str]], rows: Iterable[int]) -> Table:
+    """``table`` without ``rows`` (those of listed images not on disk), recording them as ``missing``.
+
+    Args:
+        table: every listed row, in list order.
+        missing: (file, line, path) of each image not found, for ``Table.missing``.
+        rows: the row indices of those images in ``table``.
+    """
+    gone = set(rows)
+    if not gone:
+        return table
+    kept = table.subset([i for i in range(len(table)) if i not in gone])
+    kept.missing = list(missing)
+    return kept
 
 
 def row_labels(table: Table, schema: Schema, i: int) -> dict[str, str] | None:

@@ -1,7 +1,8 @@
 """DeepFashion Category and Attribute Prediction Benchmark (Liu et al., CVPR 2016).
 
 ```
-ROOT/img/...                       images; paths in the lists are relative to ROOT
+ROOT/Img/img/...                   images, as Img/img.zip unpacks; the lists name img/...
+                                   (some mirrors unpack to ROOT/img/...: found there too)
 ROOT/Anno/list_category_cloth.txt  50 category names and types (1 upper, 2 lower, 3 full body)
 ROOT/Anno/list_category_img.txt    image, category id (1-based)
 ROOT/Anno/list_attr_cloth.txt      1000 attribute names (may contain spaces) and types
@@ -11,7 +12,9 @@ ROOT/Anno/list_bbox.txt            optional: image, x_1 y_1 x_2 y_2
 ROOT/Eval/list_eval_partition.txt  image, train | val | test
 ```
 Every file starts with a count line and a header line; columns are separated by runs of
-spaces. The category is a single-label group ``category`` (all 50 names, so ids map
+spaces. The annotation files are shared by every split: a line naming an image that is in no
+split is reported with the partition's first split only, so reading every split (as ``data
+check`` does) reports it once. The category is a single-label group ``category`` (all 50 names, so ids map
 directly; the benchmark uses 46 and the metrics leave unused ones out as absent); the
 attributes become one multi-label group per type. Option ``groups`` picks a subset of
 ``category texture fabric shape part style``; without an attribute group the 1000-column
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fashattr.data.formats.generic import check_options
-from fashattr.data.table import UNKNOWN, Table
+from fashattr.data.formats.lists import ENCODING, Problems, find_image_root, not_found
+from fashattr.data.table import UNKNOWN, Table, drop_missing, parse_box
 from fashattr.errors import DatasetError
 from fashattr.schema import Group, Schema
 
@@ -51,7 +56,7 @@ def _listing(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DatasetError(path, "file not found (DeepFashion benchmark layout)")
     rows = 0
-    with path.open(encoding="utf-8", newline=None) as f:
+    with path.open(encoding=ENCODING, newline=None) as f:  # a leading BOM is dropped
         try:
             first, second = f.readline(), f.readline()
             count = first.split()
@@ -68,6 +73,15 @@ def _listing(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, str]]:
             raise DatasetError(path, f"not UTF-8 text after line {rows + 2}: {e}") from None
     if rows != int(count[0]):
         raise DatasetError(path, f"count line says {count[0]} rows but {rows} follow", 1)
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """Which lines of a shared annotation file one split's read takes, and which it reports."""
+
+    row_of: dict[str, int]  # image -> its row in the split
+    split_of: dict[str, str]  # image -> its split, for every image of the partition
+    charged: bool  # this read reports the lines that name an image in no split
 
 
 def _names_and_types(path: Path, header: tuple[str, ...], n_types: int) -> tuple[list[str], np.ndarray]:
@@ -100,7 +114,14 @@ class DeepFashionReader:
         self.anno = self.root / "Anno"
         self.partition_file = self.root / "Eval" / "list_eval_partition.txt"
         if not self.anno.is_dir():
-            raise DatasetError(self.root, "no Anno/ folder: not the DeepFashion benchmark layout")
+            hint = ""
+            if (self.root / "Anno_fine").is_dir():
+                hint = "; Anno_fine/ here is the fine-grained release: use data.format deepfashion-fine"
+            elif (self.root / "split").is_dir():
+                hint = "; split/ here is the FashionDataset layout: use data.format ai6126"
+            raise DatasetError(self.root, f"no Anno/ folder: not the DeepFashion benchmark layout{hint}")
+        # Where the lists' img/... paths are relative to: Img/ as the archive unpacks, or ROOT.
+        self.image_roots = [self.root / "Img", self.root]
         self._schema: Schema | None = None
         self._attr_types: np.ndarray | None = None
         self._partition: list[tuple[int, str, str]] | None = None
@@ -167,29 +188,36 @@ class DeepFashionReader:
         ``Table.missing`` instead of raising.
         """
         schema = self.schema()
-        mine = [(n, p) for n, p, s in self.partition() if s == split]
+        partition = self.partition()
+        mine = [(n, p) for n, p, s in partition if s == split]
         if not mine:
             raise DatasetError(self.partition_file, f"no split {split!r}; splits here: {self.splits()}")
         paths = [p for _, p in mine]
-        row_of = {p: i for i, p in enumerate(paths)}
-        everyone = {p for _, p, _ in self.partition()}
+        split_of = {p: s for _, p, s in partition}
+        # Lines of images in no split are charged to one split, so each is reported once.
+        lines = _Lines({p: i for i, p in enumerate(paths)}, split_of, charged=split == partition[0][2])
+        problems = Problems()
         labels: dict[str, np.ndarray] = {}
         if "category" in self.groups:
-            labels["category"] = self._read_categories(row_of, everyone, schema["category"].num_classes)
+            n_classes = schema["category"].num_classes
+            category = problems.run(lambda: self._read_categories(lines, n_classes))
+            if category is not None:
+                labels["category"] = category
         if self._attr_types is not None:
-            labels.update(self._read_attributes(row_of, everyone, schema))
+            labels.update(problems.run(lambda: self._read_attributes(lines, schema)) or {})
         bbox_file = self.anno / "list_bbox.txt"
-        bboxes = self._read_bboxes(bbox_file, row_of, everyone) if bbox_file.exists() else None
-        table = Table(self.root, paths, labels, bboxes, split=split)
-        missing = [(str(self.partition_file), n, p) for n, p in mine if not (self.root / p).is_file()]
+        bboxes = problems.run(lambda: self._read_bboxes(bbox_file, lines)) if bbox_file.exists() else None
+        root = find_image_root(self.image_roots, paths[0])
+        gone = [i for i, p in enumerate(paths) if root is None or not (root / p).is_file()]
+        missing = [(str(self.partition_file), mine[i][0], paths[i]) for i in gone]
         if missing and not allow_missing:
-            problems = [(n, f"listed image {p!r} not found under {self.root}") for _, n, p in missing]
-            raise DatasetError.many(self.partition_file, problems)
-        if missing:
-            gone = {row_of[p] for _, _, p in missing}
-            table = table.subset([i for i in range(len(paths)) if i not in gone])
-            table.missing = missing
-        return table
+            zipped = self.root / "Img" / "img.zip"
+            hint = f"; {zipped} is not unpacked" if root is None and zipped.is_file() else ""
+            found = [(n, not_found(p, root, self.image_roots, hint)) for _, n, p in missing]
+            problems.add(self.partition_file, found)
+        problems.raise_if_any()
+        table = Table(root or self.image_roots[0], paths, labels, bboxes, split=split)
+        return drop_missing(table, missing, gone)
 
     # --- per-image files ------------------------------------------------------------------
 
@@ -197,19 +225,20 @@ class DeepFashionReader:
         self,
         path: Path,
         header: tuple[str, ...],
-        row_of: dict[str, int],
-        everyone: set[str],
+        lines: _Lines,
         problems: list[tuple[int | None, str]],
     ) -> Iterator[tuple[int, int, str]]:
         """(line, row in this split, rest of the line) for the lines of ``path`` that belong to
-        the split. Lines naming an image outside the partition, second lines for an image,
-        and split images without a line are added to ``problems``."""
+        the split. Second lines for an image, split images without a line and (when the read
+        is ``charged`` with them) lines naming an image outside the partition are added to
+        ``problems``."""
+        row_of = lines.row_of
         seen = np.zeros(len(row_of), dtype=bool)
         for number, line in _listing(path, header):
             image, *rest = line.split(None, 1)
             row = row_of.get(image)
             if row is None:
-                if image not in everyone:
+                if lines.charged and image not in lines.split_of:
                     problems.append((number, f"image {image!r} is not in {self.partition_file.name}"))
             elif seen[row]:
                 problems.append((number, f"second line for image {image!r}"))
@@ -222,11 +251,11 @@ class DeepFashionReader:
             lost = [p for p, r in row_of.items() if not seen[r]]
             problems.append((None, f"no line for {len(lost)} image(s) of the split, e.g. {lost[:3]}"))
 
-    def _read_categories(self, row_of: dict[str, int], everyone: set[str], n_classes: int) -> np.ndarray:
+    def _read_categories(self, lines: _Lines, n_classes: int) -> np.ndarray:
         path = self.anno / "list_category_img.txt"
-        out = np.full(len(row_of), UNKNOWN, dtype=np.int64)
+        out = np.full(len(lines.row_of), UNKNOWN, dtype=np.int64)
         bad: list[tuple[int | None, str]] = []
-        for number, row, rest in self._rows(path, ("image_name", "category_label"), row_of, everyone, bad):
+        for number, row, rest in self._rows(path, ("image_name", "category_label"), lines, bad):
             tok = rest.strip()
             if not tok.isdigit() or not 1 <= int(tok) <= n_classes:
                 bad.append((number, f"category {tok!r} is not an id in 1..{n_classes}"))
@@ -236,7 +265,7 @@ class DeepFashionReader:
             raise DatasetError.many(path, sorted(bad, key=lambda b: b[0] or 0))
         return out
 
-    def _read_attributes(self, row_of: dict[str, int], everyone: set[str], schema: Schema) -> dict[str, np.ndarray]:
+    def _read_attributes(self, lines: _Lines, schema: Schema) -> dict[str, np.ndarray]:
         assert self._attr_types is not None
         path = self.anno / "list_attr_img.txt"
         width = len(self._attr_types)
@@ -245,7 +274,7 @@ class DeepFashionReader:
             for t, name in enumerate(ATTRIBUTE_TYPES, start=1)
             if name in schema.names
         }
-        out = {name: np.empty((len(row_of), len(cols)), dtype=np.int8) for name, cols in columns.items()}
+        out = {name: np.empty((len(lines.row_of), len(cols)), dtype=np.int8) for name, cols in columns.items()}
         bad: list[tuple[int | None, str]] = []
         chunk: list[tuple[int, int, str]] = []
 
@@ -269,7 +298,7 @@ class DeepFashionReader:
                 out[name][rows] = labels[:, cols]
 
         header = ("image_name", "attribute_labels")
-        for item in self._rows(path, header, row_of, everyone, bad):
+        for item in self._rows(path, header, lines, bad):
             chunk.append(item)
             if len(chunk) == CHUNK:
                 flush()
@@ -280,20 +309,15 @@ class DeepFashionReader:
             raise DatasetError.many(path, sorted(bad, key=lambda b: b[0] or 0))
         return out
 
-    def _read_bboxes(self, path: Path, row_of: dict[str, int], everyone: set[str]) -> np.ndarray:
-        out = np.zeros((len(row_of), 4), dtype=np.float32)
+    def _read_bboxes(self, path: Path, lines: _Lines) -> np.ndarray:
+        out = np.zeros((len(lines.row_of), 4), dtype=np.float32)
         bad: list[tuple[int | None, str]] = []
         header = ("image_name", "x_1", "y_1", "x_2", "y_2")
-        for number, row, rest in self._rows(path, header, row_of, everyone, bad):
-            parts = rest.split()
-            if len(parts) != 4 or not all(p.isdigit() for p in parts):
-                bad.append((number, f"expected 4 integers 'x_1 y_1 x_2 y_2', got {rest.strip()!r}"))
-                continue
-            x1, y1, x2, y2 = (int(p) for p in parts)
-            if x2 <= x1 or y2 <= y1:
-                bad.append((number, f"box {rest.strip()!r} needs x_1 < x_2 and y_1 < y_2"))
-                continue
-            out[row] = (x1, y1, x2, y2)
+        for number, row, rest in self._rows(path, header, lines, bad):
+            try:
+                out[row] = parse_box(rest.split(), rest.strip())
+            except ValueError as e:
+                bad.append((number, str(e)))
         if bad:
             raise DatasetError.many(path, sorted(bad, key=lambda b: b[0] or 0))
         return out

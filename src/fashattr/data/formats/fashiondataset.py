@@ -3,106 +3,139 @@
 ```
 ROOT/img/*.jpg
 ROOT/split/{split}.txt           one image path per line, relative to ROOT
-ROOT/split/{split}_attr.txt      optional: one class index per group per line
+ROOT/split/{split}_attr.txt      optional: one class index per group per line, after an
+                                 optional header line of the group names (later copies add one)
 ROOT/split/{split}_bbox.txt      optional: x1 y1 x2 y2 per line
 ROOT/split/list_attr_cloth.txt   optional: class names (else the built-in schema)
 ```
-A split without ``_attr.txt`` is unlabeled.
+A split without ``_attr.txt`` is unlabeled. A split is a ``{split}.txt`` file; the other files
+of the folder (landmarks, ``list_*`` name lists, anything not ``.txt``) are not splits and are
+ignored (listed once at debug level).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from fashattr.data.table import Table
+from fashattr.data.formats.lists import Problems, find_image_root, not_found, read_lines
+from fashattr.data.table import Table, drop_missing, parse_box
 from fashattr.errors import DatasetError
 from fashattr.schema import Schema, ai6126_schema, read_attr_cloth
 
+log = logging.getLogger(__name__)
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(path, f"not UTF-8 text: {e}") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():  # trailing blank lines only; inner ones are errors
-        lines.pop()
-    return lines
+# Per-split files that are not splits: the ones read here, and the landmark files that the
+# AI6126 copy and the fine-grained release ship ("landmards" is the release's own spelling).
+SPLIT_SUFFIXES = ("_attr", "_bbox", "_cate", "_landmarks", "_landmards")
+
+
+def _is_int(token: str) -> bool:
+    return token.removeprefix("-").isdigit()
 
 
 class FashionDatasetReader:
     """Reads the FashionDataset layout under ``root`` (any split name)."""
 
+    FORMAT = "FashionDataset (ai6126)"
+    SUFFIXES = SPLIT_SUFFIXES
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.split_dir = self.root / "split"
-        if not self.split_dir.is_dir():
-            raise DatasetError(self.root, "no split/ folder: not a FashionDataset layout")
+        # The folder of the lists, and the folders their image paths may be relative to (in order).
+        self.split_dir, self.image_roots = self._locate()
+        self._splits: list[str] | None = None
+
+    def _locate(self) -> tuple[Path, list[Path]]:
+        if not (self.root / "split").is_dir():
+            raise DatasetError(self.root, f"no split/ folder: not a {self.FORMAT} layout{self._hint()}")
+        return self.root / "split", [self.root]
+
+    def _hint(self) -> str:
+        """Which format the folder at ``root`` looks like instead, for the error."""
+        if (self.root / "Anno_fine").is_dir():
+            return "; Anno_fine/ here is the DeepFashion fine-grained release: use data.format deepfashion-fine"
+        if (self.root / "Anno").is_dir():
+            return "; Anno/ here is the DeepFashion benchmark: use data.format deepfashion"
+        return ""
 
     def schema(self) -> Schema:
         names = self.split_dir / "list_attr_cloth.txt"
         return read_attr_cloth(names) if names.exists() else ai6126_schema()
 
     def splits(self) -> list[str]:
-        return sorted(
-            p.stem
-            for p in self.split_dir.glob("*.txt")
-            if not p.stem.endswith(("_attr", "_bbox", "_cate")) and not p.name.startswith("list_")
-        )
+        if self._splits is None:
+            files = sorted(p for p in self.split_dir.iterdir() if p.is_file())
+            lists = [p for p in files if self._is_split(p)]
+            ignored = [p.name for p in files if p not in lists and not self._is_known(p)]
+            if ignored:
+                log.debug("%s: not split lists, ignored: %s", self.split_dir, ignored)
+            self._splits = [p.stem for p in lists]
+        return self._splits
+
+    def _is_split(self, path: Path) -> bool:
+        return path.suffix == ".txt" and not path.stem.startswith("list_") and not path.stem.endswith(self.SUFFIXES)
+
+    def _is_known(self, path: Path) -> bool:
+        """A file of the layout that is read per split or for the schema (not worth a log line)."""
+        return path.suffix == ".txt" and path.stem.endswith(("_attr", "_bbox", "_cate"))
 
     def read(self, split: str, allow_missing: bool = False) -> Table:
-        """Read one split; raises DatasetError naming every bad line.
+        """Read one split; raises DatasetError naming every bad line of every file it reads.
 
         With ``allow_missing``, listed images that are not on disk are left out (with their
         label and box lines) and recorded in ``Table.missing`` instead of raising.
         """
         list_file = self.split_dir / f"{split}.txt"
-        if not list_file.exists():
+        if not list_file.exists() or split not in self.splits():
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
-        paths, missing = self._read_paths(list_file, allow_missing)
-        labels = self._labels(split, len(paths), self.schema())
+        problems = Problems()
+        paths = self._read_paths(list_file, read_lines(list_file), problems)
+        n = len(paths)
+        schema = self.schema()
+        labels = problems.run(lambda: self._labels(split, n, schema))
         bbox_file = self.split_dir / f"{split}_bbox.txt"
-        bboxes = self._read_bbox(bbox_file, len(paths)) if bbox_file.exists() else None
-        table = Table(self.root, paths, labels, bboxes, split=split)
-        if missing:
-            gone = {line - 1 for _, line, _ in missing}
-            table = table.subset([i for i in range(len(paths)) if i not in gone])
-            table.missing = missing
-        return table
+        bboxes = problems.run(lambda: self._read_bbox(bbox_file, n)) if bbox_file.exists() else None
+        first = next((p for p in paths if p), None)
+        root = find_image_root(self.image_roots, first) if first else None
+        gone = [i for i, p in enumerate(paths) if p and not (root is not None and (root / p).is_file())]
+        missing = [(str(list_file), i + 1, paths[i]) for i in gone]
+        if not allow_missing:
+            tried = self.image_roots
+            problems.add(list_file, [(ln, not_found(p, root, tried)) for _, ln, p in missing])
+        problems.raise_if_any()
+        table = Table(root or self.image_roots[0], paths, labels, bboxes, split=split)
+        return drop_missing(table, missing, gone)
 
     def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:
         """Labels of a split's ``n`` rows, or None when it is unlabeled (overridden by variants)."""
         attr_file = self.split_dir / f"{split}_attr.txt"
         return self._read_attr(attr_file, schema, n) if attr_file.exists() else None
 
-    def _read_paths(self, path: Path, allow_missing: bool = False) -> tuple[list[str], list[tuple[str, int, str]]]:
-        problems: list[tuple[int | None, str]] = []
-        missing: list[tuple[str, int, str]] = []
+    @staticmethod
+    def _read_paths(path: Path, lines: list[str], problems: Problems) -> list[str]:
+        """One entry per line (so the label files' line counts are checked against every line);
+        a malformed line's entry is empty and its problem recorded."""
+        found: list[tuple[int | None, str]] = []
         paths: list[str] = []
         first_line: dict[str, int] = {}
-        for i, line in enumerate(_read_lines(path), start=1):
+        for i, line in enumerate(lines, start=1):
             parts = line.split()
             if len(parts) != 1:
-                problems.append((i, f"expected one image path, got {line!r}"))
+                found.append((i, f"expected one image path, got {line!r}"))
+                paths.append("")
                 continue
             rel = parts[0]
             if rel in first_line:
-                problems.append((i, f"duplicate entry {rel!r} (first on line {first_line[rel]})"))
-                continue
-            first_line[rel] = i
-            if not (self.root / rel).is_file():
-                if allow_missing:
-                    missing.append((str(path), i, rel))
-                else:
-                    problems.append((i, f"listed image {rel!r} not found under {self.root}"))
+                found.append((i, f"duplicate entry {rel!r} (first on line {first_line[rel]})"))
+            first_line.setdefault(rel, i)
             paths.append(rel)
-        if not paths and not problems:
-            problems.append((None, "split file lists no images"))
-        if problems:
-            raise DatasetError.many(path, problems)
-        return paths, missing
+        if not lines:
+            found.append((None, "split file lists no images"))
+        problems.add(path, found)
+        return paths
 
     @staticmethod
     def _check_count(path: Path, lines: list[str], expected: int) -> None:
@@ -110,47 +143,49 @@ class FashionDatasetReader:
             raise DatasetError(path, f"has {len(lines)} lines but its split file lists {expected} images")
 
     def _read_attr(self, path: Path, schema: Schema, expected: int) -> dict[str, np.ndarray]:
-        lines = _read_lines(path)
+        lines = read_lines(path)
+        start = 1
+        if lines and lines[0].split() and not any(_is_int(t) for t in lines[0].split()):
+            self._check_header(path, lines[0], schema)
+            lines, start = lines[1:], 2
         self._check_count(path, lines, expected)
         sizes = [g.num_classes for g in schema.groups]
         values = np.zeros((len(lines), len(sizes)), dtype=np.int64)
         problems: list[tuple[int | None, str]] = []
-        for i, line in enumerate(lines, start=1):
+        for i, line in enumerate(lines, start=start):
             parts = line.split()
             if len(parts) != len(sizes):
                 problems.append((i, f"expected {len(sizes)} class indices, got {len(parts)}: {line!r}"))
                 continue
             for j, (tok, g) in enumerate(zip(parts, schema.groups, strict=True)):
-                try:
-                    v = int(tok)
-                except ValueError:
+                if not _is_int(tok):
                     problems.append((i, f"column {j + 1} ({g.name}): {tok!r} is not an integer"))
                     continue
+                v = int(tok)
                 if not 0 <= v < g.num_classes:
                     problems.append((i, f"column {j + 1} ({g.name}): class {v} out of range 0..{g.num_classes - 1}"))
-                values[i - 1, j] = v
+                values[i - start, j] = v
         if problems:
             raise DatasetError.many(path, problems)
         return {g.name: values[:, j].copy() for j, g in enumerate(schema.groups)}
 
+    @staticmethod
+    def _check_header(path: Path, line: str, schema: Schema) -> None:
+        """A header line must name the schema's groups, in order (letter case aside)."""
+        names = line.split()
+        if [n.lower() for n in names] != [g.lower() for g in schema.names]:
+            raise DatasetError(path, f"header line names groups {names}, but the schema's groups are {schema.names}", 1)
+
     def _read_bbox(self, path: Path, expected: int) -> np.ndarray:
-        lines = _read_lines(path)
+        lines = read_lines(path)
         self._check_count(path, lines, expected)
         boxes = np.zeros((len(lines), 4), dtype=np.float32)
         problems: list[tuple[int | None, str]] = []
         for i, line in enumerate(lines, start=1):
-            parts = line.split()
             try:
-                if len(parts) != 4:
-                    raise ValueError(f"expected 4 numbers 'x1 y1 x2 y2', got {line!r}")
-                x1, y1, x2, y2 = (int(p) for p in parts)
-                if x2 <= x1 or y2 <= y1 or min(x1, y1) < 0:
-                    raise ValueError(f"box {line!r} needs 0 <= x1 < x2 and 0 <= y1 < y2")
+                boxes[i - 1] = parse_box(line.split(), line)
             except ValueError as e:
-                msg = str(e) if "box" in str(e) or "expected" in str(e) else f"non-integer value in {line!r}"
-                problems.append((i, msg))
-                continue
-            boxes[i - 1] = (x1, y1, x2, y2)
+                problems.append((i, str(e)))
         if problems:
             raise DatasetError.many(path, problems)
         return boxes

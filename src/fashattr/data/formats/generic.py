@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fashattr.data.table import UNKNOWN, Table
+from fashattr.data.table import UNKNOWN, Table, drop_missing, parse_box
 from fashattr.errors import DatasetError
 from fashattr.schema import Group, Schema
 
@@ -59,7 +59,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         table = pq.read_table(path)
         rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in table.to_pylist()]
         return list(table.column_names), rows
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a BOM (Excel writes one) would otherwise become part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise DatasetError(path, "empty file: expected a header line")
@@ -177,11 +178,8 @@ class CsvReader:
         if problems:
             raise DatasetError.many(self.file, problems)
         table = Table(self.root, paths, labels, boxes, split=split)
-        if missing:
-            gone = {line for _, line, _ in missing}
-            table = table.subset([k for k, i in enumerate(picked) if self._line(i) not in gone])
-            table.missing = missing
-        return table
+        gone = {line for _, line, _ in missing}
+        return drop_missing(table, missing, [k for k, i in enumerate(picked) if self._line(i) in gone])
 
     @staticmethod
     def _empty(g: Group, n: int) -> np.ndarray:
@@ -211,12 +209,9 @@ class CsvReader:
             boxes[k] = np.nan  # no box for this row: the whole image is used
             return []
         try:
-            x1, y1, x2, y2 = (float(c) for c in cells)
-        except ValueError:
-            return [f"bbox {cells} is not 4 numbers"]
-        if not (0 <= x1 < x2 and 0 <= y1 < y2):
-            return [f"bbox {cells} needs 0 <= x1 < x2 and 0 <= y1 < y2"]
-        boxes[k] = (x1, y1, x2, y2)
+            boxes[k] = parse_box(cells, ",".join(cells))
+        except ValueError as e:
+            return [f"bbox columns {self.opt['bbox_columns']}: {e}"]
         return []
 
 
