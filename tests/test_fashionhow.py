@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_overrides
 from PIL import Image
 from safetensors.torch import save_file
@@ -57,10 +58,84 @@ def test_subtask2_color_has_18_classes_and_bad_rows_are_named(tmp_path: Path):
 
 
 def test_missing_split_files_are_named(tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"no train\.csv"):
+    with pytest.raises(DatasetError, match=r"no CSV named like train / val / test here"):
         create_reader("fashionhow", tmp_path)
     with pytest.raises(DatasetError, match=r"nope.csv: split CSV not found"):
         create_reader("fashionhow", tmp_path, {"splits": {"train": "nope.csv"}})
+
+
+def write_package(
+    root: Path, csv_name: str, folder: str, header: str, rows: list[str], encoding: str = "utf-8", bom: bool = False
+) -> None:
+    """A CSV as the challenge ships it (its encoding, maybe a BOM); images under root/folder."""
+    text = "\r\n".join([header, *rows]) + "\r\n"
+    (root / csv_name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
+    for row in rows:
+        path = root / folder / row.split(",")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (60, 80), (100, 50, 20)).save(path)
+
+
+def test_challenge_package_with_per_split_image_folders(tmp_path: Path):
+    write_package(tmp_path, "info_etri20_emotion_train.csv", "Train", HEADER1, ["1209/a.jpg,0,0,50,70,1,4,0"])
+    write_package(tmp_path, "info_etri20_emotion_validation.csv", "Validation", HEADER1, ["1209/a.jpg,0,0,9,9,2,1,1"])
+    write_package(tmp_path, "info_etri20_emotion_test_sample.csv", "Test_sample", HEADER1, ["x/b.jpg,0,0,9,9,0,0,2"])
+    r = create_reader("fashionhow", tmp_path)
+    assert r.splits() == ["test", "train", "val"]
+    for split, folder in (("train", "Train"), ("val", "Validation"), ("test", "Test_sample")):
+        t = r.read(split)
+        assert t.root == tmp_path / folder and t.file(0).is_file()
+    assert r.read("val").labels["Daily"].tolist() == [2]  # type: ignore[index]
+    # An explicit folder wins (train's 1209/a.jpg is also under Validation); the others are still found.
+    r = create_reader("fashionhow", tmp_path, {"image_dirs": {"train": "Validation"}})
+    assert [r.read(s).root for s in ("train", "val", "test")] == [
+        tmp_path / d for d in ("Validation",) * 2 + ("Test_sample",)
+    ]
+    (tmp_path / "Test_sample" / "x" / "b.jpg").rename(tmp_path / "b.jpg")  # in no folder: read from root, named
+    with pytest.raises(DatasetError, match=rf"test_sample\.csv:2: image 'x/b\.jpg' not found under {tmp_path}$"):
+        create_reader("fashionhow", tmp_path).read("test")
+    with pytest.raises(DatasetError, match=r"Nope: image folder of split 'train' not found"):
+        create_reader("fashionhow", tmp_path, {"image_dirs": {"train": "Nope"}})
+    with pytest.raises(ValueError, match=r"image_dirs: no split \['tain'\]; splits are \['test', 'train', 'val'\]"):
+        create_reader("fashionhow", tmp_path, {"image_dirs": {"tain": "Train"}})
+
+
+def test_bom_and_euc_kr_csvs_and_decode_errors_name_the_file(tmp_path: Path):
+    write_package(tmp_path, "train.csv", "Train", HEADER2, ["a.jpg,0,0,10,10,3"], bom=True)
+    t = create_reader("fashionhow", tmp_path).read("train")
+    assert t.paths == ["a.jpg"] and t.labels["Color"].tolist() == [3]  # type: ignore[index]
+
+    write_package(tmp_path, "train.csv", "Train", HEADER2, ["a.jpg,0,0,10,10,3", "상의/가.jpg,0,0,10,10,5"], "euc-kr")
+    t = create_reader("fashionhow", tmp_path, {"encoding": "euc-kr"}).read("train")
+    assert t.paths == ["a.jpg", "상의/가.jpg"] and t.file(1).is_file()
+    assert t.labels["Color"].tolist() == [3, 5]  # type: ignore[index]
+    # "상" is 0xBB 0xF3 in EUC-KR: not UTF-8, on line 3
+    with pytest.raises(
+        DatasetError, match=r"train\.csv:3: byte 0xbb is not utf-8 text; set data\.reader_options\.encoding"
+    ):
+        create_reader("fashionhow", tmp_path)
+    with pytest.raises(ValueError, match=r"unknown encoding 'euc-kt'"):
+        create_reader("fashionhow", tmp_path, {"encoding": "euc-kt"})
+
+
+def test_class_counts_are_the_tasks_not_the_largest_label(tmp_path: Path):
+    # A sample whose labels stop at 1 / 4 / 0: the heads keep the task's 6, 5, 3 classes.
+    write(tmp_path, "train.csv", HEADER1, ["a.jpg,0,0,9,9,1,4,0", "b.jpg,0,0,9,9,0,2,0"])
+    assert [g.num_classes for g in create_reader("fashionhow", tmp_path).schema().groups] == [6, 5, 3]
+    model = create_model(ModelConfig(backbone="test_resnet"), create_reader("fashionhow", tmp_path).schema()).eval()
+    logits = model(torch.zeros(1, 3, 32, 32))
+    assert {name: out.shape[1] for name, out in logits.items()} == {"Daily": 6, "Gender": 5, "Embellishment": 3}
+    s = create_reader("fashionhow", tmp_path, {"classes": {"Daily": 7, "Embellishment": ["none", "some", "lots"]}})
+    assert s.schema()["Daily"].num_classes == 7 and s.schema()["Embellishment"].classes == ("none", "some", "lots")
+    write(tmp_path, "train.csv", HEADER1, ["a.jpg,0,0,9,9,1,4,0", "b.jpg,0,0,9,9,6,2,0"])
+    with pytest.raises(DatasetError, match=r"train\.csv:3: column 'Daily': unknown class '6'"):
+        create_reader("fashionhow", tmp_path).read("train")
+    with pytest.raises(ValueError, match=r"'Dialy' is no label column of the CSVs; did you mean 'Daily'\?"):
+        create_reader("fashionhow", tmp_path, {"classes": {"Dialy": 7}})
+    write(tmp_path, "train.csv", HEADER2 + ",Style", ["a.jpg,0,0,9,9,1,4"])
+    with pytest.raises(DatasetError, match=r"train\.csv:1: column 'Style' is no FASHION-HOW label"):
+        create_reader("fashionhow", tmp_path)
+    assert create_reader("fashionhow", tmp_path, {"classes": {"Style": 5}}).schema()["Style"].num_classes == 5
 
 
 def test_weights_mb_matches_the_saved_file(tmp_path: Path):
