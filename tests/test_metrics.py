@@ -129,10 +129,10 @@ def test_multi_label_top_k_recall_and_average_precision_by_hand():
     assert g.topk == {3: pytest.approx((0.5 + 0 + 0.5 + 1) / 4), 5: pytest.approx((0.5 + 0 + 1 + 1) / 4)}
     assert g.ap == [pytest.approx((1 + 2 / 3) / 2), pytest.approx(1 / 3), None, 1.0, None, 1.0]
     assert g.mean_ap == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3 + 1 + 1) / 4)
-    # group n has 2 classes: no top-k, but an AP (p: rows 0 and 2 positive among three ties
-    # kept in row order -> 1, 2/3 ... precision at ranks 1 and 3: (1 + 2/3) / 2; q: rank 2 -> 1/2)
+    # group n has 2 classes: no top-k, but an AP. Its three scores per class tie, so each
+    # class has one threshold holding every image: p (rows 0 and 2 positive) 2/3, q 1/3
     assert m.groups["n"].topk == {}
-    assert m.groups["n"].ap == [pytest.approx((1 + 2 / 3) / 2), pytest.approx(1 / 2)]
+    assert m.groups["n"].ap == [pytest.approx(2 / 3), pytest.approx(1 / 3)]
     # all attributes at once: 8 classes, top-3 over the row's 8 scores
     # row 0: n.p=1.0 first, then a .9, b .8 -> top3 {p, a, b}; row 1: p 1.0, d .9, e .8;
     # row 2: p 1.0, a .6, f .5

@@ -24,7 +24,7 @@ from fashattr.engine.checkpoint import load_weights
 from fashattr.errors import ImageError
 from fashattr.evaluate import predict_scores, to_probabilities, write_submission
 from fashattr.fileio import atomic_write_text
-from fashattr.metrics import Metrics, compute_metrics
+from fashattr.metrics import Metrics, compute_metrics, multi_label_positive
 from fashattr.models import create_model
 from fashattr.runtime import resolve_device
 from fashattr.schema import Schema
@@ -78,7 +78,7 @@ class Predictor:
 
     def predict_files(self, paths: list[Path], skip_bad: bool = False) -> list[dict[str, Any]]:
         """Per image: for each group the predicted class, its index and probability
-        (multi-label groups: every class with probability >= 0.5).
+        (multi-label groups: every class with logit > 0, i.e. probability > 0.5: ``multi_label_positive``).
 
         Raises:
             ImageError: an image cannot be decoded, unless ``skip_bad`` (then it is logged and left out).
@@ -96,7 +96,8 @@ class Predictor:
             log.warning("skipped %d of %d images", len(paths) - len(kept), len(paths))
         if not arrays:
             return []
-        probs = to_probabilities(self.schema, self.scores(np.stack(arrays)))
+        logits = self.scores(np.stack(arrays))
+        probs = to_probabilities(self.schema, logits)
         results = []
         for i, path in enumerate(kept):
             groups: dict[str, Any] = {}
@@ -108,7 +109,7 @@ class Predictor:
                 else:
                     groups[g.name] = [
                         {"class": g.classes[k], "index": int(k), "prob": round(float(p[k]), 6)}
-                        for k in np.flatnonzero(p >= 0.5)
+                        for k in np.flatnonzero(multi_label_positive(logits[g.name][i]))
                     ]
             results.append({"path": str(path), "groups": groups})
         return results
