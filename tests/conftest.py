@@ -1,7 +1,14 @@
-"""Shared fixtures: tiny datasets in the FashionDataset layout, written by the tests themselves."""
+"""Shared fixtures: tiny datasets in the FashionDataset layout, written by the tests themselves.
+
+Tests marked ``realdata`` read the real FashionDataset (``$FASHATTR_DATA``, else
+``../shared/data/FashionDataset``). Without it they skip, naming the path; under CI
+(``CI=true``) that skip is a failure, so a missing dataset can't leave CI green.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +17,9 @@ from PIL import Image
 
 from fashattr.schema import AI6126_GROUPS
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionDataset"
+REAL_DATA = Path(
+    os.environ.get("FASHATTR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionDataset"
+)
 SIZES = [len(c) for c in AI6126_GROUPS.values()]
 # Seven clearly different colours; region g of an image shows the colour of group g's class.
 PALETTE = np.array(
@@ -74,6 +83,23 @@ def real_data() -> Path:
     if not (REAL_DATA / "split" / "train.txt").exists():
         pytest.skip(f"real FashionDataset not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def in_ci() -> bool:
+    """True where the CI convention variable says so (``CI=true``, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    """Under CI, a skipped ``realdata`` test fails: CI must not pass without having read the real data."""
+    report = yield
+    assert isinstance(report, pytest.TestReport)
+    if report.skipped and in_ci() and item.get_closest_marker("realdata") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{reason.removeprefix('Skipped: ')}; CI=true needs the real data (set FASHATTR_DATA)"
+    return report
 
 
 def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[str]:

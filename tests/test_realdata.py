@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,6 @@ from fashattr.engine.trainer import fit
 from fashattr.predictor import eval_run, predict_split
 from fashattr.schema import ai6126_schema
 
-pytestmark = pytest.mark.realdata
 MAJORITY = 6 / 26  # average per-class accuracy of always predicting each group's majority class
 
 
@@ -24,6 +27,7 @@ def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("real_cache")
 
 
+@pytest.mark.realdata
 def test_splits_labels_and_every_image_decodes(real_data: Path, real_cache: Path):
     reader = create_reader("ai6126", real_data)
     assert reader.schema() == ai6126_schema()  # class names read from list_attr_cloth.txt
@@ -39,6 +43,7 @@ def test_splits_labels_and_every_image_decodes(real_data: Path, real_cache: Path
         assert 40 < float(pixels[::50].mean()) < 250
 
 
+@pytest.mark.realdata
 def test_short_cpu_training_learns_and_writes_challenge_files(real_data: Path, real_cache: Path, tmp_path: Path):
     cfg = load_config(
         Path(__file__).parents[1] / "configs/recipes/cpu_quick.yaml",
@@ -66,3 +71,48 @@ def test_short_cpu_training_learns_and_writes_challenge_files(real_data: Path, r
         rows = np.loadtxt(out, dtype=np.int64)
         assert rows.shape == (1000, 6)
         assert all(((rows[:, j] >= 0) & (rows[:, j] < s)).all() for j, s in enumerate(sizes))
+
+
+PROBE = """
+import pytest
+
+
+@pytest.mark.realdata
+def test_reads_the_data(real_data):
+    assert (real_data / "split" / "train.txt").is_file()
+"""
+
+
+def run_probe(tmp_path: Path, data: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
+    """Run a realdata test under this suite's conftest in a fresh pytest, with FASHATTR_DATA=data."""
+    root = tmp_path / "probe"
+    root.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).with_name("conftest.py"), root / "conftest.py")
+    (root / "test_probe.py").write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"FASHATTR_DATA": str(data)}
+    if ci is not None:
+        env["CI"] = ci
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-o", "markers=realdata: real", "."]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_missing_real_data_skips_locally_and_fails_under_ci(tmp_path: Path):
+    missing = tmp_path / "nowhere" / "FashionDataset"
+    local = run_probe(tmp_path, missing, ci=None)
+    assert local.returncode == 0, local.stdout
+    assert "1 skipped" in local.stdout
+    assert f": real FashionDataset not found at {missing}\n" in local.stdout
+    ci = run_probe(tmp_path, missing, ci="true")
+    assert ci.returncode == 1, ci.stdout
+    assert (
+        f"ERROR test_probe.py::test_reads_the_data - real FashionDataset not found at {missing}; "
+        "CI=true needs the real data (set FASHATTR_DATA)"
+    ) in ci.stdout
+
+
+def test_real_data_found_through_fashattr_data_passes_under_ci(tmp_path: Path):
+    (tmp_path / "data" / "split").mkdir(parents=True)
+    (tmp_path / "data" / "split" / "train.txt").write_text("img/00000.jpg\n")
+    result = run_probe(tmp_path, tmp_path / "data", ci="true")
+    assert result.returncode == 0, result.stdout
+    assert "1 passed" in result.stdout
