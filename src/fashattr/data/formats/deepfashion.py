@@ -197,6 +197,14 @@ class DeepFashionReader:
         # Lines of images in no split are charged to one split, so each is reported once.
         lines = _Lines({p: i for i, p in enumerate(paths)}, split_of, charged=split == partition[0][2])
         problems = Problems()
+        root = find_image_root(self.image_roots, paths[0])
+        gone = [i for i, p in enumerate(paths) if root is None or not (root / p).is_file()]
+        missing = [(str(self.partition_file), mine[i][0], paths[i]) for i in gone]
+        if missing and not allow_missing:
+            zipped = self.root / "Img" / "img.zip"
+            hint = f"; {zipped} is not unpacked" if root is None and zipped.is_file() else ""
+            found = [(n, not_found(p, root, self.image_roots, hint)) for _, n, p in missing]
+            problems.add(self.partition_file, found)
         labels: dict[str, np.ndarray] = {}
         if "category" in self.groups:
             n_classes = schema["category"].num_classes
@@ -207,14 +215,6 @@ class DeepFashionReader:
             labels.update(problems.run(lambda: self._read_attributes(lines, schema)) or {})
         bbox_file = self.anno / "list_bbox.txt"
         bboxes = problems.run(lambda: self._read_bboxes(bbox_file, lines)) if bbox_file.exists() else None
-        root = find_image_root(self.image_roots, paths[0])
-        gone = [i for i, p in enumerate(paths) if root is None or not (root / p).is_file()]
-        missing = [(str(self.partition_file), mine[i][0], paths[i]) for i in gone]
-        if missing and not allow_missing:
-            zipped = self.root / "Img" / "img.zip"
-            hint = f"; {zipped} is not unpacked" if root is None and zipped.is_file() else ""
-            found = [(n, not_found(p, root, self.image_roots, hint)) for _, n, p in missing]
-            problems.add(self.partition_file, found)
         problems.raise_if_any()
         table = Table(root or self.image_roots[0], paths, labels, bboxes, split=split)
         return drop_missing(table, missing, gone)

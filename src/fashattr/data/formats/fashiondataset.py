@@ -93,18 +93,17 @@ class FashionDatasetReader:
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
         problems = Problems()
         paths = self._read_paths(list_file, read_lines(list_file), problems)
-        n = len(paths)
-        schema = self.schema()
-        labels = problems.run(lambda: self._labels(split, n, schema))
-        bbox_file = self.split_dir / f"{split}_bbox.txt"
-        bboxes = problems.run(lambda: self._read_bbox(bbox_file, n)) if bbox_file.exists() else None
         first = next((p for p in paths if p), None)
         root = find_image_root(self.image_roots, first) if first else None
         gone = [i for i, p in enumerate(paths) if p and not (root is not None and (root / p).is_file())]
         missing = [(str(list_file), i + 1, paths[i]) for i in gone]
         if not allow_missing:
-            tried = self.image_roots
-            problems.add(list_file, [(ln, not_found(p, root, tried)) for _, ln, p in missing])
+            problems.add(list_file, [(ln, not_found(p, root, self.image_roots)) for _, ln, p in missing])
+        n = len(paths)
+        schema = self.schema()
+        labels = problems.run(lambda: self._labels(split, n, schema))
+        bbox_file = self.split_dir / f"{split}_bbox.txt"
+        bboxes = problems.run(lambda: self._read_bbox(bbox_file, n)) if bbox_file.exists() else None
         problems.raise_if_any()
         table = Table(root or self.image_roots[0], paths, labels, bboxes, split=split)
         return drop_missing(table, missing, gone)
