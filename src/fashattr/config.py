@@ -31,6 +31,12 @@ class DataConfig:
     holdout: float = 0.1
     holdout_seed: int = 0
     eval_split: str | None = None
+    # An evaluation holdout, carved (stratified) from train_split before the selection holdout
+    # and never used for training, selection, early stopping or tuning: the one number that the
+    # choice of epoch did not see. Its own fixed seed keeps it the same for every recipe and
+    # selection seed. 0 = off; the selection holdout is then data.holdout of what remains.
+    test_holdout: float = 0.0
+    test_holdout_seed: int = 1234
     image_size: int = 112
     bbox_crop: bool = False
     bbox_margin: float = 0.1
@@ -389,6 +395,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"data.image_size: {cfg.data.image_size} is too small (minimum 8)")
     if cfg.data.eval_split is None and not 0.0 < cfg.data.holdout < 1.0:
         raise ConfigError(f"data.holdout: {cfg.data.holdout} must be in (0, 1) when data.eval_split is null")
+    if not 0.0 <= cfg.data.test_holdout < 1.0:
+        raise ConfigError(f"data.test_holdout: {cfg.data.test_holdout} must be in [0, 1) (0 = no test holdout)")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.model.head_layers < 0:

@@ -175,7 +175,9 @@ def eval_run(
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to evaluate against; use `fashattr predict` for it")
-    metrics = compute_metrics(predictor.schema, data.labels, predictor.scores(data.pixels()))
+    # The training-time evaluation's batch size (and its fp32), so the numbers reproduce its own.
+    scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
+    metrics = compute_metrics(predictor.schema, data.labels, scores)
     report = {**metrics.to_dict(), "skipped_images": data.skipped}
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report, indent=1))
     atomic_write_text(run_dir / f"eval_{split}.txt", metrics.table() + "\n")

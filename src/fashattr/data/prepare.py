@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fashattr.config import DataConfig
+from fashattr.config import ConfigError, DataConfig
 from fashattr.data.cache import ImageCache, cache_images
 from fashattr.data.formats import create_reader
-from fashattr.data.table import Table, stratified_holdout
+from fashattr.data.table import Table, nested_holdouts, stratified_holdout
 from fashattr.schema import Schema
 
 log = logging.getLogger(__name__)
 HOLDOUT = "holdout"  # the split name that means "the stratified holdout carved from train_split"
+TEST_HOLDOUT = "test_holdout"  # the evaluation holdout carved from train_split before HOLDOUT
 
 
 @dataclass
@@ -61,38 +62,64 @@ def _split(name: str, table: Table, cache: ImageCache, rows: np.ndarray) -> Spli
     return Split(name, table, cache.pixels, rows, labels, skipped)
 
 
-def holdout_rows(table: Table, schema: Schema, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    return stratified_holdout(table, schema, cfg.holdout, cfg.holdout_seed)
+def holdout_rows(table: Table, schema: Schema, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of ``train_split``: (training, selection holdout, test holdout).
+
+    With ``eval_split`` set there is no selection holdout (empty); the test holdout, when
+    on, is still carved from ``train_split`` and left out of training.
+    """
+    if cfg.eval_split is None:
+        return nested_holdouts(table, schema, cfg.test_holdout, cfg.test_holdout_seed, cfg.holdout, cfg.holdout_seed)
+    none = np.zeros(0, dtype=np.int64)
+    if cfg.test_holdout == 0.0:
+        return np.arange(len(table)), none, none
+    train, test = stratified_holdout(table, schema, cfg.test_holdout, cfg.test_holdout_seed)
+    return train, none, test
 
 
 def load_split(cfg: DataConfig, name: str, progress: bool = True) -> tuple[Schema, Split]:
-    """One split by name; ``holdout`` is the stratified holdout of ``train_split``."""
+    """One split by name; ``holdout`` and ``test_holdout`` are the stratified holdouts of ``train_split``."""
+    if name == TEST_HOLDOUT and cfg.test_holdout == 0.0:
+        raise ConfigError(
+            "split 'test_holdout': this config has none (data.test_holdout is 0); "
+            "train with data.test_holdout=0.1 to hold one out"
+        )
+    carved = name in (HOLDOUT, TEST_HOLDOUT)
     reader = create_reader(cfg.format, cfg.root, cfg.reader_options)
     schema = reader.schema()
-    table = reader.read(cfg.train_split if name == HOLDOUT else name)
+    table = reader.read(cfg.train_split if carved else name)
     rows = np.arange(len(table))
-    if name == HOLDOUT:
-        rows = holdout_rows(table, schema, cfg)[1]
+    if carved:
+        # The selection holdout as if selected on it (eval_split ignored), to evaluate it afterwards.
+        _, holdout, test = holdout_rows(table, schema, replace(cfg, eval_split=None))
+        rows = holdout if name == HOLDOUT else test
     return schema, _split(name, table, cache_table(table, cfg, progress), rows)
 
 
-def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Split, Split]:
-    """The training split and the model-selection split (the holdout unless ``eval_split`` is set)."""
+def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Split, Split, Split | None]:
+    """The training split, the model-selection split (the holdout unless ``eval_split`` is set)
+    and the test holdout (None when ``test_holdout`` is 0)."""
     reader = create_reader(cfg.format, cfg.root, cfg.reader_options)
     schema = reader.schema()
     table = reader.read(cfg.train_split)
     if table.labels is None:
         raise ValueError(f"train split {cfg.train_split!r} has no labels")
     cache = cache_table(table, cfg, progress)
+    # The holdouts are drawn from every listed row, so skipping a bad image never reshuffles them.
+    train_rows, eval_rows, test_rows = holdout_rows(table, schema, cfg)
     if cfg.eval_split is None:
-        # The holdout is drawn from every listed row, so skipping a bad image never reshuffles it.
-        train_rows, eval_rows = holdout_rows(table, schema, cfg)
         evaluation = _split(HOLDOUT, table, cache, eval_rows)
     else:
         _, evaluation = load_split(cfg, cfg.eval_split, progress)
         if evaluation.labels is None:
             raise ValueError(f"eval split {cfg.eval_split!r} has no labels; model selection needs them")
-        train_rows = np.arange(len(table))
+    test = _split(TEST_HOLDOUT, table, cache, test_rows) if cfg.test_holdout > 0 else None
     train = _split(cfg.train_split, table, cache, train_rows)
-    log.info("data: %d training images, %d for model selection (%s)", len(train), len(evaluation), evaluation.name)
-    return schema, train, evaluation
+    log.info(
+        "data: %d training images, %d for model selection (%s)%s",
+        len(train),
+        len(evaluation),
+        evaluation.name,
+        f", {len(test)} in the test holdout (never trained on or selected on)" if test is not None else "",
+    )
+    return schema, train, evaluation, test

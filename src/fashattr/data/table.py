@@ -169,3 +169,25 @@ def stratified_holdout(table: Table, schema: Schema, fraction: float, seed: int)
     if len(rest):
         side[rest] = (rng.random(len(rest)) < fraction).astype(np.int8)
     return np.flatnonzero(side == 0), np.flatnonzero(side == 1)
+
+
+def nested_holdouts(
+    table: Table, schema: Schema, test_fraction: float, test_seed: int, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a labeled table's row indices into (train, selection holdout, test holdout).
+
+    The test holdout is carved first, from every row, with its own seed, so it depends on
+    neither the selection holdout's fraction nor its seed; the selection holdout is then
+    ``fraction`` of the rows that remain. Both are stratified (:func:`stratified_holdout`).
+    ``test_fraction`` 0 gives an empty test holdout and exactly the split of
+    ``stratified_holdout(table, schema, fraction, seed)``.
+
+    Returns:
+        Sorted int64 index arrays into ``table`` (train, holdout, test), disjoint, covering every row.
+    """
+    if test_fraction == 0.0:
+        train, holdout = stratified_holdout(table, schema, fraction, seed)
+        return train, holdout, np.zeros(0, dtype=np.int64)
+    rest, test = stratified_holdout(table, schema, test_fraction, test_seed)
+    train, holdout = stratified_holdout(table.subset(rest), schema, fraction, seed)
+    return rest[train], rest[holdout], test

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -29,6 +29,8 @@ class RunInfo:
     select_metric: str
     best: dict[str, float]  # the best epoch's metrics
     history: list[dict[str, float]]  # metrics.csv, one row per epoch
+    # the best weights on the test holdout (summary.json), which selection never saw; empty if none
+    test: dict[str, float] = field(default_factory=dict)
 
 
 def load_run(path: str | Path) -> RunInfo:
@@ -41,9 +43,11 @@ def load_run(path: str | Path) -> RunInfo:
     with open(path / "metrics.csv", newline="") as f:
         history = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
     summary_file = path / "summary.json"
+    test: dict[str, float] = {}
     if summary_file.is_file():  # finished
         summary = json.loads(summary_file.read_text())
         best, best_epoch, wall = summary["best"], summary["best_epoch"], summary["wall_s"]
+        test = summary.get("test_holdout", {})
         parameters, select = summary["parameters"], summary["select_metric"]
     else:  # still running or killed: the best so far by its selection metric
         select = cfg["train"]["select_metric"]
@@ -65,6 +69,7 @@ def load_run(path: str | Path) -> RunInfo:
         select_metric=select,
         best=best,
         history=history,
+        test=test,
     )
 
 
@@ -77,6 +82,7 @@ def _groups(runs: list[RunInfo]) -> list[str]:
 def compare_rows(runs: list[RunInfo]) -> list[dict[str, object]]:
     """One flat row per run: what the table, the CSV and the JSON show."""
     groups = _groups(runs)
+    tested = any(r.test for r in runs)
     rows = []
     for r in runs:
         row: dict[str, object] = {
@@ -89,6 +95,9 @@ def compare_rows(runs: list[RunInfo]) -> list[dict[str, object]]:
             "avg_class_acc": r.best.get("avg_class_acc"),
             "overall_acc": r.best.get("overall_acc"),
         }
+        if tested:  # the unbiased numbers: the best weights on the test holdout
+            row["test_avg_class_acc"] = r.test.get("avg_class_acc")
+            row["test_overall_acc"] = r.test.get("overall_acc")
         row.update({g: r.best.get(f"{g}/avg_class_acc") for g in groups})
         row.update({"best_epoch": f"{r.best_epoch}/{r.epochs_run}", "wall_s": round(r.wall_s)})
         rows.append(row)
@@ -96,9 +105,12 @@ def compare_rows(runs: list[RunInfo]) -> list[dict[str, object]]:
 
 
 def compare_table(runs: list[RunInfo]) -> str:
-    """A plain-text table, best average per-class accuracy first; group columns are each group's
+    """A plain-text table, best average per-class accuracy first (on the test holdout when the
+    runs have one, else on the selection holdout); group columns are each group's holdout
     average per-class accuracy at the run's best epoch."""
-    rows = sorted(compare_rows(runs), key=lambda r: -float(r["avg_class_acc"] or 0))  # type: ignore[arg-type]
+    rows = compare_rows(runs)
+    key = "test_avg_class_acc" if "test_avg_class_acc" in rows[0] else "avg_class_acc"
+    rows = sorted(rows, key=lambda r: -float(r[key] or 0))  # type: ignore[arg-type]
     columns = list(rows[0])
 
     def cell(v: object) -> str:
