@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
+from test_schedules import expected_lr
 
 from fashattr.config import load_config
 from fashattr.engine.checkpoint import load_checkpoint
-from fashattr.engine.trainer import TIMING_COLUMNS, fit
+from fashattr.engine.trainer import TIMING_COLUMNS, Trainer, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,16 +91,19 @@ def test_existing_run_folder_is_not_overwritten(tiny_data: Path, cache_dir: Path
 
 @pytest.mark.parametrize("sched", ["cosine", "step", "cosine_restarts", "onecycle", "constant"])
 def test_schedulers_and_sgd_train(sched: str, tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    epochs = 3
     run = train_tiny(
         tiny_data,
         cache_dir,
         tmp_path,
         sched,
         {
+            "train.epochs": epochs,
             "sched.name": sched,
             "sched.warmup_epochs": 1,
             "sched.step_epochs": 1,
             "sched.restart_epochs": 1,
+            "sched.restart_mult": 2,
             "optim.name": "sgd",
             "optim.lr": 0.05,
             "train.grad_clip": 1.0,
@@ -110,7 +114,13 @@ def test_schedulers_and_sgd_train(sched: str, tiny_data: Path, cache_dir: Path, 
         },
     )
     rows = metric_rows(run)
-    assert len(rows) == 2 and all(np.isfinite(float(r["train_loss"])) for r in rows)
+    assert len(rows) == epochs and all(np.isfinite(float(r["train_loss"])) for r in rows)
+    # The lr the trainer logged after each epoch is the schedule's formula at that step (the
+    # per-step curves are checked in test_schedules.py). 118 training rows / 16 = 7 steps per epoch.
+    cfg = load_config(run / "config.yaml")
+    for e, row in enumerate(rows, 1):
+        want = expected_lr(cfg.sched, 0.05, e * 7, 7, epochs)
+        assert float(row["lr"]) == pytest.approx(want, rel=0, abs=1e-9), f"epoch {e}"
 
 
 def test_early_stopping(tiny_data: Path, cache_dir: Path, tmp_path: Path):
@@ -199,7 +209,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: 
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     state = load_checkpoint(killed / "checkpoint.pt")["progress"]
-    assert state["epoch"] < 3, "the run finished before it could be killed"
+    # The kill landed mid-epoch: the checkpoint on disk is a step checkpoint of an unfinished epoch.
+    assert state["epoch"] < 3 and state["step"] > 0, f"not killed mid-epoch: {state['epoch']=} {state['step']=}"
     interrupted = weights(killed)
     assert not same_weights(interrupted, weights(whole))
 
@@ -209,7 +220,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tiny_data: Path, cache_dir: 
     assert same_weights(weights(killed), weights(whole))
     assert same_weights(weights(killed, "best"), weights(whole, "best"))
     assert metric_rows(killed) == metric_rows(whole)
-    assert "resumed at epoch" in (killed / "train.log").read_text()
+    assert f"resumed at epoch {state['epoch'] + 1} step {state['step']}\n" in (killed / "train.log").read_text()
 
 
 def test_cli_eval_and_predict(tiny_data: Path, cache_dir: Path, tmp_path: Path):
@@ -269,8 +280,31 @@ def test_readme_predictor_snippet(tiny_data: Path, cache_dir: Path, tmp_path: Pa
 
 def test_bf16_autocast_and_channels_last_on_cpu(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     """The GPU path's precision and memory format, exercised on CPU (same code, device chosen at run time)."""
-    run = train_tiny(
-        tiny_data, cache_dir, tmp_path, "bf16", {"train.epochs": 1, "train.amp": "bf16", "train.channels_last": True}
+    over = tiny_overrides(
+        tiny_data,
+        cache_dir,
+        tmp_path,
+        name="bf16",
+        **{"train.epochs": 1, "train.amp": "bf16", "train.channels_last": True},
     )
-    assert all(torch.isfinite(v).all() for v in weights(run).values())
+    run = tmp_path / "bf16"
+    run.mkdir()
+    trainer = Trainer(load_config(None, over), run, resume=False)
+    steps: list[tuple[torch.dtype, bool, set[torch.dtype]]] = []
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        if module.training:  # the training steps (the holdout's precision is evaluation's business)
+            x = inputs[0]
+            steps.append(
+                (x.dtype, x.is_contiguous(memory_format=torch.channels_last), {v.dtype for v in outputs.values()})
+            )
+
+    trainer.model.register_forward_hook(record)
+    trainer.run()
+    # every step: float32 channels_last images in, bfloat16 logits out (the model ran under bf16 autocast)
+    assert steps == [(torch.float32, True, {torch.bfloat16})] * len(trainer.loader)
+    assert len(trainer.loader) == 7
+    w = weights(run)  # the weights themselves stay float32 (autocast casts per operation)
+    assert {v.dtype for v in w.values() if v.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(v).all() for v in w.values())
     assert float(metric_rows(run)[0]["avg_class_acc"]) > 0
