@@ -94,3 +94,44 @@ def test_check_a_csv_dataset_with_reader_options(tmp_path: Path):
     assert report["splits"]["train"]["class_counts"]["colour"] == {"blue": 1, "red": 2}
     r = cli("data", "check", str(tmp_path / "t.csv"), "--format", "csv", "--option", "path_col=file", cwd=tmp_path)
     assert r.returncode == 2 and "did you mean 'path_column'" in r.stderr
+
+
+def test_check_says_which_splits_it_could_not_read(tmp_path: Path):
+    data = make_dataset(tmp_path / "ds", {"train": 12, "test": 4})
+    attr = data / "split" / "train_attr.txt"
+    lines = attr.read_text().splitlines()
+    lines[4] = "0 0 0 9 0 0"  # label error: train_attr.txt line 5
+    attr.write_text("\n".join(lines) + "\n")
+    (data / "img" / "00013.jpg").unlink()  # test.txt line 2: still checked
+
+    r = cli("data", "check", str(data), "--out", "audit", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    out = r.stdout.splitlines()
+    assert out[2] == "NOT READ: split 'train' has label errors (listed below); it is in no count below"
+    assert "train            -  not read" in out and "test             4  no" in out
+    assert "  train_attr.txt:5: column 4 (neckline): class 9 out of range 0..3" in [
+        line.replace(str(data / "split") + "/", "") for line in out
+    ]
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert report["unread_splits"] == ["train"] and report["images_only_splits"] == []
+    assert [(m["split"], m["line"], m["path"]) for m in report["missing"]] == [("test", 2, "img/00013.jpg")]
+
+
+def test_check_audits_the_images_of_a_fashionhow_split_with_a_bad_label(tmp_path: Path):
+    from fashattr.data.check import audit, format_report
+
+    rows = ["a.jpg,0,0,9,9,3", "b.jpg,0,0,9,9,18", "c.jpg,0,0,9,9,1", "d.jpg,0,0,9,9,2"]
+    (tmp_path / "train.csv").write_text("\n".join(["image_name,BBox_xmin,BBox_ymin,BBox_xmax,BBox_ymax,Color", *rows]))
+    (tmp_path / "Train").mkdir()
+    for name, colour in (("a", 10), ("b", 20), ("c", 10)):  # c repeats a's bytes; d is missing
+        Image.new("RGB", (40, 40), (colour, 0, 0)).save(tmp_path / "Train" / f"{name}.jpg")
+
+    report = audit(tmp_path, "fashionhow", progress=False, workers=1)
+    assert report["unread_splits"] == ["train"] and report["images_only_splits"] == ["train"]
+    assert report["splits"] == {"train": {"count": 4, "labeled": False, "labels_read": False}}
+    assert [(e["line"], e["problem"][:27]) for e in report["label_errors"]] == [(3, "column 'Color': unknown cla")]
+    assert [(m["line"], m["path"]) for m in report["missing"]] == [(5, "d.jpg")]
+    assert [[i["path"] for i in d["images"]] for d in report["duplicates_within"]] == [["a.jpg", "c.jpg"]]
+    text = format_report(report).splitlines()
+    assert text[2] == "NOT READ: split 'train' has label errors (listed below); its images are checked without labels"
+    assert "train            4  labels not read" in text and "missing files: 1" in text

@@ -40,6 +40,8 @@ def _inspect(job: tuple[str, int, str]) -> tuple[str, int, str, tuple[int, int] 
 
 
 def _read_splits(reader: Any, report: dict[str, Any]) -> dict[str, Table]:
+    """Every split the reader can read; a split with label errors is recorded in ``unread_splits``
+    and, where the reader can list its images alone (``read_images``), still audited as images."""
     tables: dict[str, Table] = {}
     for split in reader.splits():
         try:
@@ -47,16 +49,25 @@ def _read_splits(reader: Any, report: dict[str, Any]) -> dict[str, Table]:
         except DatasetError as e:
             report["label_errors"] += [{"file": e.file, "line": ln, "problem": msg} for ln, msg in e.problems]
             report["unread_splits"].append(split)
-            continue
+            images = getattr(reader, "read_images", None)
+            if images is None:
+                continue
+            try:
+                table = images(split, allow_missing=True)
+            except DatasetError:
+                continue  # the same faults, already listed above
+            report["images_only_splits"].append(split)
         tables[split] = table
         report["missing"] += [{"split": split, "file": f, "line": ln, "path": p} for f, ln, p in table.missing]
     return tables
 
 
-def _distributions(tables: dict[str, Table], schema: Schema) -> dict[str, Any]:
+def _distributions(tables: dict[str, Table], schema: Schema, images_only: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split, table in tables.items():
         entry: dict[str, Any] = {"count": len(table) + len(table.missing), "labeled": table.labeled}
+        if split in images_only:
+            entry["labels_read"] = False
         if table.labeled:
             counts = table.class_counts(schema)
             entry["class_counts"] = {
@@ -89,9 +100,10 @@ def audit(
         "duplicates_across": [],
         "label_errors": [],
         "unread_splits": [],
+        "images_only_splits": [],
     }
     tables = _read_splits(reader, report)
-    report["splits"] = _distributions(tables, schema)
+    report["splits"] = _distributions(tables, schema, report["images_only_splits"])
 
     jobs = [(split, i, str(t.file(i))) for split, t in tables.items() for i in range(len(t))]
     n_proc = min(workers or os.cpu_count() or 1, max(1, len(jobs) // 64))
@@ -133,9 +145,20 @@ def _tick(results, bar: tqdm):
 def format_report(report: dict[str, Any], schema: Schema | None = None) -> str:
     """A terminal summary: per-split counts, per-class table, then every finding (first 20 of each)."""
     lines = [f"dataset {report['dataset']} ({report['format']})", ""]
+    unread = report.get("unread_splits", [])
+    images_only = report.get("images_only_splits", [])
+    for split in unread:  # said first: every count below leaves these splits' labels (or all of them) out
+        how = "its images are checked without labels" if split in images_only else "it is in no count below"
+        lines.append(f"NOT READ: split {split!r} has label errors (listed below); {how}")
+    if unread:
+        lines.append("")
     lines.append(f"{'split':<10} {'images':>7}  labeled")
     for split, e in report["splits"].items():
-        lines.append(f"{split:<10} {e['count']:>7}  {'yes' if e['labeled'] else 'no'}")
+        state = "labels not read" if e.get("labels_read") is False else "yes" if e["labeled"] else "no"
+        lines.append(f"{split:<10} {e['count']:>7}  {state}")
+    for split in unread:
+        if split not in report["splits"]:
+            lines.append(f"{split:<10} {'-':>7}  not read")
     labeled = {s: e["class_counts"] for s, e in report["splits"].items() if e["labeled"]}
     if labeled:
         lines += ["", f"{'group':<10} {'class':<18} " + " ".join(f"{s:>8}" for s in labeled)]

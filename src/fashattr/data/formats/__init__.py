@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fashattr.data.table import Table
+from fashattr.errors import DatasetError
 from fashattr.schema import Schema
 
 
 class Reader(Protocol):
-    """A dataset layout on disk: its schema, its split names, and a Table per split."""
+    """A dataset layout on disk: its schema, its split names, and a Table per split.
+
+    A reader may also offer ``read_images(split, allow_missing=False) -> Table``: the split's
+    images without labels, which ``data check`` audits when ``read`` fails on a label.
+    """
 
     root: Path
 
@@ -83,9 +88,20 @@ def create_reader(name: str, root: str | Path, options: dict[str, Any] | None = 
 
     Raises:
         ValueError: unknown layout name or option (close matches are suggested).
+        DatasetError: ``root`` does not exist ("data root PATH does not exist"), or is not that layout.
     """
     if name not in _READERS:
         close = difflib.get_close_matches(name, _READERS, n=3)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown dataset format {name!r}{hint} Choose from {reader_names()}")
+    _check_root(Path(root))
     return _READERS[name](root, options or {})
+
+
+def _check_root(root: Path) -> None:
+    """Said once for every layout, before any of them takes a missing root for a wrong layout."""
+    if not root.exists():
+        where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+        err = DatasetError(root, "does not exist")
+        err.args = (f"data root {root} does not exist{where}",)  # the path once, not "PATH: ... PATH ..."
+        raise err

@@ -215,3 +215,31 @@ class FashionHowReader:
         table = self.readers[split].read("train", allow_missing)  # one CSV = one split
         table.split = split
         return table
+
+    def read_images(self, split: str, allow_missing: bool = False) -> Table:
+        """The split's listed images without labels or boxes, each name once.
+
+        ``data check`` audits these when ``read`` fails on a label, so one bad label line does not
+        hide the split's missing, unreadable or duplicate images. Rows without an image name are
+        left out here; ``read`` names them.
+        """
+        if split not in self.readers:
+            raise DatasetError(self.root, f"no split {split!r}; splits here: {self.splits()}")
+        csv_reader = self.readers[split]
+        paths: list[str] = []
+        missing: list[tuple[str, int, str]] = []
+        seen: set[str] = set()
+        for i, row in enumerate(csv_reader.rows):
+            rel, line = row.get(PATH, ""), i + 2  # after the header line
+            if not rel or rel in seen:
+                continue
+            seen.add(rel)
+            if (csv_reader.root / rel).is_file():
+                paths.append(rel)
+            elif allow_missing:
+                missing.append((str(csv_reader.file), line, rel))
+            else:
+                raise DatasetError(csv_reader.file, f"image {rel!r} not found under {csv_reader.root}", line)
+        table = Table(csv_reader.root, paths, split=split)
+        table.missing = missing
+        return table
