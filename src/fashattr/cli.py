@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fashattr.errors import FashattrError
+from fashattr.errors import USER_ERRORS
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
-    except (FashattrError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return status or 0

@@ -48,3 +48,20 @@ class ImageError(FashattrError):
     def __init__(self, file: str | Path, message: str) -> None:
         self.file = str(file)
         super().__init__(f"{self.file}: {message}")
+
+
+class CheckpointError(FashattrError):
+    """A training checkpoint that cannot be read (truncated, corrupt, not a checkpoint)."""
+
+    def __init__(self, file: str | Path, message: str) -> None:
+        self.file, self.message = str(file), message
+        super().__init__(f"{self.file}: {message}")
+
+
+class TrainingDivergedError(FashattrError, FloatingPointError):
+    """The training loss became NaN or infinite; the checkpoint written before it is kept."""
+
+
+# What the CLI reports as one line ``error: ...`` (no traceback), and a run's train.log likewise:
+# the user's input or files are at fault, and the message names them.
+USER_ERRORS: tuple[type[Exception], ...] = (FashattrError, FileNotFoundError, FileExistsError, ValueError)
