@@ -30,9 +30,10 @@ from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
 from fashattr.engine import distributed
-from fashattr.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
+from fashattr.errors import USER_ERRORS, CheckpointError, TrainingDivergedError
 from fashattr.evaluate import predict_scores
 from fashattr.fileio import atomic_write, atomic_write_text
 from fashattr.losses import MultiGroupLoss, create_loss
@@ -129,7 +130,11 @@ class Trainer:
         self.aug_state = self.aug_gen.get_state()  # after the last batch the model consumed
         self.progress = Progress()
         if resume:
-            self._restore(load_checkpoint(run_dir / CHECKPOINT))
+            try:
+                state = load_checkpoint(run_dir / CHECKPOINT)
+            except CheckpointError as e:  # say what the run folder still offers
+                raise CheckpointError(e.file, f"{e.message}; {recovery_hint(run_dir)}") from None
+            self._restore(state)
         self.tb = _tensorboard(run_dir) if self.dist.main else None
 
     # ---- checkpoint state -------------------------------------------------------------
@@ -285,9 +290,18 @@ class Trainer:
         total = float(pending)
         p = self.progress
         if not math.isfinite(total):
-            raise FloatingPointError(
-                f"training loss became {total} within the {steps} steps before epoch {p.epoch + 1} step {p.step}; "
-                "lower optim.lr?"
+            # Raised before the checkpoint that would follow this sync point: the last one written stays.
+            every = self.cfg.train.checkpoint_every
+            saved = (p.step - steps) // every * every if every else 0
+            if saved:
+                kept = f"epoch {p.epoch + 1} step {saved}"
+            else:
+                kept = f"the end of epoch {p.epoch}" if p.epoch else "the start of training"
+            raise TrainingDivergedError(
+                f"training loss became {total} within the {steps} steps before epoch {p.epoch + 1} step {p.step} "
+                f"(lr {self.optimizer.param_groups[-1]['lr']:.3g}); {self.run_dir / CHECKPOINT} still holds the "
+                f"state at {kept}. Lower optim.lr, set train.grad_clip (e.g. 1.0), check the data's labels and "
+                "images, or use train.amp=bf16 rather than fp16; then train again"
             )
         p.loss_sum += total
         return total / steps
@@ -447,6 +461,22 @@ def _setup_logging(run_dir: Path, main: bool = True) -> None:
     log.propagate = False
 
 
+def _log_failure(error: BaseException) -> None:
+    """Write why the run stopped into train.log, so a run folder never hides it (the caller,
+    e.g. the CLI, reports it on stderr: not logged there twice). A traceback only for an
+    unexpected error: the CLI's one-line errors (USER_ERRORS) say all in their message."""
+    expected = isinstance(error, USER_ERRORS)
+    if isinstance(error, KeyboardInterrupt):
+        message = "interrupted (KeyboardInterrupt)"
+    else:
+        message = str(error) if expected else f"{type(error).__name__}: {error}"
+    exc_info = None if expected or isinstance(error, KeyboardInterrupt) else (type(error), error, error.__traceback__)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run stopped: %s", (message,), exc_info)
+    for h in _HANDLERS:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
+
+
 def new_run_dir(cfg: Config) -> Path:
     name = cfg.name or f"{cfg.model.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.out_dir) / name
@@ -506,7 +536,9 @@ def fit(
                 )
             trainer.save()  # a run killed in its first epoch can still be resumed
         result = trainer.run()
-    except BaseException:
+    except BaseException as e:
+        if place.main:
+            _log_failure(e)
         distributed.close(place, wait=False)
         raise
     distributed.close(place)
