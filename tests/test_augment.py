@@ -58,6 +58,26 @@ def test_rotation_pads_with_the_mean_colour():
     assert torch.allclose(corner, torch.zeros(3), atol=1e-5)
 
 
+def test_borders_and_erased_boxes_are_the_letterbox_fill():
+    """The fill is round(255 mean) (124, 116, 104 for ImageNet's 123.675, 116.28, 103.53): the
+    colour of the letterbox bars, so the model never sees two border colours."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1) * 255, torch.tensor(std).view(1, 3, 1, 1) * 255
+    x = torch.full((2, 3, 16, 16), 255, dtype=torch.uint8)
+    out, _ = BatchAugment(AugmentConfig(hflip=0, degrees=45, scale=(0.5, 0.5)), mean, std)(
+        x, {}, torch.Generator().manual_seed(0)
+    )
+    pixels = out * s + m
+    assert torch.allclose(pixels[:, :, 0, 0], torch.tensor([124.0, 116.0, 104.0]), atol=1e-3)
+    assert torch.allclose(pixels[:, :, 8, 8], torch.full((3,), 255.0), atol=1e-3)  # the image itself
+    erase = AugmentConfig(hflip=0, erasing=1.0, erasing_scale=(0.3, 0.3), erasing_ratio=(1.0, 1.0))
+    out, _ = BatchAugment(erase, mean, std)(x, {}, torch.Generator().manual_seed(0))
+    pixels = (out * s + m).permute(0, 2, 3, 1).reshape(-1, 3)
+    erased = (pixels - 255).abs().max(1).values > 1
+    assert 0 < erased.sum() < len(pixels)
+    assert torch.allclose(pixels[erased], torch.tensor([124.0, 116.0, 104.0]), atol=1e-3)
+
+
 def test_colour_ops_stay_in_range_and_grayscale_is_gray():
     x = images(8)
     cfg = AugmentConfig(hflip=0, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.3, blur=1.0, grayscale=0.5)

@@ -63,6 +63,33 @@ def test_bad_image_in_cache_names_the_file(tmp_path: Path):
     assert not list((tmp_path / "c").glob("*.u8*"))  # no half-written cache left
 
 
+def test_every_bad_image_is_named_in_one_error_with_their_count(tmp_path: Path):
+    from conftest import make_dataset
+
+    root = make_dataset(tmp_path / "d", {"val": 6})
+    (root / "img" / "00001.jpg").write_bytes(b"not a jpeg")
+    (root / "img" / "00004.jpg").write_bytes((root / "img" / "00000.jpg").read_bytes()[:300])
+    table = create_reader("ai6126", root).read("val")
+    (root / "img" / "00003.jpg").unlink()  # deleted after the split was read
+    with pytest.raises(ImageError) as e:
+        cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"3 unreadable image(s) of 6 in split 'val' of {root} (data.on_bad_image=skip leaves them out):"
+    assert lines[1:] == [
+        f"{root / 'img' / '00001.jpg'}: not an image Pillow can identify",
+        f"{root / 'img' / '00003.jpg'}: file not found",
+        f"{root / 'img' / '00004.jpg'}: truncated or corrupt image: Truncated File Read",
+    ]
+    assert e.value.file == str(root / "img" / "00001.jpg")
+    assert not list((tmp_path / "c").glob("*.u8*"))
+    # skip records the same three (a missing file too) and keeps the rest.
+    cache = cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False, on_bad="skip")
+    assert sorted(cache.bad) == [1, 3, 4] and cache.bad[3] == "file not found"
+    assert np.array_equal(cache.pixels[5], load_presized(table.file(5), 16))
+    with pytest.raises(ImageError, match=r"^3 unreadable image\(s\) of 6"):  # a cache hit lists them all too
+        cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
+
+
 def test_loader_is_seeded_resumable_and_covers_rows():
     images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
     labels = {"g": np.arange(100, 110)}

@@ -141,7 +141,9 @@ def _data_show(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config)
     options = _reader_options(args.option) or cfg.data.reader_options
-    cfg = replace(cfg, data=replace(cfg.data, root=args.data, format=args.format, reader_options=options))
+    # Flags given override the config; flags left out keep its format (and its image_size below).
+    fmt = args.format or cfg.data.format
+    cfg = replace(cfg, data=replace(cfg.data, root=args.data, format=fmt, reader_options=options))
     out = show_samples(cfg, args.split, args.n, args.out, args.augment, args.seed, args.size)
     print(f"wrote {out}")
 
@@ -272,11 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_check)
     p = data.add_parser("show", help="a grid PNG of samples with their labels (and augmentations)")
     p.add_argument("data", help="dataset root")
-    p.add_argument("--format", default="ai6126")
+    p.add_argument("--format", help="dataset layout (default: the config's data.format)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reader option (repeatable)")
     p.add_argument("--split", default="train")
     p.add_argument("--n", type=int, default=16)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, help="side in pixels (default: the config's data.image_size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true", help="add each sample after the training augmentations")
     p.add_argument("--config", help="take preprocessing and augmentations from this YAML config")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fashattr.config import Config, DataConfig, load_config
-from fashattr.data.images import load_presized
+from fashattr.data.images import fill_color, load_presized
 from fashattr.data.prepare import load_split
 from fashattr.engine.checkpoint import load_weights
 from fashattr.errors import ImageError
@@ -74,24 +74,29 @@ class Predictor:
 
     def load(self, path: str | Path) -> np.ndarray:
         """One image file prepared exactly as the training images were (without a box)."""
-        return load_presized(path, self.data.image_size)
+        return load_presized(path, self.data.image_size, fill=fill_color(self.data.mean))
 
     def predict_files(self, paths: list[Path], skip_bad: bool = False) -> list[dict[str, Any]]:
         """Per image: for each group the predicted class, its index and probability
         (multi-label groups: every class with logit > 0, i.e. probability > 0.5: ``multi_label_positive``).
 
         Raises:
-            ImageError: an image cannot be decoded, unless ``skip_bad`` (then it is logged and left out).
+            ImageError: images cannot be decoded, unless ``skip_bad`` (then each is logged and left
+                out); the message names every such file with its reason.
         """
-        arrays, kept = [], []
+        arrays, kept, bad = [], [], []
         for path in paths:
             try:
                 arrays.append(self.load(path))
                 kept.append(path)
             except ImageError as e:
-                if not skip_bad:
-                    raise
-                log.warning("skipped %s", e)
+                bad.append(e)
+                if skip_bad:
+                    log.warning("skipped %s", e)
+        if bad and not skip_bad:  # every file was tried, so the error lists them all
+            err = ImageError(bad[0].file, str(bad[0]).split(": ", 1)[-1])
+            err.args = (f"{len(bad)} unreadable image(s) of {len(paths)}:\n" + "\n".join(map(str, bad)),)
+            raise err
         if skip_bad and len(kept) < len(paths):
             log.warning("skipped %d of %d images", len(paths) - len(kept), len(paths))
         if not arrays:
@@ -199,9 +204,11 @@ def predict_split(
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.skipped:  # the challenge file needs one line per listed image: nothing may be left out
         path, why = next(iter(data.skipped.items()))
-        raise ImageError(
-            data.table.root / path,
-            f"{why} ({len(data.skipped)} unreadable in split {split!r}; a submission "
-            "needs every image, so data.on_bad_image=skip does not apply here)",
+        err = ImageError(data.table.root / path, why)
+        err.args = (
+            f"{len(data.skipped)} unreadable image(s) in split {split!r}; a submission needs every image, "
+            "so data.on_bad_image=skip does not apply here:\n"
+            + "\n".join(f"{data.table.root / p}: {w}" for p, w in data.skipped.items()),
         )
+        raise err
     return write_submission(predictor.schema, predictor.scores(data.pixels()), out)

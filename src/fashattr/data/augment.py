@@ -2,8 +2,10 @@
 
 Order (uint8 in, normalized float out): geometry (flip, random resized crop, affine: one
 resampling) -> colour jitter -> grayscale -> blur -> normalize -> erasing -> mixup / cutmix.
-Between geometry and normalization the batch is kept *centred* (0-255 scale minus the mean
-colour): padding is then plain zero, and normalizing is one multiply, saving whole passes.
+Between geometry and normalization the batch is kept *centred* (0-255 scale minus the fill
+colour, ``fill_color(mean)``, the letterbox bars' colour): padding is then plain zero, so
+augmentation borders get exactly the letterbox colour, and normalizing is one multiply-add,
+saving whole passes.
 All randomness comes from one ``torch.Generator``, so a run is reproducible and a resumed
 run continues the same random stream.
 """
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fashattr.config import AugmentConfig
+from fashattr.data.images import fill_color
 
 Targets = dict[str, torch.Tensor]
 # RGB -> luma (ITU-R 601), as torchvision's rgb_to_grayscale.
@@ -45,12 +48,19 @@ class BatchAugment:
         num_classes: dict[str, int] | None = None,
     ) -> None:
         self.cfg, self.mean, self.std = cfg, mean, std
+        self.fill = fill_color(mean)  # borders and erased boxes: the letterbox bars' colour
         self.num_classes = num_classes or {}
         self._grids: dict[tuple, torch.Tensor] = {}
 
     def _centre(self, x: torch.Tensor) -> torch.Tensor:
-        """The mean colour on the 0-255 scale, shaped (1, 3, 1, 1)."""
-        return torch.tensor(self.mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+        """The fill colour on the 0-255 scale, shaped (1, 3, 1, 1)."""
+        return torch.tensor(self.fill, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def _normalize_centred(self, x: torch.Tensor) -> torch.Tensor:
+        """Centred pixels -> normalized: ``(x + fill - 255 mean) / (255 std)`` as one multiply-add."""
+        scale = 1.0 / (torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1) * 255.0
+        return torch.addcmul((self._centre(x) - mean) * scale, x, scale)
 
     # ---- random numbers, all from one generator --------------------------------------------
     @staticmethod
@@ -59,7 +69,7 @@ class BatchAugment:
 
     def __call__(self, pixels: torch.Tensor, targets: Targets, gen: torch.Generator) -> tuple[torch.Tensor, Targets]:
         c = self.cfg
-        x = self.geometry(pixels, gen)  # centred float from here on: 0-255 scale minus the mean
+        x = self.geometry(pixels, gen)  # centred float from here on: 0-255 scale minus the fill colour
         if c.brightness or c.contrast or c.saturation or c.hue:
             x = self.color_jitter(x, gen)
         if c.grayscale > 0:
@@ -68,7 +78,7 @@ class BatchAugment:
             x = torch.where(self._coin(gen, x, c.grayscale), gray, x)
         if c.blur > 0:
             x = self.gaussian_blur(x, gen)  # linear with weights summing to 1: centring commutes
-        x = x * (1.0 / (torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) * 255.0))
+        x = self._normalize_centred(x)
         if c.erasing > 0:
             x = self.erase(x, gen)
         if (c.mixup > 0 or c.cutmix > 0) and float(self._rand(gen, 1, device=x.device)) < c.mix_prob:
@@ -109,7 +119,7 @@ class BatchAugment:
             theta = self._affine_matrix(gen, b, dev) @ theta
         if c.rrc > 0:
             theta = self._crop_matrix(gen, b, dev) @ theta
-        x = pixels - self._centre(pixels)  # zero padding is then the mean colour, as in the letterbox
+        x = pixels - self._centre(pixels)  # zero padding is then the fill colour, as in the letterbox
         return F.grid_sample(x, self._grid(theta, x), mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def _grid(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +220,7 @@ class BatchAugment:
         return y.view(b, ch, h, w)
 
     def erase(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """RandomErasing: one rectangle per chosen sample, filled with 0 (the mean colour)."""
+        """RandomErasing: one rectangle per chosen sample, filled with the (normalized) fill colour."""
         c, (b, _, h, w) = self.cfg, x.shape
         r = self._rand(gen, b, 5, device=x.device)
         area = (c.erasing_scale[0] + r[:, 0] * (c.erasing_scale[1] - c.erasing_scale[0])) * h * w
@@ -224,7 +234,7 @@ class BatchAugment:
         box = (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1))
         box = box & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1))
         box = box & (r[:, 4] < c.erasing).view(-1, 1, 1)
-        return x.masked_fill(box.unsqueeze(1), 0.0)
+        return torch.where(box.unsqueeze(1), self._normalize_centred(torch.zeros(1, 3, 1, 1, device=x.device)), x)
 
     # ---- mixing -------------------------------------------------------------------------------
     def mix(self, x: torch.Tensor, targets: Targets, gen: torch.Generator) -> tuple[torch.Tensor, Targets]:

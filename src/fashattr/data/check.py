@@ -33,7 +33,7 @@ def _inspect(job: tuple[str, int, str]) -> tuple[str, int, str, tuple[int, int] 
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        img, _ = open_image(path)
+        img = open_image(path)
         return split, row, digest, img.size, None
     except ImageError as e:
         return split, row, digest, None, str(e).split(": ", 1)[-1]
@@ -206,16 +206,15 @@ MAX_BARS = 40  # per group in the PNG; the JSON report has every class
 
 def plot_distribution(report: dict[str, Any], out: str | Path) -> Path | None:
     """A PNG bar chart of class counts per group, one bar per labeled split; None if nothing is labeled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no global backend switch, nothing left open in a notebook.
+    from matplotlib.figure import Figure
 
     labeled = {s: e["class_counts"] for s, e in report["splits"].items() if e["labeled"]}
     if not labeled:
         return None
     groups = list(next(iter(labeled.values())))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.4 * len(groups)), squeeze=False)
+    fig = Figure(figsize=(9, 2.4 * len(groups)))
+    axes = fig.subplots(len(groups), 1, squeeze=False)
     width = 0.8 / len(labeled)
     for ax, group in zip(axes[:, 0], groups, strict=True):
         first = next(iter(labeled.values()))[group]
@@ -236,5 +235,4 @@ def plot_distribution(report: dict[str, Any], out: str | Path) -> Path | None:
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

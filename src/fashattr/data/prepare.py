@@ -10,6 +10,7 @@ import numpy as np
 from fashattr.config import ConfigError, DataConfig
 from fashattr.data.cache import ImageCache, cache_images
 from fashattr.data.formats import create_reader
+from fashattr.data.images import fill_color
 from fashattr.data.table import Table, nested_holdouts, stratified_holdout
 from fashattr.schema import Schema
 
@@ -41,7 +42,15 @@ def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> ImageCa
     """Decode (or reuse) the presized pixels of ``table`` with the config's preprocessing."""
     crop = cfg.bbox_crop and table.bboxes is not None
     return cache_images(
-        table, cfg.image_size, crop, cfg.bbox_margin, cfg.cache_dir, cfg.workers, progress, cfg.on_bad_image
+        table,
+        cfg.image_size,
+        crop,
+        cfg.bbox_margin,
+        cfg.cache_dir,
+        cfg.workers,
+        progress,
+        cfg.on_bad_image,
+        fill_color(cfg.mean),  # letterbox bars in the colour of augmentation borders
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +11,36 @@ import torch
 from fashattr.config import Config
 from fashattr.data.augment import BatchAugment
 from fashattr.data.formats import create_reader
-from fashattr.data.images import load_presized
+from fashattr.data.images import fill_color, load_presized
 from fashattr.data.table import row_labels
 from fashattr.report.grid import sample_grid
 
 
-def show_samples(
-    cfg: Config, split: str, n: int, out: str | Path, augment: bool = False, seed: int = 0, size: int = 128
-) -> Path:
-    """Write a grid PNG of ``n`` seeded random images of ``split`` (root and format from ``cfg.data``),
-    titled with their labels; with ``augment``, each above its version after ``cfg.augment``."""
+@dataclass
+class Samples:
+    """Presized ``(N, S, S, 3)`` uint8 images, their titles, and their augmented versions (or None)."""
+
+    images: np.ndarray
+    titles: list[str]
+    augmented: np.ndarray | None
+
+
+def draw_samples(
+    cfg: Config, split: str, n: int, augment: bool = False, seed: int = 0, size: int | None = None
+) -> Samples:
+    """``n`` seeded random rows of ``split`` prepared exactly as training prepares them: the
+    config's format, root, box crop, fill colour and (unless ``size`` is given) ``data.image_size``;
+    with ``augment``, also each one after ``cfg.augment``."""
     d = cfg.data
+    size = size or d.image_size
     reader = create_reader(d.format, d.root, d.reader_options)
     schema, table = reader.schema(), reader.read(split)
     rows = np.sort(np.random.default_rng(seed).choice(len(table), size=min(n, len(table)), replace=False))
     crop = d.bbox_crop and table.bboxes is not None
+    fill = fill_color(d.mean)
     images = np.stack(
         [
-            load_presized(table.file(i), size, tuple(table.bboxes[i]) if crop else None, d.bbox_margin)  # type: ignore[index]
+            load_presized(table.file(i), size, tuple(table.bboxes[i]) if crop else None, d.bbox_margin, fill)  # type: ignore[index]
             for i in rows
         ]
     )
@@ -42,4 +55,13 @@ def show_samples(
         mean, std = torch.tensor(d.mean).view(1, 3, 1, 1), torch.tensor(d.std).view(1, 3, 1, 1)
         pixels = ((x * std + mean) * 255).clamp(0, 255).round().to(torch.uint8)
         augmented = pixels.permute(0, 2, 3, 1).numpy()
-    return sample_grid(images, titles, out, augmented)
+    return Samples(images, titles, augmented)
+
+
+def show_samples(
+    cfg: Config, split: str, n: int, out: str | Path, augment: bool = False, seed: int = 0, size: int | None = None
+) -> Path:
+    """Write a grid PNG of :func:`draw_samples` (titled with their labels; with ``augment``,
+    each above its version after ``cfg.augment``)."""
+    s = draw_samples(cfg, split, n, augment, seed, size)
+    return sample_grid(s.images, s.titles, out, s.augmented)

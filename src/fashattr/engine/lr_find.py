@@ -140,16 +140,15 @@ def lr_find(
 
 def save_lr_find(result: LrFindResult, out: str | Path) -> tuple[Path, Path]:
     """Write ``lr_find.json`` and ``lr_find.png`` (loss against learning rate, suggestions marked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no global backend switch, nothing left open in a notebook.
+    from matplotlib.figure import Figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "lr_find.json", out / "lr_find.png"
     atomic_write_text(json_path, json.dumps(asdict(result), indent=2))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     ax.plot(result.lrs, result.raw_losses, color="0.8", lw=0.8, label="loss")
     ax.plot(result.lrs, result.losses, color="C0", label="smoothed loss")
     for name, value, color in (("valley", result.valley, "C2"), ("steepest", result.steepest, "C3")):
@@ -166,5 +165,4 @@ def save_lr_find(result: LrFindResult, out: str | Path) -> tuple[Path, Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
-    plt.close(fig)
     return json_path, png_path

@@ -124,12 +124,11 @@ def compare_table(runs: list[RunInfo]) -> str:
 
 def plot_curves(runs: list[RunInfo], out: str | Path, metric: str = "avg_class_acc") -> Path:
     """``metric`` and the train / holdout losses per epoch, one line per run."""
-    import matplotlib
+    # A Figure of its own, not pyplot: no global backend switch, nothing left open in a notebook.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
     for i, r in enumerate(runs):
         epochs = [h["epoch"] for h in r.history]
         color = f"C{i % 10}"
@@ -145,5 +144,4 @@ def plot_curves(runs: list[RunInfo], out: str | Path, metric: str = "avg_class_a
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

@@ -19,18 +19,15 @@ def sample_grid(
     With ``augmented`` (same shape), each row of originals is followed by a row of their
     augmented versions, so a reader sees exactly what the model is trained on.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot: no global backend switch, nothing left open in a notebook.
+    from matplotlib.figure import Figure
 
     n = len(images)
     cols = min(cols, n)
     blocks = -(-n // cols)
     rows_per_block = 2 if augmented is not None else 1
-    fig, axes = plt.subplots(
-        blocks * rows_per_block, cols, figsize=(1.9 * cols, 2.3 * blocks * rows_per_block), squeeze=False
-    )
+    fig = Figure(figsize=(1.9 * cols, 2.3 * blocks * rows_per_block))
+    axes = fig.subplots(blocks * rows_per_block, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -45,5 +42,4 @@ def sample_grid(
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
