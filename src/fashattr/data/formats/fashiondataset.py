@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # Per-split files that are not splits: the ones read here, and the landmark files that the
 # AI6126 copy and the fine-grained release ship ("landmards" is the release's own spelling).
-SPLIT_SUFFIXES = ("_attr", "_bbox", "_cate", "_landmarks", "_landmards")
+READ_SUFFIXES = ("_attr", "_bbox", "_cate")
+SPLIT_SUFFIXES = (*READ_SUFFIXES, "_landmarks", "_landmards")
 
 
 def _is_int(token: str) -> bool:
@@ -40,7 +41,6 @@ class FashionDatasetReader:
     """Reads the FashionDataset layout under ``root`` (any split name)."""
 
     FORMAT = "FashionDataset (ai6126)"
-    SUFFIXES = SPLIT_SUFFIXES
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -76,11 +76,11 @@ class FashionDatasetReader:
         return self._splits
 
     def _is_split(self, path: Path) -> bool:
-        return path.suffix == ".txt" and not path.stem.startswith("list_") and not path.stem.endswith(self.SUFFIXES)
+        return path.suffix == ".txt" and not path.stem.startswith("list_") and not path.stem.endswith(SPLIT_SUFFIXES)
 
     def _is_known(self, path: Path) -> bool:
         """A file of the layout that is read per split or for the schema (not worth a log line)."""
-        return path.suffix == ".txt" and path.stem.endswith(("_attr", "_bbox", "_cate"))
+        return path.suffix == ".txt" and (path.stem.startswith("list_") or path.stem.endswith(READ_SUFFIXES))
 
     def read(self, split: str, allow_missing: bool = False) -> Table:
         """Read one split; raises DatasetError naming every bad line of every file it reads.
