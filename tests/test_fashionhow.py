@@ -114,6 +114,15 @@ def test_bom_and_euc_kr_csvs_and_decode_errors_name_the_file(tmp_path: Path):
         DatasetError, match=r"train\.csv:3: byte 0xbb is not utf-8 text; set data\.reader_options\.encoding"
     ):
         create_reader("fashionhow", tmp_path)
+    # One package, two encodings: the BOM marks the UTF-8 file, the option names the other's.
+    write_package(tmp_path, "val.csv", "Validation", HEADER2, ["하의/v.jpg,0,0,10,10,7"], bom=True)
+    r = create_reader("fashionhow", tmp_path, {"encoding": "euc-kr"})
+    assert r.read("val").paths == ["하의/v.jpg"] and r.read("train").paths[1] == "상의/가.jpg"
+    (tmp_path / "val.csv").write_bytes(b"\xef\xbb\xbf" + HEADER2.encode() + b"\nv\xff.jpg,0,0,10,10,7\n")
+    with pytest.raises(
+        DatasetError, match=r"val\.csv:2: byte 0xff is not utf-8 text; the file starts with a UTF-8 BOM"
+    ):
+        create_reader("fashionhow", tmp_path, {"encoding": "euc-kr"})
     with pytest.raises(ValueError, match=r"unknown encoding 'euc-kt'"):
         create_reader("fashionhow", tmp_path, {"encoding": "euc-kt"})
 

@@ -161,12 +161,13 @@ def format_report(report: dict[str, Any], schema: Schema | None = None) -> str:
             lines.append(f"{split:<10} {'-':>7}  not read")
     labeled = {s: e["class_counts"] for s, e in report["splits"].items() if e["labeled"]}
     if labeled:
-        lines += ["", f"{'group':<10} {'class':<18} " + " ".join(f"{s:>8}" for s in labeled)]
         first = next(iter(labeled.values()))
+        w = max(10, *(len(g) for g in first))  # FASHION-HOW's "Embellishment" is wider than 10
+        lines += ["", f"{'group':<{w}} {'class':<18} " + " ".join(f"{s:>8}" for s in labeled)]
         for group, classes in first.items():
             for k, c in enumerate(classes):
                 shown = group if k == 0 else ""
-                lines.append(f"{shown:<10} {c:<18} " + " ".join(f"{labeled[s][group][c]:>8}" for s in labeled))
+                lines.append(f"{shown:<{w}} {c:<18} " + " ".join(f"{labeled[s][group][c]:>8}" for s in labeled))
     names = {
         "missing": "missing files",
         "unreadable": "unreadable, truncated or corrupt images",

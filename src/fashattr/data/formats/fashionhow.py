@@ -22,7 +22,8 @@ Options (``data.reader_options``):
 - ``image_dirs``: ``{name: folder relative to root}``; default the package's folder
   (``Train``, ``Validation``, ``Test_sample``, or lower case) when the split's first image is
   there, else root.
-- ``encoding``: of the CSVs, ``utf-8`` (default; a BOM is stripped) or e.g. ``euc-kr``.
+- ``encoding``: of the CSVs, ``utf-8`` (default) or e.g. ``euc-kr``; a file that starts with a
+  UTF-8 BOM is read as UTF-8 (BOM dropped) whatever the option, so a package may mix both.
 - ``classes``: ``{column: [names...]}`` or ``{column: count}``; overrides the task's counts and
   is required for a label column the tasks do not define.
 """
@@ -56,25 +57,29 @@ SPLIT_WORDS = {"train": "train", "val": "val", "test": "test"}  # "val" also mat
 
 
 def read_csv(path: Path, encoding: str) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV in ``encoding`` (a leading BOM dropped), every cell stripped.
+    """Header and rows of a CSV in ``encoding``, or in UTF-8 when it starts with a BOM; every cell stripped.
+
+    The challenge's UTF-8 files start with a BOM (left in, it would rename the first column).
 
     Raises:
         DatasetError: bytes that are not ``encoding`` text (naming the line), an empty file,
             or a row with more cells than the header has columns.
     """
     raw = path.read_bytes()
+    bom = raw.startswith(codecs.BOM_UTF8)
+    if bom:  # a BOM says UTF-8 whatever the option, so one package may mix both
+        raw, encoding = raw[len(codecs.BOM_UTF8) :], "utf-8"
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise DatasetError(
-            path,
-            f"byte 0x{raw[e.start]:02x} is not {encoding} text; set data.reader_options.encoding "
-            "(the challenge ships some CSVs in euc-kr)",
-            line,
-        ) from None
-    # Excel and the challenge's UTF-8 files start with a BOM; left in, it renames the first column.
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+        hint = (
+            "the file starts with a UTF-8 BOM"
+            if bom
+            else "set data.reader_options.encoding (the challenge ships some CSVs in euc-kr)"
+        )
+        raise DatasetError(path, f"byte 0x{raw[e.start]:02x} is not {encoding} text; {hint}", line) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None:
         raise DatasetError(path, "empty file: expected a header line")
     columns = [c.strip() for c in reader.fieldnames]
