@@ -112,7 +112,11 @@ def read_attr_cloth(path: str | Path, group_names: list[str] | None = None) -> S
     are six, else ``group1``.. unless ``group_names`` is given.
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    try:
+        # utf-8-sig: a byte-order mark from a Windows editor would otherwise spoil the count line.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     if len(lines) < 2:
         raise DatasetError(path, "expected a count line and a header line")
     try:
