@@ -12,7 +12,7 @@ import yaml
 from conftest import tiny_overrides
 
 from fashattr.config import ConfigError, load_config
-from fashattr.tune import load_spec
+from fashattr.tune import load_spec, suggest
 
 
 def write_config(path: Path, data: Path, cache: Path, out: Path, tune: dict) -> Path:
@@ -55,9 +55,21 @@ def test_study_prunes_over_budget_models_resumes_and_writes_the_best(tiny_data: 
     assert "pruned" in first.stdout or all(t.params["model.backbone"] == "test_resnet" for t in study.trials)
     assert "best: trial" in first.stdout and "latency_ms" in first.stdout
 
+    # the worker that created the study sampled with tune.seed: the same draws as a fresh TPE(seed=3)
+    assert [t.user_attrs["sampler_seed"] for t in study.trials] == [3] * 4
+    replay, space = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3)), load_spec(config).space
+    for t in study.trials:
+        ask = replay.ask()
+        suggest(ask, space)  # in the config file's key order, as the study drew them
+        assert ask.params == t.params
+        replay.tell(ask, state=optuna.trial.TrialState.PRUNED)
+
     again = subprocess.run([*cmd[:-4], "--trials", "5", "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}").trials) == 5
+    resumed = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert len(resumed) == 5
+    assert resumed[4].user_attrs["sampler_seed"] != 3  # a resumed study joins it: seed 3 would redraw trial 0
+    assert resumed[4].params != resumed[0].params
 
     best = load_config(out / "best.yaml")  # a runnable recipe
     trial = study.best_trial
@@ -74,6 +86,9 @@ def test_spec_errors_name_the_key(tiny_data: Path, cache_dir: Path, tmp_path: Pa
     bad = {"space": SPACE, "constraints": {"max_param": 3}}
     with pytest.raises(ConfigError, match="did you mean 'max_params_m'"):
         load_spec(write_config(tmp_path / "c.yaml", tiny_data, cache_dir, tmp_path, bad))
+    bad = {"space": SPACE, "seed": -1}
+    with pytest.raises(ConfigError, match=r"d.yaml: tune.seed -1: an integer from 0 to 2\*\*32 - 1"):
+        load_spec(write_config(tmp_path / "d.yaml", tiny_data, cache_dir, tmp_path, bad))
 
 
 def test_two_workers_share_one_study(tiny_data: Path, cache_dir: Path, tmp_path: Path):
@@ -91,3 +106,8 @@ def test_two_workers_share_one_study(tiny_data: Path, cache_dir: Path, tmp_path:
     assert 4 <= len(trials) <= 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     runs = {t.user_attrs["run"] for t in trials}
     assert len(runs) == len(trials)  # every trial trained into its own folder
+    # one worker created the study and sampled with tune.seed (0), the other joined with its own
+    # seed: no two trials drew the same learning rate (with one seed both drew it first)
+    assert sorted({t.user_attrs["sampler_seed"] for t in trials})[0] == 0
+    assert len({t.user_attrs["sampler_seed"] for t in trials}) == 2
+    assert len({t.params["optim.lr"] for t in trials}) == len(trials)

@@ -7,7 +7,7 @@ tune:
   metric: avg_class_acc        # a metrics.csv column; default: train.select_metric
   direction: maximize          # default from train.select_mode
   pruner: median               # median | hyperband | none; pruning on the per-epoch metric
-  seed: 0                      # the TPE sampler's seed
+  seed: 0                      # the TPE sampler's seed (the study's creator; joiners mix in a nonce)
   constraints:                 # checked on the built model before a trial trains
     max_params_m: 5            # millions of parameters
     max_mb: 25                 # MB of saved weights (FASHION-HOW's limit is 25)
@@ -29,12 +29,14 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -84,6 +86,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> TuneSpec:
     pruner = tune.get("pruner", "median")
     if pruner not in PRUNERS:
         raise ConfigError(f"{path}: tune.pruner {pruner!r}: choose from {PRUNERS}")
+    seed = tune.get("seed", 0)
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:  # numpy's RandomState range, which TPE uses
+        raise ConfigError(f"{path}: tune.seed {seed!r}: an integer from 0 to 2**32 - 1")
     direction = tune.get("direction") or ("maximize" if cfg.train.select_mode == "max" else "minimize")
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"{path}: tune.direction {direction!r}: maximize or minimize")
@@ -93,7 +98,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> TuneSpec:
         metric=tune.get("metric") or cfg.train.select_metric,
         direction=direction,
         pruner=pruner,
-        seed=int(tune.get("seed", 0)),
+        seed=seed,
         constraints={k: float(v) for k, v in constraints.items()},
     )
 
@@ -192,19 +197,20 @@ def run_study(
         "hyperband": optuna.pruners.HyperbandPruner(),
         "none": optuna.pruners.NopPruner(),
     }[spec.pruner]
-    study = _open_study(
+    study, seed = _open_study(
         optuna,
+        spec.seed,
         study_name=study_name,
         storage=storage,
-        load_if_exists=True,
         direction="maximize" if spec.direction == "maximize" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=spec.seed),
         pruner=pruner,
     )
+    log.info("study %s: this worker samples with TPE seed %d", study_name, seed)
     base_cfg = config_from_dict(spec.base)
     schema = create_reader(base_cfg.data.format, base_cfg.data.root, base_cfg.data.reader_options).schema()
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("sampler_seed", seed)
         over = suggest(trial, spec.space)
         name = f"trial-{trial.number:04d}"
         cfg = config_from_dict(apply_overrides(spec.base, [*over, f"out_dir={out / 'trials'}", f"name={name}"]))
@@ -238,19 +244,42 @@ def run_study(
     return study
 
 
-def _open_study(optuna: Any, attempts: int = 10, **kwargs: Any) -> Any:
-    """``optuna.create_study``, retried: workers started together race to create the same
-    database tables or study, and all but one lose that race once."""
+def _open_study(optuna: Any, seed: int, attempts: int = 10, **kwargs: Any) -> tuple[Any, int]:
+    """Create the study, or join it where it exists; returns it and its TPE sampler's seed.
+
+    The worker that creates the study samples with ``seed`` (``tune.seed``), so a study that one
+    worker runs from start to finish reproduces exactly. A worker that joins an existing study
+    (a second worker, or an interrupted study resumed) gets ``joiner_seed(seed)``: with the
+    creator's seed, TPE's random start-up draws would repeat the values already tried (two
+    workers started together both drew lr 0.003538 first). Workers started together race to
+    create the database tables or the study, and all but one lose that race once: retried.
+    """
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
-            return optuna.create_study(**kwargs)
-        except (IntegrityError, OperationalError, optuna.exceptions.DuplicatedStudyError):
+            try:
+                sampler = optuna.samplers.TPESampler(seed=seed)
+                return optuna.create_study(sampler=sampler, load_if_exists=False, **kwargs), seed
+            except optuna.exceptions.DuplicatedStudyError:
+                joined = joiner_seed(seed)
+                sampler = optuna.samplers.TPESampler(seed=joined)
+                names = ("study_name", "storage", "pruner")
+                return optuna.load_study(sampler=sampler, **{k: kwargs[k] for k in names}), joined
+        except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def joiner_seed(seed: int) -> int:
+    """A sampler seed for a worker joining a study: ``seed`` mixed with 64 bits of
+    ``os.urandom`` (numpy's ``SeedSequence``), a 32-bit value. Not the pid (containers and
+    machines repeat pids), not the clock (workers started together read the same second) and
+    not the study's trial count (workers started together see the same count)."""
+    nonce = int.from_bytes(os.urandom(8), "little")
+    return int(np.random.SeedSequence([seed, nonce]).generate_state(1)[0])
 
 
 def trials_table(study: Any) -> str:
