@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.resources
 import logging
+import os
 import sys
 from pathlib import Path
 
-from fashattr.errors import USER_ERRORS
+from fashattr.errors import USER_ERRORS, ConfigError
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -23,11 +26,47 @@ def _train(args: argparse.Namespace) -> None:
     print(f"run folder: {run_dir}")
 
 
-def _config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+def _config_and_overrides(config: str | None, overrides: list[str]) -> tuple[Path | None, list[str]]:
     """``VERB key=value ...`` (no YAML file) means the defaults plus those overrides."""
     if config and "=" in config:
         return None, [config, *overrides]
-    return config, list(overrides)
+    return (resolve_config(config) if config else None), list(overrides)
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped inside the package (``fashattr/recipes/*.yaml``)."""
+    folder = importlib.resources.files("fashattr") / "recipes"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(arg: str) -> Path:
+    """Find a config given on the command line: a YAML path, or a shipped recipe by name.
+
+    Args:
+        arg: a path (``runs/X/config.yaml``), a recipe name (``cpu_quick`` or ``cpu_quick.yaml``),
+            or ``recipe:cpu_quick`` to mean the recipe even where a file of that name exists.
+
+    Returns:
+        The YAML file to load. A path with a folder in it is returned as given (a missing
+        one is reported by ``load_config``).
+
+    Raises:
+        ConfigError: neither a file nor a recipe has that name; names the close recipe or all.
+    """
+    explicit = arg.startswith("recipe:")
+    if not explicit and (Path(arg).exists() or "/" in arg or os.sep in arg):
+        return Path(arg)
+    name = arg.removeprefix("recipe:").removesuffix(".yaml")
+    names = recipe_names()
+    if name in names:
+        # The installed package's own folder (an ordinary directory in a wheel or source install).
+        return Path(str(importlib.resources.files("fashattr") / "recipes" / f"{name}.yaml"))
+    what = f"no recipe is named {name!r}"
+    if not explicit:
+        what = f"config file {arg} not found, and {what}"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the recipes are: {', '.join(names)}."
+    raise ConfigError(f"{what}; {hint}")
 
 
 def _lr_find(args: argparse.Namespace) -> None:
@@ -71,8 +110,9 @@ def _compare(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> None:
     from fashattr.tune import load_spec, run_study, trials_table, write_best
 
-    spec = load_spec(args.config, args.overrides)
-    study = run_study(spec, args.trials, args.out, args.storage, args.study or Path(args.config).stem)
+    config = resolve_config(args.config)
+    spec = load_spec(config, args.overrides)
+    study = run_study(spec, args.trials, args.out, args.storage, args.study or config.stem)
     print(trials_table(study))
     if any(t.value is not None for t in study.trials):
         best, recipe = study.best_trial, write_best(study, spec, args.out)
@@ -139,7 +179,7 @@ def _data_show(args: argparse.Namespace) -> None:
     from fashattr.config import load_config
     from fashattr.data.show import show_samples
 
-    cfg = load_config(args.config)
+    cfg = load_config(resolve_config(args.config) if args.config else None)
     options = _reader_options(args.option) or cfg.data.reader_options
     # Flags given override the config; flags left out keep its format (and its image_size below).
     fmt = args.format or cfg.data.format
@@ -174,7 +214,7 @@ def _demo(args: argparse.Namespace) -> None:
         shutil.rmtree(out)
     data = synthesize(out / "data", args.n, 96, args.seed)
     print(f"[1/4] drew {args.n} synthetic garments into {data} ({time.perf_counter() - start:.0f} s)")
-    cfg = load_config(args.config, [f"data.root={data}", f"out_dir={out}", "name=run", *args.overrides])
+    cfg = load_config(resolve_config(args.config), [f"data.root={data}", f"out_dir={out}", "name=run", *args.overrides])
     run = fit(cfg)
     print(f"[2/4] trained {cfg.model.backbone} into {run} ({time.perf_counter() - start:.0f} s)")
     metrics = eval_run(run, "val")
@@ -200,13 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML config (plus key=value overrides)")
-    p.add_argument("config", nargs="?", help="YAML config (a run's config.yaml reproduces that run)")
+    p.add_argument("config", nargs="?", help="YAML config or recipe name (a run's config.yaml reproduces that run)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5 optim.lr=1e-3")
     p.add_argument("--resume", metavar="RUN", help="continue a killed run exactly where it stopped")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("lr-find", help="learning-rate range test: a PNG of loss against lr and a suggested lr")
-    p.add_argument("config", nargs="?", help="YAML config")
+    p.add_argument("config", nargs="?", help="YAML config or recipe name")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--start", type=float, default=1e-7)
     p.add_argument("--end", type=float, default=10.0)
@@ -259,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[2] / "configs/recipes/demo_synthetic.yaml"))
+    p.add_argument("--config", default="demo_synthetic", help="YAML config or recipe name (shipped in the package)")
     p.set_defaults(func=_demo)
 
     data = sub.add_parser("data", help="look at a dataset: audit it, or draw samples").add_subparsers(
@@ -281,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="side in pixels (default: the config's data.image_size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", action="store_true", help="add each sample after the training augmentations")
-    p.add_argument("--config", help="take preprocessing and augmentations from this YAML config")
+    p.add_argument("--config", help="take preprocessing and augmentations from this YAML config or recipe")
     p.add_argument("--out", default="samples.png")
     p.set_defaults(func=_data_show)
     return parser
