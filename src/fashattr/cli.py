@@ -277,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
 
     p = sub.add_parser("eval", parents=[common], help="metric table on a labeled split or the holdout")
-    p.add_argument("--split", default="holdout", help="'holdout' (the run's own) or a labeled split name")
+    p.add_argument(
+        "--split",
+        default="holdout",
+        help="'holdout' (the run's selection holdout), 'test_holdout' (its evaluation holdout) or a labeled split",
+    )
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", parents=[common], help="challenge file for a split, or JSON/CSV for images")

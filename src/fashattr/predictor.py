@@ -172,7 +172,8 @@ def eval_run(
     weights: str = "best",
     device: str = "cpu",
 ) -> Metrics:
-    """Metrics of a run on a labeled split (``holdout``: the run's own stratified holdout).
+    """Metrics of a run on a labeled split (``holdout``: the run's own stratified selection
+    holdout; ``test_holdout``: its evaluation holdout, ``data.test_holdout``).
     Writes ``eval_{split}.json`` and ``eval_{split}.txt`` into the run folder."""
     run_dir = Path(run_dir)
     cfg = _run_data(run_dir, data_root)
