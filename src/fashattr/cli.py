@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default="demo_synthetic", help="YAML config or recipe name (shipped in the package)")
+    p.add_argument("--config", default="recipe:demo_synthetic", help="YAML config or recipe name")
     p.set_defaults(func=_demo)
 
     data = sub.add_parser("data", help="look at a dataset: audit it, or draw samples").add_subparsers(
