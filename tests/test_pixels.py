@@ -21,6 +21,7 @@ from fashattr.data.formats import create_reader
 from fashattr.data.images import PAD_COLOR, fill_color, letterbox_geometry, load_presized, open_image
 from fashattr.data.prepare import cache_table
 from fashattr.data.show import draw_samples
+from fashattr.errors import ImageError
 from fashattr.models import create_model
 from fashattr.predictor import Predictor
 from fashattr.schema import ai6126_schema
@@ -91,6 +92,15 @@ def test_exif_rotated_copy_gets_identical_predictions(tmp_path: Path):
             assert np.array_equal(scores[name][g], scores["jpeg"][g]), (name, g)
     results = [predictor.predict_files([files[name]])[0]["groups"] for name in ("jpeg", "exif6")]
     assert results[0] == results[1]
+    # Every unreadable file is named, not just the first.
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError) as e:
+        predictor.predict_files([tmp_path / "bad.jpg", files["png"], tmp_path / "gone.png"])
+    assert str(e.value).splitlines() == [
+        "2 unreadable image(s) of 3:",
+        f"{tmp_path / 'bad.jpg'}: not an image Pillow can identify",
+        f"{tmp_path / 'gone.png'}: file not found",
+    ]
 
 
 def test_letterbox_is_placed_by_one_integer_rule(tmp_path: Path):
