@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+# The base class, ImageError and BundleError are defined in the self-contained runtime (copied into
+# every bundle as predict_onnx.py) and re-exported here: one class each, so `except ImageError` works
+# whichever module raised it.
+from fashattr.runtime_onnx import BundleError, FashattrError, ImageError
 
-class FashattrError(Exception):
-    """Base class of every error fashattr raises on purpose."""
+__all__ = [
+    "USER_ERRORS",
+    "BundleError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "FashattrError",
+    "ImageError",
+    "TrainingDivergedError",
+]
 
 
 class ConfigError(FashattrError, ValueError):
@@ -40,14 +52,6 @@ class DatasetError(FashattrError):
         err.problems = list(problems)
         err.args = ("\n".join(lines),)
         return err
-
-
-class ImageError(FashattrError):
-    """An image file that cannot be decoded (missing, truncated, corrupt, too large)."""
-
-    def __init__(self, file: str | Path, message: str) -> None:
-        self.file = str(file)
-        super().__init__(f"{self.file}: {message}")
 
 
 class CheckpointError(FashattrError):

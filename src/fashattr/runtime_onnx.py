@@ -1,0 +1,522 @@
+"""Run a fashattr bundle's ONNX model with only onnxruntime, NumPy and Pillow; and the one copy of the pixel code.
+
+This file stands alone: it imports the standard library, NumPy, Pillow and (inside the functions that
+need it) onnxruntime, nothing of fashattr. ``fashattr export`` copies it into every bundle as
+``predict_onnx.py``::
+
+    python predict_onnx.py BUNDLE photo.jpg shop_folder/ [--int8] [--out preds.jsonl]
+
+Inside fashattr it is ``fashattr.runtime_onnx``: ``fashattr.data.images`` re-exports its pixel code, so
+training, evaluation, the torch runtime and this runtime prepare an image with the same lines.
+Preprocessing depends on the decoded pixels only, never on the file format: every image is decoded at
+full resolution (no JPEG reduced-scale "draft" decoding, which no other format can reproduce),
+EXIF-oriented, cropped, resized once and letterboxed by one integer rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FORMAT = "fashattr-bundle"
+FORMAT_VERSION = 1  # the newest bundle format this file reads
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+# ---------------------------------------------------------------------------------------------- errors
+# Defined here (not in fashattr.errors) so this file stands alone; fashattr.errors re-exports these very
+# classes, so ``except fashattr.errors.ImageError`` catches what this module raises.
+class FashattrError(Exception):
+    """Base class of every error fashattr raises on purpose."""
+
+
+class ImageError(FashattrError):
+    """An image file that cannot be decoded (missing, truncated, corrupt, too large)."""
+
+    def __init__(self, file: str | Path, message: str) -> None:
+        self.file, self.message = str(file), message
+        super().__init__(f"{self.file}: {message}")
+
+
+class BundleError(FashattrError):
+    """A model bundle that cannot be used: a missing, changed or unlisted file, or a newer format."""
+
+    def __init__(self, file: str | Path, message: str) -> None:
+        self.file, self.message = str(file), message
+        super().__init__(f"{self.file}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------- pixels
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+def fill_color(mean: Sequence[float]) -> tuple[int, int, int]:
+    """The one fill colour of letterbox bars and augmentation borders: ``mean`` (0-1) as 0-255
+    integers, rounded half up, so padding normalizes to (nearly) zero for the model's own mean."""
+    r, g, b = (math.floor(m * 255.0 + 0.5) for m in mean)
+    return r, g, b
+
+
+# The fill for DataConfig's default (ImageNet) mean; callers with a config pass fill_color(cfg.mean).
+PAD_COLOR = fill_color(IMAGENET_MEAN)
+REDUCING_GAP = 2.0  # see letterbox
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparent pixels are composited on white (product photos sit on white); 16-bit
+    grayscale is scaled to 8 bits rather than clipped, which Pillow's own ``convert`` does.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(arr / 257.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.size and arr.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open an image at full resolution as RGB, with its EXIF orientation applied.
+
+    Raises:
+        ImageError: the file is missing, not an image, truncated, corrupt, or larger than
+            Pillow's decompression-bomb limit (which is kept).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img))
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f"image too large (decompression-bomb limit): {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(path, "not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(path, f"truncated or corrupt image: {e}") from None
+
+
+def expand_box(
+    box: tuple[float, float, float, float], margin: float, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """Grow ``(x1, y1, x2, y2)`` by ``margin`` of its size on every side, clipped to the image."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, math.floor(x1 - dx)), max(0, math.floor(y1 - dy))
+    right, bottom = min(width, math.ceil(x2 + dx)), min(height, math.ceil(y2 + dy))
+    if right <= left or bottom <= top:
+        raise ValueError(f"empty box {box} in a {width}x{height} image")
+    return left, top, right, bottom
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where a ``width`` x ``height`` region lands in a ``size`` square: ``(w, h, x, y)``.
+
+    The longer side becomes ``size``; the shorter ``size * short / long`` rounded half up (at
+    least 1); the offset is the floor of half the leftover. Integer arithmetic only, so the
+    same full-resolution size always gives the same placement (Pillow's ``ImageOps.pad``
+    rounds the offset half to even, moving odd leftovers by a pixel depending on parity).
+    """
+    long = max(width, height)
+    short = max(1, (2 * min(width, height) * size + long) // (2 * long))
+    w, h = (size, short) if width >= height else (short, size)
+    return w, h, (size - w) // 2, (size - h) // 2
+
+
+def letterbox(
+    img: Image.Image,
+    size: int,
+    fill: tuple[int, int, int] = PAD_COLOR,
+    box: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Resize ``img`` (or its ``box`` region) into a ``size`` square, keeping the aspect ratio.
+
+    Bilinear (antialiased) resampling from the full-resolution pixels, which Pillow starts with
+    an integer box ``reduce`` when shrinking by 4x or more (``reducing_gap=2``: 5-12% faster at
+    64 px in benchmarks/decode.py, the same work at larger sizes); the bars are ``fill``.
+
+    Returns:
+        uint8 array of shape ``(size, size, 3)``.
+    """
+    if box is not None:
+        img = img.crop(box)  # not resize(box=): its filter reaches past the box, blending in what is outside
+    w, h, x, y = letterbox_geometry(img.width, img.height, size)
+    out = np.empty((size, size, 3), np.uint8)
+    out[...] = fill
+    out[y : y + h, x : x + w] = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP))
+    return out
+
+
+def load_presized(
+    path: str | Path,
+    size: int,
+    bbox: tuple[float, float, float, float] | None = None,
+    margin: float = 0.0,
+    fill: tuple[int, int, int] = PAD_COLOR,
+) -> np.ndarray:
+    """Decode, optionally crop to ``bbox`` (+ margin), letterbox to ``size`` x ``size``.
+
+    The aspect ratio is kept and the short side padded with ``fill`` (pass
+    ``fill_color(cfg.data.mean)``), so garments are never stretched. Boxes are
+    ``(x1, y1, x2, y2)`` in pixels of the EXIF-oriented image. The result depends only on
+    the decoded pixels: a JPEG and a lossless copy of its pixels in any format give the same array.
+
+    Returns:
+        uint8 array of shape ``(size, size, 3)``.
+
+    Raises:
+        ImageError: the file cannot be decoded, or the box lies outside the image.
+    """
+    img = open_image(path)
+    box = None
+    if bbox is not None:
+        try:
+            box = expand_box(bbox, margin, img.width, img.height)
+        except ValueError as e:
+            raise ImageError(path, f"bad bbox {bbox}: {e}") from None
+    return letterbox(img, size, fill, box)
+
+
+def preprocess(config: dict[str, Any], path: str | Path) -> np.ndarray:
+    """One image file as the bundle's model takes it: uint8 ``(S, S, 3)``, letterboxed with its fill."""
+    pre = config["preprocess"]
+    r, g, b = pre["fill"]
+    return load_presized(path, int(pre["image_size"]), fill=(int(r), int(g), int(b)))
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundle_hash(files: dict[str, str]) -> str:
+    """The model id: sha256 over ``"NAME  SHA256\\n"`` lines (sha256sum's format) sorted by name."""
+    return hashlib.sha256("".join(f"{n}  {s}\n" for n, s in sorted(files.items())).encode()).hexdigest()
+
+
+def bundle_files(bundle_dir: str | Path) -> list[str]:
+    """Every regular file of the bundle but ``hashes.json`` and hidden ones, as sorted POSIX paths."""
+    root = Path(bundle_dir)
+    names = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.is_file() and rel.as_posix() != "hashes.json" and not any(part.startswith(".") for part in rel.parts):
+            names.append(rel.as_posix())
+    return sorted(names)
+
+
+def compute_hashes(bundle_dir: str | Path) -> dict[str, Any]:
+    """The content of ``hashes.json`` for the files now in ``bundle_dir``."""
+    files = {n: file_sha256(Path(bundle_dir) / n) for n in bundle_files(bundle_dir)}
+    return {"files": files, "bundle_hash": bundle_hash(files)}
+
+
+def read_bundle_config(bundle_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a bundle, after checking its format and version (not the hashes).
+
+    Raises:
+        BundleError: no such folder or config.json, not a fashattr bundle, or a newer format version.
+    """
+    root = Path(bundle_dir)
+    path = root / "config.json"
+    if not root.is_dir():
+        raise BundleError(root, "no such bundle folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(path, "missing: a bundle folder holds config.json (is this a fashattr bundle?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(path, f"not readable JSON: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        got = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise BundleError(path, f"not a fashattr bundle config (format {got!r}, expected {FORMAT!r})")
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(path, f"format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        why = f"written by a newer fashattr (format version {version}; this fashattr reads {FORMAT_VERSION}); upgrade"
+        raise BundleError(path, why)
+    return config
+
+
+def verify_bundle(bundle_dir: str | Path) -> str:
+    """Check a bundle against its ``hashes.json``; return its ``bundle_hash`` (the model id).
+
+    Raises:
+        BundleError: (naming the file) a newer format version, ``hashes.json`` missing or unreadable,
+            a listed file missing, a file whose sha256 differs, a file not listed, or a wrong bundle_hash.
+    """
+    root = Path(bundle_dir)
+    read_bundle_config(root)
+    hpath = root / "hashes.json"
+    try:
+        recorded = json.loads(hpath.read_text(encoding="utf-8"))
+        listed: dict[str, str] = recorded["files"]
+        expected_id: str = recorded["bundle_hash"]
+        if not isinstance(listed, dict) or not isinstance(expected_id, str):
+            raise TypeError("files must be an object and bundle_hash a string")
+    except FileNotFoundError:
+        raise BundleError(hpath, "missing: every bundle lists its files' sha256 in hashes.json") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BundleError(hpath, f"not a readable hashes file: {e!r}") from None
+    for name, sha in sorted(listed.items()):
+        path = root / name
+        if not path.is_file():
+            raise BundleError(path, "missing (listed in hashes.json)")
+        found = file_sha256(path)
+        if found != sha:
+            raise BundleError(path, f"changed: expected sha256 {sha}, found {found}")
+    extra = [n for n in bundle_files(root) if n not in listed]
+    if extra:
+        raise BundleError(root / extra[0], f"not listed in hashes.json (expected only {', '.join(sorted(listed))})")
+    if bundle_hash(listed) != expected_id:
+        raise BundleError(hpath, f"bundle_hash {expected_id} does not match its files (expected {bundle_hash(listed)})")
+    return expected_id
+
+
+# ---------------------------------------------------------------------------------------------- model
+def onnx_output_problem(config: dict[str, Any], names: Sequence[str], sizes: Sequence[Any]) -> str | None:
+    """Why an ONNX model's outputs (names and last-axis sizes) do not fit the bundle schema, or None."""
+    groups = config["schema"]["groups"]
+    want = [g["name"] for g in groups]
+    if list(names) != want:
+        return f"outputs {list(names)} do not match the schema's groups {want} (one logits output per group, in order)"
+    for g, size in zip(groups, sizes, strict=True):
+        if isinstance(size, int) and size != len(g["classes"]):
+            return f"output {g['name']!r} has {size} logits but the schema lists {len(g['classes'])} classes"
+    return None
+
+
+class OnnxRunner:
+    """A bundle's ONNX model (``variant`` ``fp32`` or ``int8``) in an onnxruntime CPU session.
+
+    Args:
+        bundle_dir: the bundle folder (checked against its hashes.json unless ``verify=False``).
+        variant: ``fp32`` (model.onnx) or ``int8`` (model.int8.onnx).
+        threads: intra-op threads; None lets onnxruntime choose (one per physical core).
+
+    Raises:
+        BundleError: the bundle fails verification, has no such variant, or the model's outputs
+            do not match the schema.
+    """
+
+    def __init__(
+        self, bundle_dir: str | Path, variant: str = "fp32", threads: int | None = None, verify: bool = True
+    ) -> None:
+        import onnxruntime as ort
+
+        self.bundle_dir = Path(bundle_dir)
+        self.bundle_hash = verify_bundle(self.bundle_dir) if verify else None
+        self.config = read_bundle_config(self.bundle_dir)
+        onnx_cfg = self.config.get("onnx") or {}
+        if variant not in ("fp32", "int8"):
+            raise ValueError(f"unknown ONNX variant {variant!r}; choose from ['fp32', 'int8']")
+        if not onnx_cfg.get(variant):
+            fmt = "onnx-int8" if variant == "int8" else "onnx"
+            raise BundleError(
+                self.bundle_dir / "config.json",
+                f"this bundle has no {variant} ONNX model; export it with `fashattr export RUN --format {fmt}`",
+            )
+        self.path = self.bundle_dir / onnx_cfg[variant]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            raise BundleError(self.path, f"onnxruntime cannot load it: {e}") from None
+        outputs = self.session.get_outputs()
+        self.output_names = [o.name for o in outputs]
+        problem = onnx_output_problem(self.config, self.output_names, [o.shape[-1] for o in outputs])
+        if problem:
+            raise BundleError(self.path, problem)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.image_size = int(self.config["preprocess"]["image_size"])
+
+    def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Logits per group, float32 ``(N, C)``, for uint8 ``(N, S, S, 3)`` letterboxed pixels."""
+        s = self.image_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
+            raise ValueError(f"expected uint8 images of shape (N, {s}, {s}, 3), got {batch.dtype} {batch.shape}")
+        out = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
+        return dict(zip(self.output_names, out, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def adjusted_logits(config: dict[str, Any], logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Logits after the bundle's decoding: ``logit_adjust`` offsets added per class, then ``calibration``
+    temperatures divided out, both per group (``{"offsets": {group: [per class]}}``,
+    ``{"temperature": {group: T}}``); groups not named are left as they are."""
+    dec = config.get("decoding") or {}
+    adjust = (dec.get("logit_adjust") or {}).get("offsets", {})
+    temps = (dec.get("calibration") or {}).get("temperature", {})
+    out = {}
+    for g in config["schema"]["groups"]:
+        z = np.asarray(logits[g["name"]], dtype=np.float64)
+        if g["name"] in adjust:
+            z = z + np.asarray(adjust[g["name"]], dtype=np.float64)
+        if g["name"] in temps:
+            z = z / float(temps[g["name"]])
+        out[g["name"]] = z
+    return out
+
+
+def decode(config: dict[str, Any], logits: dict[str, np.ndarray], top_k: int = 1) -> list[dict[str, Any]]:
+    """The JSON of ``fashattr predict`` per image (without its ``path``): ``{"groups": {group: ...}}``.
+
+    Single-label groups: ``{"class", "index", "prob"}`` of the softmax's top class (``top_k`` > 1 adds
+    ``"top"``: the ``top_k`` best as such dicts, best first). Multi-label groups: a list of such dicts, one
+    per class whose logit exceeds ``decoding.multi_label_threshold_logit`` (0: probability > 0.5).
+    Probabilities are float64 and rounded to 6 decimals, as in fashattr.
+    """
+    threshold = float((config.get("decoding") or {}).get("multi_label_threshold_logit", 0.0))
+    z = adjusted_logits(config, logits)
+    groups = config["schema"]["groups"]
+    n = len(next(iter(z.values()))) if z else 0
+    probs = {}
+    for g in groups:
+        s = z[g["name"]]
+        if g["kind"] == "single":
+            e = np.exp(s - s.max(1, keepdims=True))
+            probs[g["name"]] = e / e.sum(1, keepdims=True)
+        else:
+            probs[g["name"]] = 1.0 / (1.0 + np.exp(-s))
+    results: list[dict[str, Any]] = []
+    for i in range(n):
+        out: dict[str, Any] = {}
+        for g in groups:
+            p, classes = probs[g["name"]][i], g["classes"]
+
+            def entry(k: int, p: np.ndarray = p, classes: list[str] = classes) -> dict[str, Any]:
+                return {"class": classes[k], "index": int(k), "prob": round(float(p[k]), 6)}
+
+            if g["kind"] == "single":
+                k = int(p.argmax())
+                out[g["name"]] = entry(k)
+                if top_k > 1:
+                    out[g["name"]]["top"] = [entry(int(j)) for j in np.argsort(-p, kind="stable")[:top_k]]
+            else:
+                out[g["name"]] = [entry(int(k)) for k in np.flatnonzero(z[g["name"]][i] > threshold)]
+        results.append({"groups": out})
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- files
+def expand_paths(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the image files inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    if not out:
+        raise FileNotFoundError(f"no image files found in {[str(i) for i in items]}")
+    return out
+
+
+def predict_files(
+    runner: OnnxRunner, paths: Sequence[str | Path], batch_size: int = 32, workers: int = 2, top_k: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Stream one record per path, in order: ``{"path", "groups"}``, or ``{"path", "error"}`` for an image
+    that cannot be decoded. Decoding runs in ``workers`` threads (Pillow releases the GIL), a batch ahead."""
+
+    def load(path: str | Path) -> np.ndarray | ImageError:
+        try:
+            return preprocess(runner.config, path)
+        except ImageError as e:
+            return e
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        chunks = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+        pending = pool.map(load, chunks[0]) if chunks else iter(())
+        for c, chunk in enumerate(chunks):
+            loaded = list(pending)
+            if c + 1 < len(chunks):  # decode the next batch while this one runs
+                pending = pool.map(load, chunks[c + 1])
+            good = [x for x in loaded if isinstance(x, np.ndarray)]
+            decoded = iter(decode(runner.config, runner.logits(np.stack(good)), top_k)) if good else None
+            for path, x in zip(chunk, loaded, strict=True):
+                if isinstance(x, ImageError):
+                    yield {"path": str(path), "error": x.message}
+                else:
+                    assert decoded is not None
+                    yield {"path": str(path), **next(decoded)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python predict_onnx.py BUNDLE IMAGES... [--int8] [--out preds.jsonl]``: JSON Lines, one per image."""
+    ap = argparse.ArgumentParser(
+        prog="predict_onnx.py", description="Predict attributes with a fashattr bundle's ONNX model (onnxruntime)."
+    )
+    ap.add_argument("bundle", help="the bundle folder (config.json, model.onnx, hashes.json, ...)")
+    ap.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
+    ap.add_argument("--int8", action="store_true", help="run model.int8.onnx instead of model.onnx")
+    ap.add_argument("--out", help="write JSON Lines here (default: standard output)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    ap.add_argument("--top-k", type=int, default=1, help="also list the k best classes of single-label groups")
+    args = ap.parse_args(argv)
+    try:
+        runner = OnnxRunner(args.bundle, "int8" if args.int8 else "fp32", args.threads)
+        paths = expand_paths(args.images)
+    except (FashattrError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    ok = bad = 0
+    try:
+        for rec in predict_files(runner, paths, args.batch_size, args.workers, args.top_k):
+            if "error" in rec:
+                bad += 1
+                print(f"skipped {rec['path']}: {rec['error']}", file=sys.stderr)
+            else:
+                ok += 1
+            out.write(json.dumps(rec) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    print(f"{ok} image(s) predicted, {bad} unreadable", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
