@@ -90,6 +90,25 @@ def test_every_bad_image_is_named_in_one_error_with_their_count(tmp_path: Path):
         cache_images(table, 16, cache_dir=tmp_path / "c", workers=1, progress=False)
 
 
+def test_skipping_logs_every_bad_image(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from conftest import make_dataset
+
+    from fashattr.config import DataConfig
+    from fashattr.data.prepare import load_split
+
+    root = make_dataset(tmp_path / "d", {"val": 14})
+    for k in range(12):
+        (root / "img" / f"{k:05d}.jpg").write_bytes(b"not a jpeg")
+    cfg = DataConfig(root=str(root), image_size=16, cache_dir=str(tmp_path / "c"), workers=1, on_bad_image="skip")
+    with caplog.at_level("WARNING"):
+        _, split = load_split(cfg, "val", progress=False)
+    assert len(split) == 2 and len(split.skipped) == 12
+    lines = caplog.text.splitlines()
+    assert any("val: skipped 12 unreadable image(s) of 14" in line for line in lines)
+    for k in range(12):  # all twelve, not the first ten
+        assert f"img/{k:05d}.jpg: not an image Pillow can identify" in lines
+
+
 def test_loader_is_seeded_resumable_and_covers_rows():
     images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
     labels = {"g": np.arange(100, 110)}

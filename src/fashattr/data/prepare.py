@@ -60,11 +60,11 @@ def _split(name: str, table: Table, cache: ImageCache, rows: np.ndarray) -> Spli
     skipped = {table.paths[r]: cache.bad[r] for r in rows[~keep]}
     if skipped:
         log.warning(
-            "%s: skipped %d unreadable image(s) of %d (data.on_bad_image=skip): %s",
+            "%s: skipped %d unreadable image(s) of %d (data.on_bad_image=skip):\n%s",
             name,
             len(skipped),
             len(rows),
-            "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:10]),
+            "\n".join(f"{p}: {why}" for p, why in skipped.items()),  # every one: a user fixes them all
         )
     rows = rows[keep]
     labels = None if table.labels is None else {g: v[rows] for g, v in table.labels.items()}
