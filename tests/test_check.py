@@ -102,19 +102,28 @@ def test_check_says_which_splits_it_could_not_read(tmp_path: Path):
     lines = attr.read_text().splitlines()
     lines[4] = "0 0 0 9 0 0"  # label error: train_attr.txt line 5
     attr.write_text("\n".join(lines) + "\n")
-    (data / "img" / "00013.jpg").unlink()  # test.txt line 2: still checked
+    (data / "img" / "00003.jpg").unlink()  # train.txt line 4: the unread split's images are still checked
+    (data / "img" / "00013.jpg").unlink()  # test.txt line 2
+    (data / "img" / "00007.jpg").write_bytes((data / "img" / "00001.jpg").read_bytes())  # a duplicate in train
 
     r = cli("data", "check", str(data), "--out", "audit", cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     out = r.stdout.splitlines()
-    assert out[2] == "NOT READ: split 'train' has label errors (listed below); it is in no count below"
-    assert "train            -  not read" in out and "test             4  no" in out
+    assert out[2] == "NOT READ: split 'train' has label errors (listed below); its images are checked without labels"
+    assert "train           12  labels not read" in out and "test             4  no" in out
     assert "  train_attr.txt:5: column 4 (neckline): class 9 out of range 0..3" in [
         line.replace(str(data / "split") + "/", "") for line in out
     ]
+    assert "missing files: 2" in out
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
-    assert report["unread_splits"] == ["train"] and report["images_only_splits"] == []
-    assert [(m["split"], m["line"], m["path"]) for m in report["missing"]] == [("test", 2, "img/00013.jpg")]
+    assert report["unread_splits"] == ["train"] and report["images_only_splits"] == ["train"]
+    assert sorted((m["split"], m["line"], m["path"]) for m in report["missing"]) == [
+        ("test", 2, "img/00013.jpg"),
+        ("train", 4, "img/00003.jpg"),
+    ]
+    assert [[i["path"] for i in d["images"]] for d in report["duplicates_within"]] == [
+        ["img/00001.jpg", "img/00007.jpg"]
+    ]
 
 
 def test_check_audits_the_images_of_a_fashionhow_split_with_a_bad_label(tmp_path: Path):

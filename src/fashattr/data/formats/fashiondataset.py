@@ -108,6 +108,31 @@ class FashionDatasetReader:
         table = Table(root or self.image_roots[0], paths, labels, bboxes, split=split)
         return drop_missing(table, missing, gone)
 
+    def read_images(self, split: str, allow_missing: bool = False) -> Table:
+        """The split's listed images without labels or boxes, each name once.
+
+        ``data check`` audits these when ``read`` fails on a label or box file, so one bad label
+        line does not hide the split's missing, unreadable or duplicate images. Malformed list
+        lines are left out here; ``read`` names them.
+        """
+        list_file = self.split_dir / f"{split}.txt"
+        if not list_file.exists() or split not in self.splits():
+            raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
+        listed = self._read_paths(list_file, read_lines(list_file), Problems())
+        first_line: dict[str, int] = {}
+        for i, rel in enumerate(listed, start=1):
+            if rel:
+                first_line.setdefault(rel, i)
+        paths = list(first_line)
+        first = next(iter(paths), None)
+        root = find_image_root(self.image_roots, first) if first else None
+        gone = [i for i, rel in enumerate(paths) if not (root is not None and (root / rel).is_file())]
+        missing = [(str(list_file), first_line[paths[i]], paths[i]) for i in gone]
+        if missing and not allow_missing:
+            raise DatasetError.many(list_file, [(ln, not_found(rel, root, self.image_roots)) for _, ln, rel in missing])
+        table = Table(root or self.image_roots[0], paths, None, None, split=split)
+        return drop_missing(table, missing, gone)
+
     def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:
         """Labels of a split's ``n`` rows, or None when it is unlabeled (overridden by variants)."""
         attr_file = self.split_dir / f"{split}_attr.txt"
