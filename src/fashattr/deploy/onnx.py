@@ -1,0 +1,261 @@
+"""ONNX export of an AttributeModel: uint8 pixels in, one named logits output per group out.
+
+The graph takes ``image``: uint8 ``(N, S, S, 3)``, the letterboxed pixels every fashattr runtime
+prepares (``runtime_onnx.load_presized``), and does the cast, the mean/std normalisation and the
+NHWC -> NCHW transpose itself, so no runtime can get normalisation wrong. It returns one float32
+``(N, C)`` logits output per group, named after the group, in schema order; the batch axis is dynamic.
+
+Exporter: torch's dynamo exporter (``torch.export`` + onnxscript), the one PyTorch maintains. The
+legacy TorchScript exporter (``dynamo=False``, deprecated) gives graphs with the same operators after
+onnxruntime's optimisation (same speed within the noise of this machine: resnet10t, test_convnext,
+test_vit at 64 px) and exports in 2 s instead of 20 s, but names the batch axis after an internal node
+and is on its way out; ``exporter="legacy"`` keeps it reachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fashattr import runtime_onnx
+from fashattr.errors import BundleError
+
+log = logging.getLogger("fashattr")
+
+INPUT_NAME = "image"
+DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "legacy")
+
+
+class PixelModel(nn.Module):
+    """``model`` behind uint8 NHWC input and in-graph normalisation, returning a tuple in group order."""
+
+    def __init__(
+        self, model: nn.Module, mean: Sequence[float], std: Sequence[float], group_names: Sequence[str]
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.group_names = list(group_names)
+        # (x/255 - mean)/std == x * scale - shift: one multiply-add per pixel.
+        m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.scale: torch.Tensor
+        self.shift: torch.Tensor
+        self.register_buffer("scale", (1.0 / (255.0 * s)).view(1, 3, 1, 1))
+        self.register_buffer("shift", (m / s).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = image.permute(0, 3, 1, 2).float() * self.scale - self.shift
+        out = self.model(x)
+        return tuple(out[name] for name in self.group_names)
+
+
+def group_names(config: dict[str, Any]) -> list[str]:
+    return [g["name"] for g in config["schema"]["groups"]]
+
+
+def export_onnx(
+    model: nn.Module, config: dict[str, Any], path: str | Path, opset: int = DEFAULT_OPSET, exporter: str = "dynamo"
+) -> Path:
+    """Write ``model`` (an AttributeModel) as an ONNX file for the bundle ``config`` describes.
+
+    Args:
+        model: the trained model; a CPU float32 copy of it is exported (``model`` is left as it is).
+        config: the bundle config (``schema`` gives the output names, ``preprocess`` size, mean, std).
+        path: the ``.onnx`` file to write (weights inside it, no external data file).
+        opset: the ONNX opset.
+        exporter: ``dynamo`` (default) or ``legacy`` (TorchScript).
+
+    Returns:
+        ``path``, after checking that the file's outputs match the schema (:func:`check_onnx`).
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose from {list(EXPORTERS)}")
+    path = Path(path)
+    pre = config["preprocess"]
+    names = group_names(config)
+    net = copy.deepcopy(model).float().cpu().eval()
+    net = net.to(memory_format=torch.contiguous_format)
+    wrapped = PixelModel(net, pre["mean"], pre["std"], names).eval()
+    size = int(pre["image_size"])
+    # Batch >= 2 when tracing, so nothing specialises the batch axis to 1.
+    example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    printed = io.StringIO()  # the dynamo exporter prints its progress; keep it out of the CLI's output
+    with torch.no_grad(), contextlib.redirect_stdout(printed):
+        if exporter == "dynamo":
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=names,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+                verbose=False,
+            )
+        else:
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=names,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            )
+    log.debug("torch.onnx.export said:\n%s", printed.getvalue())
+    check_onnx(path, config)
+    return path
+
+
+def check_onnx(path: str | Path, config: dict[str, Any]) -> None:
+    """Check an ONNX file against the bundle schema: input ``image`` uint8 ``(N, S, S, 3)``, outputs one
+    per group by name, in order, with the group's class count.
+
+    Raises:
+        BundleError: naming the file and what does not match.
+    """
+    import onnx
+
+    path = Path(path)
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise BundleError(path, f"not a readable ONNX model: {e}") from None
+
+    def dims(value: Any) -> list[Any]:
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    sizes = [dims(o)[-1] if dims(o) else None for o in graph.output]
+    problem = runtime_onnx.onnx_output_problem(config, [o.name for o in graph.output], sizes)
+    if problem:
+        raise BundleError(path, problem)
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    s = int(config["preprocess"]["image_size"])
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise BundleError(path, f"inputs {[i.name for i in inputs]}; expected one named {INPUT_NAME!r}")
+    shape, elem = dims(inputs[0]), inputs[0].type.tensor_type.elem_type
+    if elem != onnx.TensorProto.UINT8 or shape[1:] != [s, s, 3] or isinstance(shape[0], int):
+        raise BundleError(
+            path,
+            f"input {INPUT_NAME!r} is {onnx.TensorProto.DataType.Name(elem)} {shape}; expected UINT8 [N, {s}, {s}, 3]",
+        )
+
+
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(
+    path: str | Path, images: np.ndarray, batch_size: int = 64, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Logits per group of an exported file for uint8 ``(N, S, S, 3)`` images, in batches."""
+    sess = session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(0, len(images), batch_size):
+        out = sess.run(names, {INPUT_NAME: np.ascontiguousarray(images[i : i + batch_size])})
+        for n, v in zip(names, out, strict=True):
+            chunks[n].append(v)
+    return {n: np.concatenate(v) for n, v in chunks.items()}
+
+
+def torch_logits(
+    model: nn.Module, images: np.ndarray, config: dict[str, Any], batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Logits of the PyTorch model by the path evaluation and ``fashattr predict`` take (fp32, CPU)."""
+    from fashattr.evaluate import predict_scores
+
+    pre = config["preprocess"]
+    net = copy.deepcopy(model).float().cpu()
+    return predict_scores(net, images, tuple(pre["mean"]), tuple(pre["std"]), batch_size, torch.device("cpu"))
+
+
+def check_parity(
+    model: nn.Module, onnx_path: str | Path, batch: np.ndarray, config: dict[str, Any] | None = None
+) -> float:
+    """Max |logit difference| between ``model`` in PyTorch and the ONNX file on uint8 NHWC ``batch``.
+
+    ``config`` (the bundle config) gives mean and std; without it the ImageNet ones are used.
+    """
+    if config is None:
+        config = {"preprocess": {"mean": runtime_onnx.IMAGENET_MEAN, "std": (0.229, 0.224, 0.225)}}
+    ref = torch_logits(model, batch, config)
+    got = onnx_logits(onnx_path, batch)
+    missing = sorted(set(ref) - set(got))
+    if missing:
+        raise BundleError(onnx_path, f"has no output for groups {missing}")
+    return max(float(np.abs(ref[g].astype(np.float64) - got[g]).max()) for g in ref)
+
+
+def file_mb(path: str | Path) -> float:
+    return Path(path).stat().st_size / 1e6
+
+
+def check_budget(path: str | Path, max_mb: float | None) -> None:
+    """FASHION-HOW's budget on an exported file (MB of 10^6 bytes, as ``model.max_mb``)."""
+    if max_mb is not None and (mb := file_mb(path)) > max_mb:
+        raise ValueError(f"{Path(path).name}: {mb:.2f} MB, over the budget model.max_mb = {max_mb:g} MB")
+
+
+def export_bundle_onnx(
+    model: nn.Module,
+    config: dict[str, Any],
+    folder: str | Path,
+    run_dir: str | Path | None = None,
+    int8: bool = False,
+    calib_images: int = 200,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+) -> dict[str, Any]:
+    """Write ``model.onnx`` (and ``model.int8.onnx``) plus ``predict_onnx.py`` into a bundle folder.
+
+    Returns:
+        The ``onnx`` entry of the bundle's config.json: file names, opset, input and output names,
+        the exporter; with ``int8`` also the quantisation settings and ``int8_metrics`` (the holdout
+        metric of the fp32 and the int8 file, measured on ``run_dir``'s data).
+
+    Raises:
+        ValueError: a file over ``model.max_mb``; int8 without a ``run_dir`` to calibrate on.
+    """
+    folder = Path(folder)
+    fp32 = export_onnx(model, config, folder / "model.onnx", opset, exporter)
+    check_budget(fp32, config["model"].get("max_mb"))
+    shutil.copyfile(runtime_onnx.__file__, folder / "predict_onnx.py")
+    entry: dict[str, Any] = {
+        "fp32": fp32.name,
+        "opset": opset,
+        "input": INPUT_NAME,
+        "input_layout": "uint8 NHWC, letterboxed; normalised in the graph",
+        "outputs": group_names(config),
+        "exporter": exporter,
+        "torch": torch.__version__,
+    }
+    log.info("model.onnx: %.2f MB", file_mb(fp32))
+    if int8:
+        from fashattr.deploy.quantize import quantize_run
+
+        if run_dir is None:
+            raise ValueError("int8 quantisation calibrates on the run's training images: give run_dir")
+        entry.update(quantize_run(fp32, folder / "model.int8.onnx", config, run_dir, calib_images))
+        check_budget(folder / "model.int8.onnx", config["model"].get("max_mb"))
+    return entry
