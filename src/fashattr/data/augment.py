@@ -6,8 +6,9 @@ Between geometry and normalization the batch is kept *centred* (0-255 scale minu
 colour, ``fill_color(mean)``, the letterbox bars' colour): padding is then plain zero, so
 augmentation borders get exactly the letterbox colour, and normalizing is one multiply-add,
 saving whole passes.
-All randomness comes from one ``torch.Generator``, so a run is reproducible and a resumed
-run continues the same random stream.
+All randomness comes from one ``torch.Generator`` (one per process under torchrun, each seeded
+by ``distributed.rank_seed``), so a run is reproducible and a resumed run continues the same
+random stream.
 """
 
 from __future__ import annotations

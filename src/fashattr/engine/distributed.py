@@ -6,6 +6,11 @@ of the epoch's order, so the union of the shards is exactly the single-process b
 averages the gradients; the holdout is evaluated in shards and the scores gathered, so every
 process computes the same metrics and takes the same decisions (best epoch, early stop). Only
 rank 0 writes files.
+
+Randomness: every process starts from the same weights, but each draws its own augmentations
+and dropout masks from streams seeded by :func:`rank_seed` (a run's seed and the rank), so the
+shards of a batch are augmented independently, as one process would augment the whole batch.
+A checkpoint holds every process's random states (:func:`all_gather`), and each restores its own.
 """
 
 from __future__ import annotations
@@ -73,6 +78,30 @@ def rank0_first(d: Dist) -> Iterator[None]:
     yield
     if d.enabled and d.main:
         dist.barrier()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``'s own random stream in a run seeded with ``seed``.
+
+    Rank 0 keeps ``seed`` itself, so a single-process run draws what it always drew. Other ranks
+    get a 63-bit seed mixed from ``(seed, rank)`` by NumPy's ``SeedSequence``, which (unlike
+    ``seed + rank``) never hands rank 1 of seed 0 the stream of rank 0 of seed 1.
+    """
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def all_gather(value: T, d: Dist) -> list[T]:
+    """Every process's ``value`` in rank order, on every process (``[value]`` without torchrun).
+
+    A collective: every process must call it at the same point.
+    """
+    if not d.enabled:
+        return [value]
+    parts: list[Any] = [None] * d.world
+    dist.all_gather_object(parts, value)
+    return parts
 
 
 def broadcast(value: T, d: Dist) -> T:

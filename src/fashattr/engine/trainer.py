@@ -114,6 +114,10 @@ class Trainer:
         self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # The weights above are drawn alike everywhere; from here on each process draws its own
+        # dropout masks (else every shard of a batch would get the same ones). Rank 0 keeps its stream.
+        if self.dist.rank:
+            torch.manual_seed(distributed.rank_seed(t.seed, self.dist.rank))
         self.forward: torch.nn.Module = self._wrap()
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
@@ -126,7 +130,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         sizes = {g.name: g.num_classes for g in self.schema.groups}
         self.augment = BatchAugment(cfg.augment, cfg.data.mean, cfg.data.std, sizes)
-        self.aug_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
+        # Each process its own augmentation stream: shards of a batch get independent flips, crops, ...
+        self.aug_gen = torch.Generator(self.device).manual_seed(distributed.rank_seed(t.seed + 1, self.dist.rank))
         self.aug_state = self.aug_gen.get_state()  # after the last batch the model consumed
         self.progress = Progress()
         if resume:
@@ -138,11 +143,16 @@ class Trainer:
         self.tb = _tensorboard(run_dir) if self.dist.main else None
 
     # ---- checkpoint state -------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        p = self.progress
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        """This process's random streams as a checkpoint taken now must restore them."""
         rng = {"torch": torch.get_rng_state(), "aug": self.aug_state}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _state(self, rng: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """The checkpoint; ``rng`` holds every process's random streams, in rank order."""
+        p = self.progress
         return {
             "model": self.model.state_dict(),
             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
@@ -160,17 +170,26 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.aug_gen.set_state(state["rng"]["aug"])
-        self.aug_state = state["rng"]["aug"]
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        ranks = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older: one process's dict
+        if len(ranks) != self.dist.world:
+            raise ValueError(
+                f"{self.run_dir / CHECKPOINT} holds the random states of {len(ranks)} process(es) but this run "
+                f"has {self.dist.world}; resume it with {len(ranks)} (torchrun --nproc-per-node) for an exact resume"
+            )
+        rng = ranks[self.dist.rank]  # this process's own streams
+        torch.set_rng_state(rng["torch"])
+        self.aug_gen.set_state(rng["aug"])
+        self.aug_state = rng["aug"]
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.progress = Progress(**state["progress"])
         log.info("resumed at epoch %d step %d", self.progress.epoch + 1, self.progress.step)
 
     def save(self) -> None:
+        """Write the checkpoint (rank 0); a collective under torchrun: every process calls it."""
+        rng = distributed.all_gather(self._rng_state(), self.dist)
         if self.dist.main:
-            save_checkpoint(self._state(), self.run_dir / CHECKPOINT)
+            save_checkpoint(self._state(rng), self.run_dir / CHECKPOINT)
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> Path:
@@ -184,7 +203,7 @@ class Trainer:
             record = {
                 "epoch": p.epoch + 1,
                 "lr": self.optimizer.param_groups[-1]["lr"],  # the heads' (optim.lr's) learning rate
-                "train_loss": distributed.mean(p.loss_sum / len(self.loader), self.dist),
+                "train_loss": p.loss_sum / len(self.loader),  # already the processes' mean
                 **evaluation,
                 "epoch_s": elapsed,
                 "train_img_s": seen * self.dist.world / max(elapsed, 1e-9),
@@ -287,7 +306,10 @@ class Trainer:
 
     def _flush(self, pending: torch.Tensor, steps: int) -> float:
         """Add the device-side loss sum to the epoch's; fail loudly on a non-finite loss."""
-        total = float(pending)
+        # Averaged over the processes here (sync points fall on the same steps everywhere): every
+        # process then holds the same epoch sum, the one rank 0's checkpoint saves for all, and
+        # all of them stop together on a non-finite loss.
+        total = distributed.mean(float(pending), self.dist)
         p = self.progress
         if not math.isfinite(total):
             # Raised before the checkpoint that would follow this sync point: the last one written stays.
@@ -534,7 +556,8 @@ def fit(
                 atomic_write_text(
                     run_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped.items())
                 )
-            trainer.save()  # a run killed in its first epoch can still be resumed
+        if resume is None:
+            trainer.save()  # every process (it gathers their random states): a run killed in epoch 1 resumes
         result = trainer.run()
     except BaseException as e:
         if place.main:
