@@ -251,13 +251,15 @@ def test_cli_eval_and_predict(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes((tiny_data / "img" / "00001.jpg").read_bytes())
     (tmp_path / "photos" / "b.jpg").write_text("not an image")
+    # The default reports a bad image (stderr and an error record) and predicts the rest.
     r = cli("predict", str(run), "photos", "--out", "p.json")
-    assert r.returncode == 2 and "b.jpg" in r.stderr and "not an image" in r.stderr
-    r = cli("predict", str(run), "photos", "--out", "p.json", "--skip-bad")
     assert r.returncode == 0, r.stderr
-    assert "skipped 1 of 2 images" in r.stderr
+    assert f"warning: {Path('photos') / 'b.jpg'}: not an image Pillow can identify" in r.stderr
     result = json.loads((tmp_path / "p.json").read_text())
-    assert [Path(x["path"]).name for x in result] == ["a.jpg"]
+    assert [Path(x["path"]).name for x in result] == ["a.jpg", "b.jpg"]
+    assert result[1] == {"path": str(Path("photos") / "b.jpg"), "error": "not an image Pillow can identify"}
+    r = cli("predict", str(run), "photos", "--out", "p2.json", "--on-bad-image", "error")
+    assert r.returncode == 2 and "b.jpg: not an image" in r.stderr
     sleeve = result[0]["groups"]["sleeve"]
     assert sleeve["class"] in ("long_sleeve", "short_sleeve", "sleeveless") and 0 < sleeve["prob"] <= 1
     r = cli("predict", str(run), "photos/a.jpg", "--out", "p.csv")

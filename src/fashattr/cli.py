@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from fashattr.errors import USER_ERRORS, ConfigError
 
@@ -127,21 +128,41 @@ def _eval(args: argparse.Namespace) -> None:
     print(f"\nwritten: {Path(args.run) / f'eval_{args.split}.json'} and .txt")
 
 
-def _predict(args: argparse.Namespace) -> None:
-    from fashattr.predictor import Predictor, expand_paths, predict_split, write_predictions
+def _predict(args: argparse.Namespace) -> int:
+    from fashattr.deploy.output import expand_paths, predict_to_file
+    from fashattr.deploy.runtime import Runtime
+    from fashattr.predictor import predict_split
 
     if bool(args.split) == bool(args.paths):
         raise SystemExit("predict needs either --split NAME or image files/folders, not both")
     if args.split:
+        if not (Path(args.run) / "config.yaml").is_file():
+            raise SystemExit(f"--split needs a run folder (its config.yaml names the data); {args.run} is not one")
         out = args.out or "prediction.txt"
         n = predict_split(args.run, args.split, out, args.data, args.weights, args.device)
         print(f"wrote {n} lines to {out}")
-        return
-    out = args.out or "predictions.json"
-    predictor = Predictor.from_run(args.run, args.weights, args.device)
-    results = predictor.predict_files(expand_paths(args.paths), skip_bad=args.skip_bad)
-    write_predictions(results, predictor.schema, out)
-    print(f"wrote predictions for {len(results)} images to {out}")
+        return 0
+    out = args.out or "predictions.jsonl"
+    paths = expand_paths(args.paths)
+    runtime = Runtime.load(args.run, args.backend, args.weights, device=args.device, threads=args.threads or None)
+    on_bad: Literal["report", "error"] = "error" if args.on_bad_image == "error" else "report"
+    progress = not args.no_progress
+    done = predict_to_file(runtime, paths, out, args.batch_size, args.workers, on_bad, progress)
+    print(
+        f"wrote predictions for {done.predicted} of {len(paths)} images to {out} "
+        f"({done.errors} unreadable, reported there and above; {done.images_per_s:.1f} images/s)"
+    )
+    return 1 if done.predicted == 0 else 0
+
+
+def _export(args: argparse.Namespace) -> None:
+    from fashattr.deploy.bundle import bundle_hash, write_bundle
+
+    out = Path(args.out or Path("bundles") / Path(args.run).resolve().name)
+    write_bundle(args.run, out, [args.format], args.weights, args.calib_images)
+    print(f"bundle written to {out}\nmodel id (bundle_hash): {bundle_hash(out)}")
+    for p in sorted(out.iterdir()):
+        print(f"  {p.name:<20} {p.stat().st_size / 1e6:9.3f} MB")
 
 
 def _reader_options(items: list[str]) -> dict:
@@ -284,12 +305,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", parents=[common], help="challenge file for a split, or JSON/CSV for images")
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="JSON Lines / CSV for image files and folders (streamed), or the challenge file of a split",
+        description="RUN may be a run folder or a bundle written by `fashattr export`. Images are decoded by "
+        "--workers threads a batch at a time (constant memory) and written as they go. An image that cannot "
+        "be decoded is reported (stderr and an error record in the output) and the rest are predicted "
+        "(--on-bad-image report, the default); --on-bad-image error stops at the first. Exit code 1 when no "
+        "image could be predicted.",
+    )
     p.add_argument("paths", nargs="*", help="image files and folders")
-    p.add_argument("--split", help="write the challenge file for this split (e.g. test)")
-    p.add_argument("--out", help="output: .txt for a split (default prediction.txt); .json or .csv for images")
-    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted and listed)")
+    p.add_argument("--split", help="write the challenge file for this split (e.g. test); needs a run folder")
+    p.add_argument("--out", help="output: .jsonl (default predictions.jsonl), .csv or .json; .txt for --split")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="onnx ones need a bundle")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="image decode threads")
+    p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
+    p.add_argument("--on-bad-image", default="report", choices=["report", "error"])
+    p.add_argument("--skip-bad", action="store_true", help=argparse.SUPPRESS)  # the old flag: report is the default now
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="a bundle folder (safetensors + config + model card [+ ONNX, int8]) from a run")
+    p.add_argument("run", help="a run folder written by `fashattr train`")
+    p.add_argument("--format", default="bundle", choices=["bundle", "onnx", "onnx-int8"])
+    p.add_argument("--out", help="bundle folder (default bundles/RUN_NAME)")
+    p.add_argument("--weights", default="best", choices=["best", "last"])
+    p.add_argument("--calib-images", type=int, default=200, help="training images that calibrate int8")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("synth", help="draw synthetic garments in the FashionDataset layout")
     p.add_argument("out", help="output folder")

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from fashattr.errors import CheckpointError
 from fashattr.fileio import atomic_write
+from fashattr.models.weights import load_weights as load_weights  # re-exported: the one safetensors loader
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -69,7 +70,3 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Model weights as safetensors, atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))

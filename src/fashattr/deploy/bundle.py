@@ -1,0 +1,328 @@
+"""Bundles: a trained model as a folder that stands alone, versioned and hashed.
+
+``BUNDLE/config.json`` (schema, model arguments, preprocessing, decoding, metrics),
+``model.safetensors``, ``README.md`` (model card), optionally ``model.onnx`` /
+``model.int8.onnx`` with ``predict_onnx.py``, and ``hashes.json``: the sha256 of every other
+file and the ``bundle_hash`` over them, the model id every later tool records. Loading never
+unpickles anything: JSON, safetensors and ONNX only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fashattr import runtime_onnx
+from fashattr.errors import BundleError
+from fashattr.runtime_onnx import FORMAT, FORMAT_VERSION, compute_hashes, read_bundle_config
+
+log = logging.getLogger("fashattr")
+
+CONFIG, WEIGHTS, HASHES, CARD = "config.json", "model.safetensors", "hashes.json", "README.md"
+ONNX_FP32, ONNX_INT8, STANDALONE = "model.onnx", "model.int8.onnx", "predict_onnx.py"
+FORMATS = ("bundle", "onnx", "onnx-int8")
+
+
+# --- hashes and verification: runtime_onnx holds the one implementation (it ships in bundles) ------
+
+
+def write_hashes(bundle: Path) -> str:
+    """Hash every file of ``bundle`` into ``hashes.json``; returns the bundle hash (the model id)."""
+    hashes = compute_hashes(bundle)
+    (bundle / HASHES).write_text(json.dumps(hashes, indent=1) + "\n")
+    return str(hashes["bundle_hash"])
+
+
+def verify_bundle(bundle: str | Path) -> dict[str, Any]:
+    """Check a bundle against its ``hashes.json`` and return its config.
+
+    Raises:
+        BundleError: naming the file: a newer format version, a listed file missing, a file whose
+            sha256 differs from the listed one (expected vs found), or a file no list names.
+    """
+    runtime_onnx.verify_bundle(bundle)
+    return read_bundle_config(bundle)
+
+
+def bundle_hash(bundle: str | Path) -> str:
+    """The model id of a bundle (verified first): the ``bundle_hash`` of its ``hashes.json``."""
+    return runtime_onnx.verify_bundle(bundle)
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def bundle_config(run_dir: str | Path, weights: str = "best") -> dict[str, Any]:
+    """The ``config.json`` of a run's bundle (without the ``onnx`` part): everything the runtime needs."""
+    import fashattr
+    from fashattr.config import load_config
+    from fashattr.data.images import fill_color
+    from fashattr.schema import Schema
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    schema = Schema.load(run_dir / "schema.yaml")
+    model = dataclasses.asdict(dataclasses.replace(cfg.model, pretrained=False, pretrained_file=None))
+    summary = _read_json(run_dir / "summary.json")
+    d = cfg.data
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fashattr_version": fashattr.__version__,
+        "schema": schema.to_dict(),
+        "model": model,
+        "preprocess": {
+            "image_size": d.image_size,
+            "fill": list(fill_color(d.mean)),
+            "mean": list(d.mean),
+            "std": list(d.std),
+            "bbox_crop": d.bbox_crop,
+            "bbox_margin": d.bbox_margin,
+            "resample": "bilinear",
+            "letterbox": "fashattr-v1",  # data.images.letterbox_geometry: long side -> size, centred, fill
+        },
+        "decoding": {"multi_label_threshold_logit": 0.0, "calibration": None, "logit_adjust": None},
+        "metrics": {
+            "test_holdout": summary.get("test_holdout"),
+            "test_holdout_images": summary.get("test_holdout_images"),
+            "selection_holdout": summary.get("best"),
+            "best_epoch": summary.get("best_epoch"),
+            "select_metric": summary.get("select_metric"),
+        },
+        "source": {
+            "run": run_dir.name,
+            "weights": weights,
+            "trained_on": {
+                "format": d.format,
+                "root": Path(d.root).name,
+                "train_split": d.train_split,
+                **_data_counts(run_dir / "train.log"),
+            },
+            "recipe": cfg.recipe,
+            "epochs": cfg.train.epochs,
+            "epochs_run": summary.get("epochs_run"),
+            "loss": dataclasses.asdict(cfg.loss),
+            "optim": {"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
+            "parameters": summary.get("parameters"),
+            "pretrained_init": bool(cfg.model.pretrained or cfg.model.pretrained_file),
+            "channels_last": cfg.train.channels_last,
+        },
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _data_counts(train_log: Path) -> dict[str, int]:
+    """Image counts from the run's log line ``data: N training images, M for model selection ...``."""
+    if not train_log.is_file():
+        return {}
+    pattern = r"data: (\d+) training images, (\d+) for model selection[^,\n]*(?:, (\d+) in the test)?"
+    m = None
+    for m in re.finditer(pattern, train_log.read_text()):  # noqa: B007 (the last run's line wins)
+        pass
+    if m is None:
+        return {}
+    out = {"train_images": int(m[1]), "selection_images": int(m[2])}
+    if m[3]:
+        out["test_holdout_images"] = int(m[3])
+    return out
+
+
+def write_bundle(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    formats: Sequence[str] = ("bundle",),
+    weights: str = "best",
+    calib_images: int = 200,
+    opset: int = 18,
+) -> Path:
+    """Export a run as a bundle folder (written beside ``out_dir``, then moved into place).
+
+    Args:
+        run_dir: a run folder written by ``fashattr train``.
+        out_dir: the bundle folder; an existing bundle there is replaced, any other folder is refused.
+        formats: ``bundle`` (safetensors + config + card), ``onnx`` (adds ``model.onnx`` and
+            ``predict_onnx.py``), ``onnx-int8`` (adds ``model.int8.onnx`` as well).
+        weights: ``best`` or ``last``.
+        calib_images: training images that calibrate the int8 model.
+        opset: ONNX opset.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        FileNotFoundError: the run has no such weights.
+        FileExistsError: ``out_dir`` exists and is not a bundle.
+        ValueError: an exported file over the run's ``model.max_mb``.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export format {sorted(unknown)}; choose from {FORMATS}")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    src = run_dir / f"{weights}.safetensors"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} not found; is {run_dir} a fashattr run folder with a finished epoch?")
+    if out_dir.exists() and not (out_dir.is_dir() and ((out_dir / HASHES).is_file() or not any(out_dir.iterdir()))):
+        raise FileExistsError(f"{out_dir} exists and is not a fashattr bundle; choose another --out")
+    config = bundle_config(run_dir, weights)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        shutil.copyfile(src, tmp / WEIGHTS)
+        model = _torch_model(config, tmp / WEIGHTS)  # the copy loads into the model it describes
+        if "onnx" in formats or "onnx-int8" in formats:
+            config["onnx"] = _export_onnx(model, config, tmp, run_dir, "onnx-int8" in formats, calib_images, opset)
+        config["files_mb"] = {p.name: round(p.stat().st_size / 1e6, 3) for p in sorted(tmp.iterdir())}
+        _check_budget(config, tmp)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+        (tmp / CARD).write_text(model_card(config))
+        digest = write_hashes(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("bundle %s written to %s", digest[:16], out_dir)
+    return out_dir
+
+
+def _check_budget(config: dict[str, Any], folder: Path) -> None:
+    """FASHION-HOW's budget (``model.max_mb``) on every exported model file."""
+    budget = config["model"].get("max_mb")
+    if budget is None:
+        return
+    for name in (WEIGHTS, ONNX_FP32, ONNX_INT8):
+        if (folder / name).is_file() and (mb := (folder / name).stat().st_size / 1e6) > budget:
+            raise ValueError(f"{name}: {mb:.2f} MB, over the budget model.max_mb = {budget:g} MB")
+
+
+def _export_onnx(
+    model: Any, config: dict[str, Any], folder: Path, run_dir: Path, int8: bool, calib_images: int, opset: int
+) -> dict[str, Any]:
+    """model.onnx (+ model.int8.onnx) and predict_onnx.py; delegates to deploy.onnx / deploy.quantize."""
+    raise NotImplementedError("ONNX export lands with fashattr.deploy.onnx")
+
+
+def _torch_model(config: dict[str, Any], weights: Path) -> Any:
+    """The AttributeModel a bundle config describes, with ``weights`` loaded (strict), in eval mode."""
+    from fashattr.config import ModelConfig
+    from fashattr.models import create_model
+    from fashattr.models.weights import load_weights
+    from fashattr.schema import Schema
+
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(config["model"]) - fields)
+    if unknown:
+        raise BundleError(weights.parent / CONFIG, f"model keys this fashattr does not know: {unknown}")
+    args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items()}
+    mc = ModelConfig(**args)
+    # The budget was checked at training time; a bundle is loaded whatever its size.
+    mc = dataclasses.replace(mc, pretrained=False, pretrained_file=None, max_mb=None)
+    model = create_model(mc, Schema.from_dict(config["schema"]), config["preprocess"]["image_size"])
+    try:
+        model.load_state_dict(load_weights(weights))
+    except RuntimeError as e:
+        raise BundleError(weights, f"does not fit the model in config.json: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def load_bundle_torch(bundle: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Verify a bundle and build its PyTorch model: ``(AttributeModel in eval mode, config)``."""
+    from fashattr.runtime import resolve_device
+
+    bundle = Path(bundle)
+    config = verify_bundle(bundle)
+    return _torch_model(config, bundle / WEIGHTS).to(resolve_device(device)), config
+
+
+# --- the model card -----------------------------------------------------------------------------
+
+
+def _metric_rows(metrics: dict[str, Any] | None) -> dict[str, float]:
+    if not metrics:
+        return {}
+    keys = ["avg_class_acc", "overall_acc", "exact_match"]
+    keys += sorted(k for k in metrics if k.endswith("/acc") or k.endswith("/avg_class_acc"))
+    return {k: metrics[k] for k in keys if isinstance(metrics.get(k), int | float)}
+
+
+def model_card(config: dict[str, Any]) -> str:
+    """README.md of a bundle: what the model is, what it was trained on, its metrics, use and limits."""
+    src, m, pre = config["source"], config["metrics"], config["preprocess"]
+    data = src.get("trained_on", {})
+    groups = config["schema"]["groups"]
+    test, sel = _metric_rows(m.get("test_holdout")), _metric_rows(m.get("selection_holdout"))
+    lines = [
+        f"# fashattr model: {config['model']['backbone']} — {len(groups)} attribute groups",
+        "",
+        f"Exported from run `{src['run']}` ({src['weights']} weights) by fashattr {config['fashattr_version']};"
+        f" bundle format {config['format_version']}. The model id is `bundle_hash` in `hashes.json`.",
+        "",
+        "## What it predicts",
+        "",
+        "| group | kind | classes |",
+        "|---|---|---|",
+        *[f"| {g['name']} | {g['kind']}-label | {', '.join(g['classes'])} |" for g in groups],
+        "",
+        "## Training",
+        "",
+        f"- data: `{data.get('format')}` layout, root `{data.get('root')}`, split `{data.get('train_split')}`: "
+        f"{data.get('train_images', 'unknown')} training images, {data.get('selection_images', 'unknown')} in the"
+        f" selection holdout, {data.get('test_holdout_images', 0)} in the test holdout",
+        f"- recipe: {src.get('recipe') or 'not named'}; backbone `{config['model']['backbone']}` from"
+        f" {'pretrained weights' if src.get('pretrained_init') else 'random initialisation (from scratch)'};"
+        f" {src.get('epochs_run')} of {src.get('epochs')} epochs; loss `{src['loss']['name']}`"
+        f" (logit adjustment tau {src['loss']['logit_adjust_tau']}); {src['optim']['name']} lr {src['optim']['lr']}",
+        f"- input: {pre['image_size']} px square, letterboxed (aspect kept, bars {tuple(pre['fill'])}), mean"
+        f" {pre['mean']}, std {pre['std']}"
+        + (f", cropped to the garment box + {pre['bbox_margin']}" if pre["bbox_crop"] else ""),
+        "",
+        "## Metrics",
+        "",
+        "The test holdout was never trained on nor used to choose the epoch: it is the honest number. The selection"
+        " holdout chose the epoch, so its number is optimistic.",
+        "",
+    ]
+    if test or sel:
+        lines += ["| metric | test holdout | selection holdout |", "|---|---|---|"]
+        for k in dict.fromkeys([*test, *sel]):
+            lines.append(f"| {k} | {_fmt(test.get(k))} | {_fmt(sel.get(k))} |")
+    else:
+        lines.append("No metrics were recorded for this run (no summary.json).")
+    if config.get("onnx", {}).get("int8_metrics"):
+        lines += ["", f"int8 quantisation on the holdout: {config['onnx']['int8_metrics']}"]
+    lines += [
+        "",
+        "## Intended use and limits",
+        "",
+        "- Tagging product photos of a single garment with the attributes above, as a suggestion a person can"
+        " check; not for decisions about people.",
+        "- It knows only these classes: every photo gets one of each single-label group's classes, even when none"
+        " fits. Accuracy on photos unlike the training data (other cameras, several garments, people in"
+        " street scenes, drawings) is unmeasured.",
+        "- Rare classes are recognised less often than common ones: compare the per-class numbers"
+        " (`fashattr eval`) before relying on one.",
+        "",
+        "## Using it",
+        "",
+        "```",
+        "fashattr predict BUNDLE photos/ --out predictions.jsonl            # torch",
+        "python predict_onnx.py BUNDLE photos/ --out predictions.jsonl      # onnxruntime + numpy + Pillow only",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
