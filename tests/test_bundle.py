@@ -43,7 +43,14 @@ def test_bundle_layout_config_and_hash(bundle: Path, run: Path):
     assert (bundle / "model.safetensors").read_bytes() == (run / "best.safetensors").read_bytes()
     config = verify_bundle(bundle)
     assert config["format"] == "fashattr-bundle" and config["format_version"] == 1
-    assert [g["name"] for g in config["schema"]["groups"]] == ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
+    assert [g["name"] for g in config["schema"]["groups"]] == [
+        "pattern",
+        "sleeve",
+        "length",
+        "neckline",
+        "fabric",
+        "fit",
+    ]
     assert config["model"]["backbone"] == "test_resnet" and config["model"]["pretrained"] is False
     assert config["preprocess"] == {
         "image_size": 32,
@@ -149,7 +156,7 @@ def test_newer_format_version_says_upgrade(bundle: Path, tmp_path: Path):
 
 
 def test_not_a_bundle(run: Path, tmp_path: Path):
-    with pytest.raises(BundleError, match="config.json: missing"):
+    with pytest.raises(BundleError, match=r"config\.json: missing"):
         verify_bundle(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"last.safetensors not found"):
         (run / "last.safetensors").rename(run / "last.kept")

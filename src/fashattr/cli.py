@@ -156,11 +156,20 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> None:
+    import json
+
     from fashattr.deploy.bundle import bundle_hash, write_bundle
 
     out = Path(args.out or Path("bundles") / Path(args.run).resolve().name)
     write_bundle(args.run, out, [args.format], args.weights, args.calib_images)
     print(f"bundle written to {out}\nmodel id (bundle_hash): {bundle_hash(out)}")
+    q = (json.loads((out / "config.json").read_text()).get("onnx") or {}).get("int8_metrics")
+    if q:
+        print(
+            f"int8 vs fp32 on the {q['split']} ({q['images']} images): avg_class_acc "
+            f"{q['fp32']['avg_class_acc']:.4f} -> {q['int8']['avg_class_acc']:.4f} "
+            f"({q['avg_class_acc_change_points']:+.2f} points)"
+        )
     for p in sorted(out.iterdir()):
         print(f"  {p.name:<20} {p.stat().st_size / 1e6:9.3f} MB")
 

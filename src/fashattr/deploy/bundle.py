@@ -209,8 +209,11 @@ def _check_budget(config: dict[str, Any], folder: Path) -> None:
 def _export_onnx(
     model: Any, config: dict[str, Any], folder: Path, run_dir: Path, int8: bool, calib_images: int, opset: int
 ) -> dict[str, Any]:
-    """model.onnx (+ model.int8.onnx) and predict_onnx.py; delegates to deploy.onnx / deploy.quantize."""
-    raise NotImplementedError("ONNX export lands with fashattr.deploy.onnx")
+    """model.onnx (+ model.int8.onnx, with the holdout metric before and after) and predict_onnx.py:
+    ``deploy.onnx.export_bundle_onnx``; returns the config's ``onnx`` part."""
+    from fashattr.deploy.onnx import export_bundle_onnx
+
+    return export_bundle_onnx(model, config, folder, run_dir, int8, calib_images, opset)
 
 
 def _torch_model(config: dict[str, Any], weights: Path) -> Any:
@@ -299,8 +302,15 @@ def model_card(config: dict[str, Any]) -> str:
             lines.append(f"| {k} | {_fmt(test.get(k))} | {_fmt(sel.get(k))} |")
     else:
         lines.append("No metrics were recorded for this run (no summary.json).")
-    if config.get("onnx", {}).get("int8_metrics"):
-        lines += ["", f"int8 quantisation on the holdout: {config['onnx']['int8_metrics']}"]
+    q = (config.get("onnx") or {}).get("int8_metrics")
+    if q:
+        lines += [
+            "",
+            f"`model.int8.onnx` (static int8) against `model.onnx` (fp32) on the {q['split']} ({q['images']} images):"
+            f" avg_class_acc {_fmt(q['fp32'].get('avg_class_acc'))} -> {_fmt(q['int8'].get('avg_class_acc'))}"
+            f" ({q['avg_class_acc_change_points']:+.2f} points), overall_acc {_fmt(q['fp32'].get('overall_acc'))}"
+            f" -> {_fmt(q['int8'].get('overall_acc'))}.",
+        ]
     lines += [
         "",
         "## Intended use and limits",
