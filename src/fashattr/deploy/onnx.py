@@ -4,6 +4,8 @@ The graph takes ``image``: uint8 ``(N, S, S, 3)``, the letterboxed pixels every 
 prepares (``runtime_onnx.load_presized``), and does the cast, the mean/std normalisation and the
 NHWC -> NCHW transpose itself, so no runtime can get normalisation wrong. It returns one float32
 ``(N, C)`` logits output per group, named after the group, in schema order; the batch axis is dynamic.
+What that costs (onnxruntime's profiler, resnet18 at 96 px, 2 threads): the transpose 0.6% of kernel time
+at batch 1 and 0.3% at batch 32, the cast and normalisation about 0.1%; the convolutions 96-98%.
 
 Exporter: torch's dynamo exporter (``torch.export`` + onnxscript), the one PyTorch maintains. The
 legacy TorchScript exporter (``dynamo=False``, deprecated) gives graphs with the same operators after
