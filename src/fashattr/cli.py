@@ -149,8 +149,8 @@ def _predict(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     done = predict_to_file(runtime, paths, out, args.batch_size, args.workers, on_bad, progress)
     print(
-        f"wrote predictions for {done.predicted} of {len(paths)} images to {out} "
-        f"({done.errors} unreadable, reported there and above; {done.images_per_s:.1f} images/s)"
+        f"wrote predictions for {done.predicted} of {len(paths)} images to {out} ({done.images_per_s:.1f} images/s)"
+        + (f"; {done.errors} unreadable, each reported above and as an error record there" if done.errors else "")
     )
     return 1 if done.predicted == 0 else 0
 
