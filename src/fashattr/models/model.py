@@ -29,7 +29,9 @@ class AttributeModel(nn.Module):
         super().__init__()
         self.schema = schema
         self.backbone = backbone
-        features: int = backbone.num_features  # type: ignore[assignment]
+        # Models with a head conv after pooling (MobileNetV3/V4, GhostNet) return head_hidden_size
+        # features with num_classes=0, not num_features (the channels before that conv).
+        features: int = getattr(backbone, "head_hidden_size", None) or backbone.num_features  # type: ignore[assignment]
         self.dropout = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
         self.shared = shared_mlp(features, cfg.head_layers, cfg.head_width, cfg.head_activation, cfg.head_dropout)
         self.heads = group_heads(cfg.head_width if cfg.head_layers else features, schema)
