@@ -240,6 +240,8 @@ def export_bundle_onnx(
         ValueError: a file over ``model.max_mb``; int8 without a ``run_dir`` to calibrate on.
     """
     folder = Path(folder)
+    if int8 and run_dir is None:
+        raise ValueError("int8 quantisation calibrates on the run's training images: give run_dir")
     fp32 = export_onnx(model, config, folder / "model.onnx", opset, exporter)
     check_budget(fp32, config["model"].get("max_mb"))
     shutil.copyfile(runtime_onnx.__file__, folder / "predict_onnx.py")
@@ -256,8 +258,7 @@ def export_bundle_onnx(
     if int8:
         from fashattr.deploy.quantize import quantize_run
 
-        if run_dir is None:
-            raise ValueError("int8 quantisation calibrates on the run's training images: give run_dir")
+        assert run_dir is not None
         entry.update(quantize_run(fp32, folder / "model.int8.onnx", config, run_dir, calib_images))
         check_budget(folder / "model.int8.onnx", config["model"].get("max_mb"))
     return entry
