@@ -19,7 +19,7 @@ For each model (random init: speed does not depend on the weights' values), at `
   ``Runtime.predict_files`` (decode in worker threads, batches of 32), against the same backend's
   model-only throughput on ready batches, interleaved the same way.
 
-    python benchmarks/inference.py                                  # resnet18 + mobilenetv4_conv_small, 96 px
+    python benchmarks/inference.py                                  # resnet18 + convnext_atto, 96 px
     python benchmarks/inference.py --models resnet18 --rounds 3     # quicker
     python benchmarks/inference.py --explore                        # export / int8 / session variants
 
@@ -491,7 +491,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="resnet18,mobilenetv4_conv_small")
+    p.add_argument("--models", default="resnet18,convnext_atto")
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=6)
