@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ import fashattr.errors as errors
 from fashattr import runtime_onnx
 from fashattr.config import load_config
 from fashattr.deploy.bundle import write_bundle
+from fashattr.deploy.isolated import onnx_only_venv, run_standalone
 from fashattr.deploy.runtime import Runtime
 from fashattr.engine.trainer import fit
 from fashattr.runtime_onnx import BundleError, OnnxRunner, compute_hashes, decode, verify_bundle
@@ -208,42 +206,6 @@ def test_outputs_that_do_not_match_the_bundle_schema(bundle: Path, tmp_path: Pat
 
 
 # ---------------------------------------------------------------------------------------- isolated venv
-def onnx_only_venv(where: Path) -> Path:
-    """A venv (no pip, no system site-packages) holding only onnxruntime, NumPy and Pillow: their package
-    folders linked from this environment's site-packages (no network here, so nothing is downloaded)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
-    python = where / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    ours = Path(np.__file__).parents[1]
-    for name in ("numpy", "numpy.libs", "PIL", "pillow.libs", "onnxruntime"):
-        if (ours / name).exists():
-            (site / name).symlink_to(ours / name)
-    stack = ("torch", "timm", "fashattr", "onnx", "yaml")
-    probe = f"import importlib.util as u; print([m for m in {stack} if u.find_spec(m)])"
-    found = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True, cwd=where).stdout
-    assert found.strip() == "[]", found  # nothing of the training stack is importable there
-    return python
-
-
-def run_standalone(python: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
-    return subprocess.run(
-        [str(python), str(bundle / "predict_onnx.py"), str(bundle), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=bundle.parent,
-        timeout=300,
-    )
-
-
 def test_predict_onnx_py_runs_with_only_onnxruntime_numpy_pillow(bundle: Path, tiny_data: Path, tmp_path: Path):
     python = onnx_only_venv(tmp_path / "venv")
     photos = folder_with_bad_images(tiny_data, tmp_path)

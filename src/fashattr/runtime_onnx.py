@@ -21,7 +21,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -453,9 +453,14 @@ def decode(config: dict[str, Any], logits: dict[str, np.ndarray], top_k: int = 1
 
 
 # ---------------------------------------------------------------------------------------------- files
-def expand_paths(items: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the image files inside them (recursively, sorted)."""
+def expand_paths(items: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to the image files inside them (recursively, sorted).
+
+    Raises:
+        FileNotFoundError: an item does not exist, or no image file was found at all.
+    """
     out: list[Path] = []
+    items = list(items)
     for item in items:
         p = Path(item)
         if p.is_dir():
@@ -465,7 +470,8 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
     if not out:
-        raise FileNotFoundError(f"no image files found in {[str(i) for i in items]}")
+        suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+        raise FileNotFoundError(f"no image files ({suffixes}) found in {[str(i) for i in items]}")
     return out
 
 

@@ -7,38 +7,17 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from fashattr.deploy.runtime import OnBadImage, Runtime
+from fashattr.runtime_onnx import IMAGE_SUFFIXES, expand_paths  # the one file lister, shared with predict_onnx.py
+
+__all__ = ["IMAGE_SUFFIXES", "OUTPUT_SUFFIXES", "PredictionWriter", "expand_paths", "predict_to_file"]
 from fashattr.schema import Schema
 
 OUTPUT_SUFFIXES = (".jsonl", ".csv", ".json")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
-def expand_paths(items: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to the image files inside them (recursively, sorted).
-
-    Raises:
-        FileNotFoundError: an item does not exist, or no image file was found at all.
-    """
-    out: list[Path] = []
-    items = list(items)
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    if not out:
-        suffixes = " ".join(sorted(IMAGE_SUFFIXES))
-        raise FileNotFoundError(f"no image files ({suffixes}) found in {[str(i) for i in items]}")
-    return out
 
 
 class PredictionWriter:
