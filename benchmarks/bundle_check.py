@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=5)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
-    run, data = Path(args.run), Path(args.data)
+    run, data = Path(args.run).resolve(), Path(args.data)
     work = Path(tempfile.mkdtemp(prefix="bundle_check_"))
     bundle = work / "bundle"
     fashattr = [sys.executable, "-m", "fashattr"]
