@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint system clean
 
 # Ranges in pyproject.toml; the exact versions tested together in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -22,7 +22,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy
 
-test: lint
+# System packages the tests drive for real (chromium, a PostgreSQL server); apt-get when missing.
+system:
+	tools/system-deps.sh
+
+test: lint system
 	$(PY) -m pytest -q
 
 clean:
