@@ -151,7 +151,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     h, w = image.shape[:2]
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
     if heat.shape != (h, w):
-        heat = np.asarray(Image.fromarray(heat, mode="F").resize((w, h), Image.BILINEAR))
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize((w, h), Image.Resampling.BILINEAR))
     color = colormaps["jet"](heat)[..., :3] * 255.0
     out = (1.0 - alpha) * image.astype(np.float32) + alpha * color
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
