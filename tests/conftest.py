@@ -102,6 +102,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Generator[object, None, None]:
+    """A throw-away PostgreSQL cluster for the session (tests/pg_cluster.py): initdb into a temp
+    folder as an unprivileged user, a free loopback port, trust auth; stopped and removed at the end.
+    Skips when PostgreSQL is not installed; under CI (``CI=true``) that is a failure."""
+    from pg_cluster import PgCluster, pg_bin
+
+    if pg_bin() is None:
+        reason = "PostgreSQL server binaries not found (tools/system-deps.sh installs them)"
+        if in_ci():
+            pytest.fail(f"PostgreSQL tests cannot run under CI: {reason}")
+        pytest.skip(reason)
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_cluster: object) -> str:
+    """SQLAlchemy URL (``postgresql+psycopg://...``) of an empty database on the session's cluster."""
+    return pg_cluster.create_database("fashattr")  # type: ignore[attr-defined]
+
+
 def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[str]:
     """Overrides for a fast CPU run on a tiny dataset."""
     base = {
