@@ -305,10 +305,19 @@ def verify_bundle(bundle_dir: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- model
+# The extra output of bundles exported since the catalog work: the pooled features (N, F) float32 the heads
+# read (AttributeModel.features), last after the group outputs. Export refuses a group of this name.
+FEATURES_OUTPUT = "__features__"
+
+
 def onnx_output_problem(config: dict[str, Any], names: Sequence[str], sizes: Sequence[Any]) -> str | None:
-    """Why an ONNX model's outputs (names and last-axis sizes) do not fit the bundle schema, or None."""
+    """Why an ONNX model's outputs (names and last-axis sizes) do not fit the bundle schema, or None.
+
+    A last output named :data:`FEATURES_OUTPUT` (the pooled features) is allowed beside the groups'."""
     groups = config["schema"]["groups"]
     want = [g["name"] for g in groups]
+    if list(names)[-1:] == [FEATURES_OUTPUT] and FEATURES_OUTPUT not in want:
+        names, sizes = list(names)[:-1], list(sizes)[:-1]
     if list(names) != want:
         return f"outputs {list(names)} do not match the schema's groups {want} (one logits output per group, in order)"
     for g, size in zip(groups, sizes, strict=True):
@@ -376,10 +385,12 @@ class OnnxRunner:
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             raise BundleError(self.path, f"onnxruntime cannot load it: {e}") from None
         outputs = self.session.get_outputs()
-        self.output_names = [o.name for o in outputs]
-        problem = onnx_output_problem(self.config, self.output_names, [o.shape[-1] for o in outputs])
+        problem = onnx_output_problem(self.config, [o.name for o in outputs], [o.shape[-1] for o in outputs])
         if problem:
             raise BundleError(self.path, problem)
+        # The group outputs; the features output (bundles exported since it exists) is run by infer() only.
+        self.output_names = [o.name for o in outputs if o.name != FEATURES_OUTPUT]
+        self.has_features = len(outputs) > len(self.output_names)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.image_size = int(self.config["preprocess"]["image_size"])
@@ -391,6 +402,25 @@ class OnnxRunner:
             raise ValueError(f"expected uint8 images of shape (N, {s}, {s}, 3), got {batch.dtype} {batch.shape}")
         out = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
         return dict(zip(self.output_names, out, strict=True))
+
+    def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Logits per group and the pooled features, float32 ``(N, F)``, from one run of the model.
+
+        Raises:
+            BundleError: the bundle was exported before ONNX models had a features output.
+        """
+        if not self.has_features:
+            raise BundleError(
+                self.path,
+                f"has no {FEATURES_OUTPUT!r} output (exported by an older fashattr); re-export the run with "
+                "`fashattr export RUN --format onnx` (or onnx-int8) to get image embeddings",
+            )
+        s = self.image_size
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
+            raise ValueError(f"expected uint8 images of shape (N, {s}, {s}, 3), got {batch.dtype} {batch.shape}")
+        names = [*self.output_names, FEATURES_OUTPUT]
+        *out, features = self.session.run(names, {self.input_name: np.ascontiguousarray(batch)})
+        return dict(zip(self.output_names, out, strict=True)), features
 
 
 # ---------------------------------------------------------------------------------------------- decoding

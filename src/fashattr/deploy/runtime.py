@@ -73,6 +73,19 @@ class TorchBackend:
                 x = x.contiguous(memory_format=torch.channels_last)
             return {g: v.float().cpu().numpy() for g, v in self.model(x).items()}
 
+    def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Logits per group and the pooled features ``(N, F)`` float32, from one forward pass."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            x = (x.float() - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            f = self.model.features(x)  # AttributeModel.forward, in its two steps
+            logits = {g: head(f).float().cpu().numpy() for g, head in self.model.heads.items()}
+            return logits, f.float().cpu().numpy()
+
 
 def _onnx_backend(bundle: Path, variant: str, threads: int | None) -> Backend:
     try:
@@ -177,6 +190,24 @@ class Runtime:
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per group for ``(N, S, S, 3)`` uint8 pixels from :meth:`preprocess`."""
         return self.backend.logits(batch)
+
+    @property
+    def has_features(self) -> bool:
+        """Whether :meth:`infer` can return features (False for ONNX bundles exported before them)."""
+        return bool(getattr(self.backend, "has_features", hasattr(self.backend, "infer")))
+
+    def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Logits per group and the pooled features ``(N, F)`` float32 (the image embedding that
+        catalog similarity search uses), from ONE forward pass over :meth:`preprocess` pixels.
+
+        Raises:
+            BundleError: an ONNX bundle exported before the features output existed (re-export it).
+        """
+        infer = getattr(self.backend, "infer", None)
+        if infer is None:
+            raise BundleError(self.source or "model", "this backend gives no features; re-export the bundle")
+        logits, features = infer(batch)
+        return logits, features
 
     def decode(self, logits: dict[str, np.ndarray], top_k: int = 1) -> list[dict[str, Any]]:
         """Per image, ``{"groups": {group: {class, index, prob}}}`` after the bundle's decoding
