@@ -174,6 +174,25 @@ def _export(args: argparse.Namespace) -> None:
         print(f"  {p.name:<20} {p.stat().st_size / 1e6:9.3f} MB")
 
 
+def _tag(args: argparse.Namespace) -> int:
+    from fashattr.catalog.tag import tag
+
+    summary = tag(
+        args.model,
+        args.sources,
+        args.db,
+        args.backend,
+        args.batch_size,
+        args.workers,
+        args.threads or None,
+        args.engine,
+        args.ray_address,
+        not args.no_progress,
+    )
+    print("\n".join(summary.lines()))
+    return 0
+
+
 def _reader_options(items: list[str]) -> dict:
     """``--option key=value`` pairs (values parsed as YAML) into reader options."""
     import yaml
@@ -343,6 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--calib-images", type=int, default=200, help="training images that calibrate int8")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "tag",
+        help="tag a catalog of images into a database, once per image and model (resumable)",
+        description="Every image of the SOURCES is tagged once per model (the bundle hash) into the catalog "
+        "database: a re-run skips what is done, the same photo under two names is inferred once, each batch "
+        "commits in one transaction (kill it at any moment and run it again). Bad images go to the errors "
+        "table and the run goes on; the exit code is non-zero only on a fatal error.",
+    )
+    p.add_argument("model", help="a bundle folder (fashattr export) or a run folder (exported on the fly)")
+    p.add_argument("sources", nargs="+", help="folders (recursive), image files, .csv/.parquet lists (column path)")
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL (default sqlite:///catalog.db)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call and per transaction")
+    p.add_argument("--workers", type=int, default=2, help="decode threads (local) or model actors (ray)")
+    p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--ray-address", help="Ray cluster address (ray start --head prints it); default: a local Ray")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_tag)
 
     p = sub.add_parser("synth", help="draw synthetic garments in the FashionDataset layout")
     p.add_argument("out", help="output folder")

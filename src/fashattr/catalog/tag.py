@@ -1,0 +1,452 @@
+"""``fashattr tag``: every image of a catalog tagged once per model, into the catalog database.
+
+The unit of work is (content sha256, model id = bundle hash). A run streams the sources:
+
+1. hash files (SHA-256 of their bytes) in threads, a chunk at a time;
+2. drop what the database already has for this model (a ``predictions`` or ``errors`` row) and,
+   within the run, a content already on its way (the same photo under two names is inferred once;
+   every name is recorded in ``image_paths``);
+3. decode the rest in worker threads (``runtime_onnx`` pixels, as predict and training do);
+4. run the model a batch at a time (``Runtime.infer`` when the bundle gives features: logits and
+   the embedding from one pass; else ``Runtime.logits``) and decode;
+5. write the batch's images, paths, predictions, embeddings and errors in ONE transaction.
+
+Every insert is keyed (ON CONFLICT DO NOTHING), so a batch written twice (a crash between the
+commit and ...; a Ray task retried) leaves one copy, and a killed run leaves whole batches only:
+running the same command again finishes the job. Memory is bounded: a chunk of hashes, ``ahead``
+batches of decoded pixels, and the contents in flight.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import hashlib
+import itertools
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from fashattr import runtime_onnx
+from fashattr.catalog import db
+from fashattr.catalog.sources import count_sources, iter_sources
+from fashattr.errors import ImageError
+
+HASH_CHUNK = 256  # files hashed (and looked up in the database) per step
+TOP_K = 5  # classes kept per single-label group in predictions.top_k
+
+
+@dataclass
+class Work:
+    """One content to tag: its hash, size, first path, and other paths with the same bytes."""
+
+    sha256: str
+    path: str
+    size: int
+    more_paths: list[str] = field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path, *self.more_paths]
+
+
+@dataclass
+class TagSummary:
+    """What a run did. ``duplicates``: paths whose content this run had already tagged under another name."""
+
+    model_id: str
+    tagged: int = 0
+    skipped_done: int = 0
+    duplicates: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.tagged / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"model {self.model_id[:16]}: {self.tagged} tagged, {self.skipped_done} skipped as done, "
+            f"{self.duplicates} duplicate(s), {sum(self.errors.values())} error(s) "
+            f"in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s)"
+        ]
+        out += [f"  {n:>6}  {reason}" for reason, n in self.errors.most_common()]
+        return out
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+def load_model(path: str | Path, backend: str = "auto", threads: int | None = None) -> tuple[Any, str, Path | None]:
+    """A Runtime for a bundle or a run folder, with its model id; and a temporary export to remove.
+
+    A run folder is exported first (``fashattr export RUN --format F`` into a temp folder) so its
+    rows carry the same id as that bundle would. ``backend="auto"``: int8 ONNX when the bundle has
+    it, else fp32 ONNX, else torch. The backend does not change the model id.
+    """
+    from fashattr.deploy.bundle import bundle_hash, write_bundle
+    from fashattr.deploy.runtime import Runtime
+
+    path, tmp = Path(path), None
+    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+        fmt = {"auto": "bundle", "torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}[backend]
+        tmp = Path(tempfile.mkdtemp(prefix="fashattr-tag-"))
+        path = write_bundle(path, tmp / "bundle", [fmt])
+    if backend == "auto":
+        onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
+        backend = "onnx-int8" if onnx.get("int8") else "onnx" if onnx.get("fp32") else "torch"
+    model_id = bundle_hash(path)
+    return Runtime.from_bundle(path, backend, threads=threads), model_id, tmp
+
+
+def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+    """Decoded records and embeddings (or None) for a batch of pixels: one forward pass."""
+    if getattr(runtime, "has_features", False):
+        logits, features = runtime.infer(pixels)
+    else:
+        logits, features = runtime.logits(pixels), None
+    return runtime.decode(logits, TOP_K), features
+
+
+def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any) -> list[dict[str, Any]]:
+    """The ``predictions`` rows of one decoded image (one per group; see db's docstring)."""
+    rows = []
+    for group, v in record["groups"].items():
+        if isinstance(v, list):  # multi-label: every predicted class
+            cls, idx, prob, top = "|".join(x["class"] for x in v), -1, max((x["prob"] for x in v), default=0.0), v
+        else:
+            cls, idx, prob = v["class"], v["index"], v["prob"]
+            top = [{k: x[k] for k in ("class", "index", "prob")} for x in v.get("top", [v])]
+        rows.append(
+            {
+                "sha256": sha256,
+                "model_id": model_id,
+                "group_name": group,
+                "class_name": cls,
+                "class_index": idx,
+                "probability": float(prob),
+                "top_k": top,
+                "decoding": record.get("decoding"),
+                "created": now,
+            }
+        )
+    return rows
+
+
+# --- reading: hash, skip, dedupe, decode ------------------------------------------------------------
+
+
+def hash_file(path: str) -> tuple[str, int] | str:
+    """``(sha256 hex, bytes)`` of a file, or the reason it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            size = 0
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return "file not found"
+    except IsADirectoryError:
+        return "is a directory, not an image"
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    return h.hexdigest(), size
+
+
+def decode_work(work: Work, size: int, fill: tuple[int, int, int]) -> np.ndarray | None:
+    """Letterboxed pixels (as ``runtime_onnx.load_presized``), recording width/height or the error."""
+    try:
+        img = runtime_onnx.open_image(work.path)
+    except ImageError as e:
+        work.error = e.message
+        return None
+    work.width, work.height = img.width, img.height
+    return runtime_onnx.letterbox(img, size, fill)
+
+
+@dataclass
+class Plan:
+    """The reading side's output, a chunk at a time: new work, paths already done, unreadable files."""
+
+    todo: list[Work]
+    done: list[tuple[str, str, int]]  # (sha256, path, bytes) of contents the database has
+    unreadable: list[tuple[str, str]]  # (path, reason)
+    duplicates: int = 0
+    dup_done: int = 0
+
+
+class Reader:
+    """Hashes sources a chunk at a time and sorts them into new work / already done / duplicates.
+
+    ``inflight`` maps the contents handed out and not yet committed to their Work, so a second name
+    for the same bytes joins the first (and is counted as a duplicate); the writer drops them after
+    committing. Contents the database has are "done"; those committed by this run are duplicates.
+    """
+
+    def __init__(self, engine: sa.Engine, model_id: str, pool: cf.Executor, started: Any) -> None:
+        self.engine, self.model_id, self.pool, self.started = engine, model_id, pool, started
+        self.inflight: dict[str, Work] = {}
+
+    def chunks(self, paths: Iterable[Path]) -> Iterator[Plan]:
+        it = iter(paths)
+        while chunk := [str(p) for p in itertools.islice(it, HASH_CHUNK)]:
+            yield self._plan(chunk)
+
+    def _plan(self, chunk: list[str]) -> Plan:
+        hashed = list(self.pool.map(hash_file, chunk))
+        plan = Plan([], [], [])
+        known = self._known([h[0] for h in hashed if isinstance(h, tuple)])
+        for path, h in zip(chunk, hashed, strict=True):
+            if isinstance(h, str):
+                plan.unreadable.append((path, h))
+                continue
+            sha, size = h
+            if sha in self.inflight:
+                self.inflight[sha].more_paths.append(path)
+                plan.duplicates += 1
+            elif sha in known:
+                plan.done.append((sha, path, size))
+                plan.dup_done += int(known[sha])
+            else:
+                work = self.inflight[sha] = Work(sha, path, size)
+                plan.todo.append(work)
+        return plan
+
+    def _known(self, shas: list[str]) -> dict[str, bool]:
+        """Contents the database has for this model -> whether this run wrote them."""
+        out: dict[str, bool] = {}
+        if not shas:
+            return out
+        with self.engine.connect() as conn:
+            for table, ts in ((db.predictions, db.predictions.c.created), (db.errors, db.errors.c.seen)):
+                q = sa.select(table.c.sha256, sa.func.max(ts)).where(
+                    table.c.model_id == self.model_id, table.c.sha256.in_(sorted(set(shas)))
+                )
+                for sha, when in conn.execute(q.group_by(table.c.sha256)):
+                    out[sha] = _as_utc(when) >= self.started
+        return out
+
+
+def _as_utc(when: Any) -> Any:
+    """SQLite hands timestamps back naive (stored as UTC text); PostgreSQL aware."""
+    import datetime as dt
+
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def write_batch(
+    engine: sa.Engine,
+    model_id: str,
+    works: list[Work],
+    records: dict[str, tuple[dict[str, Any], np.ndarray | None]],
+    done: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+    unreadable: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    """One transaction: images and their paths, predictions and embeddings of ``records`` (keyed by
+    sha256; a Work without a record is an error row), paths of already-done contents, unreadable files."""
+    now = db.now()
+    image_rows: dict[str, dict[str, Any]] = {}
+    path_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    preds, embs, errs = [], [], []
+    for w in works:
+        image_rows[w.sha256] = {"sha256": w.sha256, "bytes": w.size, "width": w.width, "height": w.height}
+        for p in w.paths:
+            path_rows[(w.sha256, p)] = {"sha256": w.sha256, "path": p}
+        if w.sha256 in records:
+            record, emb = records[w.sha256]
+            preds += prediction_rows(w.sha256, model_id, record, now)
+            if emb is not None:
+                vec = np.ascontiguousarray(emb, dtype="<f4")
+                embs.append({"sha256": w.sha256, "model_id": model_id, "dim": vec.size, "vector": vec.tobytes()})
+        else:
+            reason = w.error or "not tagged"
+            errs.append({"sha256": w.sha256, "path": w.path, "model_id": model_id, "reason": reason, "seen": now})
+    for sha, p, size in done:
+        image_rows.setdefault(sha, {"sha256": sha, "bytes": size, "width": None, "height": None})
+        path_rows[(sha, p)] = {"sha256": sha, "path": p}
+    stamp = {"first_seen": now, "last_seen": now}
+    with engine.begin() as conn:
+        # Sorted keys: two writers touching the same rows lock them in the same order (no deadlock).
+        db.touch(conn, db.images, [image_rows[k] | stamp for k in sorted(image_rows)], ["sha256"])
+        db.touch(conn, db.image_paths, [path_rows[k] | stamp for k in sorted(path_rows)], ["sha256", "path"])
+        db.insert_ignore(conn, db.predictions, preds)
+        db.insert_ignore(conn, db.embeddings, embs)
+        db.insert_ignore(conn, db.errors, errs)
+        for path, reason in unreadable:  # no content hash: keyed by path, by hand
+            hit = sa.select(db.errors.c.id).where(
+                db.errors.c.model_id == model_id, db.errors.c.sha256.is_(None), db.errors.c.path == path
+            )
+            if conn.execute(hit).first() is None:
+                row = {"sha256": None, "path": path, "model_id": model_id, "reason": reason, "seen": now}
+                conn.execute(sa.insert(db.errors), [row])
+
+
+# --- the local engine -------------------------------------------------------------------------------
+
+
+def run_local(
+    runtime: Any,
+    engine: sa.Engine,
+    model_id: str,
+    paths: Iterable[Path],
+    summary: TagSummary,
+    batch_size: int = 32,
+    workers: int = 2,
+    ahead: int = 2,
+    on_progress: Callable[[int, TagSummary], None] | None = None,
+) -> None:
+    """Tag ``paths`` with ``runtime`` in this process: hash/decode in ``workers`` threads, the model on
+    this thread, ``ahead`` batches decoded beyond the one the model is on, one transaction per batch."""
+    started = db.now()
+    pending: collections.deque[tuple[list[Work], list[cf.Future[np.ndarray | None]]]] = collections.deque()
+    batch: list[Work] = []
+    done_paths: list[tuple[str, str, int]] = []
+    unreadable: list[tuple[str, str]] = []
+    progress = on_progress or (lambda n, s: None)
+    with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fashattr-tag") as pool:
+        reader = Reader(engine, model_id, pool, started)
+
+        def finish() -> None:
+            works, futures = pending.popleft()
+            arrays = [f.result() for f in futures]
+            good = [i for i, a in enumerate(arrays) if a is not None]
+            records: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
+            if good:
+                decoded, feats = infer_rows(runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
+                for j, i in enumerate(good):
+                    records[works[i].sha256] = (decoded[j], None if feats is None else feats[j])
+            write_batch(engine, model_id, works, records, done_paths, unreadable)
+            for w in works:
+                reader.inflight.pop(w.sha256, None)
+                if w.error:
+                    summary.errors[w.error] += 1
+            summary.errors.update(reason for _, reason in unreadable)
+            summary.tagged += len(records)
+            n = len(works) + sum(len(w.more_paths) for w in works) + len(done_paths) + len(unreadable)
+            done_paths.clear()
+            unreadable.clear()
+            progress(n, summary)
+
+        def submit(works: list[Work]) -> None:
+            futures = [pool.submit(decode_work, w, runtime.image_size, runtime.fill) for w in works]
+            pending.append((works, futures))
+            while len(pending) > ahead:
+                finish()
+
+        for plan in reader.chunks(paths):
+            summary.duplicates += plan.duplicates + plan.dup_done
+            summary.skipped_done += len(plan.done) - plan.dup_done
+            done_paths += plan.done
+            unreadable += plan.unreadable
+            for w in plan.todo:
+                batch.append(w)
+                if len(batch) == batch_size:
+                    submit(batch)
+                    batch = []
+            if len(done_paths) + len(unreadable) >= 4 * HASH_CHUNK and not pending:
+                pending.append(([], []))  # nothing to infer: record the paths seen (a re-run) as we go
+                finish()
+        if batch:
+            submit(batch)
+        while pending:
+            finish()
+        if done_paths or unreadable:
+            pending.append(([], []))
+            finish()
+
+
+def tag(
+    model: str | Path,
+    sources: Iterable[str | Path],
+    db_url: str = db.DEFAULT_URL,
+    backend: str = "auto",
+    batch_size: int = 32,
+    workers: int = 2,
+    threads: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> TagSummary:
+    """Tag every image of ``sources`` with ``model`` (a bundle or run folder) into ``db_url``.
+
+    Args:
+        model: a bundle folder (``fashattr export``) or a run folder (exported on the fly).
+        sources: folders (recursive), image files, ``.csv`` / ``.parquet`` lists (column ``path``).
+        db_url: SQLAlchemy URL; ``sqlite:///catalog.db`` by default.
+        backend: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``.
+        batch_size: images per model call and per transaction.
+        workers: hashing / decoding threads (local engine) or model actors (Ray engine).
+        threads: model threads (None: the backend's default).
+        engine: ``local`` or ``ray``.
+        ray_address: the Ray cluster to join (``ray start --head`` prints it); None starts a local Ray.
+        progress: show a tqdm bar on stderr.
+
+    Raises:
+        SourceError: a source is missing or a URL (before anything is written).
+        BundleError: the bundle fails verification.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size ({batch_size}) and workers ({workers}) must be at least 1")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose from ['local', 'ray']")
+    sources = list(sources)
+    total = count_sources(sources)  # also checks every source before the model loads
+    runtime, model_id, tmp = load_model(model, backend, threads)
+    summary = TagSummary(model_id)
+    start = time.perf_counter()
+    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar.set_postfix(errors=0)
+
+    def on_progress(n: int, s: TagSummary) -> None:
+        bar.set_postfix(errors=sum(s.errors.values()), refresh=False)
+        bar.update(n)
+
+    try:
+        eng = db.open_db(db_url)
+        try:
+            with eng.begin() as conn:
+                db.register_model(conn, model_id, runtime.config)
+            if engine == "ray":
+                from fashattr.catalog.engines import run_ray
+
+                run_ray(
+                    model,
+                    backend,
+                    threads,
+                    eng,
+                    model_id,
+                    iter_sources(sources),
+                    summary,
+                    batch_size,
+                    workers,
+                    ray_address,
+                    on_progress,
+                )
+            else:
+                run_local(runtime, eng, model_id, iter_sources(sources), summary, batch_size, workers, 2, on_progress)
+        finally:
+            eng.dispose()
+    finally:
+        bar.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary.seconds = time.perf_counter() - start
+    return summary
