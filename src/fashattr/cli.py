@@ -284,6 +284,56 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"  {label:<18} {path}")
 
 
+def _search(args: argparse.Namespace) -> int:
+    from fashattr.catalog.search import contact_sheet, open_catalog, search, write_matches
+
+    result = search(open_catalog(args.db), args.conditions, args.min_prob, args.model, args.limit)
+    write_matches(result, args.format, sys.stdout)
+    if args.sheet:
+        print(f"contact sheet: {contact_sheet(result, args.sheet)}", file=sys.stderr)
+    return 0
+
+
+def _export_labels(args: argparse.Namespace) -> None:
+    from fashattr.catalog.export import export_labels
+    from fashattr.catalog.search import open_catalog
+
+    info = export_labels(open_catalog(args.db), args.format, args.out, args.model, args.image_root)
+    extra = f"; Label Studio labeling config: {info['config']}" if "config" in info else ""
+    print(f"{info['images']} image(s) of model {info['model_id'][:12]} -> {info['out']}{extra}", file=sys.stderr)
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from fashattr.catalog.search import open_catalog
+    from fashattr.catalog.similar import bundle_model_id, format_rows, similar
+    from fashattr.deploy.runtime import Runtime
+
+    model_id = bundle_model_id(args.bundle)
+    runtime = Runtime.from_bundle(args.bundle, backend=args.backend)
+    same = [g.strip() for g in args.same.split(",") if g.strip()] if args.same else []
+    res = similar(open_catalog(args.db), args.photo, runtime, model_id, args.k, same, args.index)
+    rows: list[dict[str, object]] = [{"path": n.path, "score": f"{n.score:.4f}", **n.classes} for n in res.neighbours]
+    if args.format == "jsonl":
+        rows = [{"path": n.path, "sha256": n.sha256, "score": n.score, "classes": n.classes} for n in res.neighbours]
+    print(f"query: {' '.join(f'{g}={c}' for g, c in res.query.items())} ({res.index} index)", file=sys.stderr)
+    sys.stdout.write(format_rows(rows, args.format))
+
+
+def _duplicates(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from fashattr.catalog.search import open_catalog
+    from fashattr.catalog.similar import duplicates, format_rows
+
+    pairs = duplicates(open_catalog(args.db), args.threshold, args.model, include_missing=args.include_missing)
+    rows = [dataclasses.asdict(p) for p in pairs]
+    if args.format == "table":
+        rows = [{"kind": p.kind, "similarity": f"{p.similarity:.4f}", "a": p.a, "b": p.b} for p in pairs]
+    sys.stdout.write(format_rows(rows, args.format))
+    identical = sum(p.kind == "identical" for p in pairs)
+    print(f"{identical} byte-identical pair(s), {len(pairs) - identical} near-duplicate pair(s)", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashattr", description="Multi-attribute fashion classifiers.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -420,6 +470,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="take preprocessing and augmentations from this YAML config or recipe")
     p.add_argument("--out", default="samples.png")
     p.set_defaults(func=_data_show)
+    p = sub.add_parser(
+        "search",
+        help="catalog images whose predictions match GROUP=CLASS conditions (all of them), best first",
+        description="Searches a database written by `fashattr tag`: one SQL query on the predictions index. "
+        "Default model: the one registered most recently.",
+    )
+    p.add_argument("conditions", nargs="+", metavar="GROUP=CLASS", help="e.g. sleeve=long_sleeve pattern=floral")
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
+    p.add_argument("--min-prob", type=float, default=0.0, help="each condition's probability at least this")
+    p.add_argument("--model", help="model id (or a unique prefix); default the most recent")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
+    p.add_argument("--sheet", metavar="PNG", help="also draw a contact sheet of the matches")
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser(
+        "export-labels",
+        help="a model's catalog predictions as Label Studio pre-annotations (+ labeling config) or CSV/Parquet",
+    )
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
+    p.add_argument("--format", required=True, choices=["label-studio", "csv", "parquet"])
+    p.add_argument("--out", help="output file (default labels.json / labels.csv / labels.parquet)")
+    p.add_argument("--model", help="model id (or a unique prefix); default the most recent")
+    p.add_argument(
+        "--image-root",
+        help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: image paths become /data/local-files/?d=<relative path>",
+    )
+    p.set_defaults(func=_export_labels)
+
+    p = sub.add_parser(
+        "similar",
+        help="the catalog items nearest to a photo (cosine of the model's embeddings), optionally sharing classes",
+        description="The photo is embedded with --bundle, which must be the bundle the catalog was tagged with "
+        "(its hash is the catalog's model id; the database does not record where bundles live).",
+    )
+    p.add_argument("photo", help="an image file")
+    p.add_argument("--bundle", required=True, help="the bundle folder the catalog was tagged with")
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
+    p.add_argument("-k", type=int, default=10, help="how many neighbours")
+    p.add_argument("--same", help="comma-separated groups whose predicted class must equal the photo's")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="the tagging backend")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"], help="vector index kind")
+    p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
+    p.set_defaults(func=_similar)
+
+    p = sub.add_parser(
+        "duplicates", help="byte-identical photos under several paths, then near-duplicates by embedding"
+    )
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
+    p.add_argument("--threshold", type=float, default=0.97, help="cosine similarity of near-duplicates")
+    p.add_argument("--model", help="model whose embeddings to compare (default the most recent)")
+    p.add_argument("--include-missing", action="store_true", help="also paths whose file no longer exists")
+    p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
+    p.set_defaults(func=_duplicates)
     return parser
 
 
