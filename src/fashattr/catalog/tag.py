@@ -359,9 +359,12 @@ def run_local(
                 if len(batch) == batch_size:
                     submit(batch)
                     batch = []
-            if len(done_paths) + len(unreadable) >= 4 * HASH_CHUNK and not pending:
-                pending.append(([], []))  # nothing to infer: record the paths seen (a re-run) as we go
-                finish()
+            if len(done_paths) + len(unreadable) >= 4 * HASH_CHUNK:  # bounded: record the paths seen as we go
+                while pending:
+                    finish()
+                if done_paths or unreadable:  # nothing was pending (a re-run): a batch with nothing to infer
+                    pending.append(([], []))
+                    finish()
         if batch:
             submit(batch)
         while pending:
