@@ -1,0 +1,93 @@
+"""The catalog routes (/v1/search, /v1/catalog/images, /v1/gallery) on a real uvicorn server on loopback,
+and the gallery in a real chromium."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pg_cluster import free_port
+from test_catalog_search import bundle, catalog, common_pair, expected_matches, photos  # noqa: F401
+
+from fashattr.runtime_onnx import file_sha256
+
+
+@pytest.fixture(scope="module")
+def server(catalog: dict[str, Any]) -> Iterator[str]:  # noqa: F811
+    import uvicorn
+    from fastapi import FastAPI
+
+    from fashattr.catalog.http import catalog_router
+
+    app = FastAPI()
+    app.include_router(catalog_router(catalog["url"]))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_search_route_and_images(server: str, catalog: dict[str, Any]):  # noqa: F811
+    conds = common_pair(catalog["truth"])
+    q = [("q", f"{g}={c}") for g, c in conds.items()]
+    r = httpx.get(f"{server}/v1/search", params=[*q, ("limit", "100")])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_id"] == catalog["model_id"]
+    assert [m["sha256"] for m in body["matches"]] == expected_matches(catalog["truth"], conds)
+    first = body["matches"][0]
+    img = httpx.get(server + first["image"])
+    assert img.status_code == 200 and img.content == Path(first["path"]).read_bytes()
+    bad = httpx.get(f"{server}/v1/search", params={"q": "sleeve=long"})
+    assert bad.status_code == 400 and "unknown class 'long' of group 'sleeve'; classes:" in bad.json()["detail"]
+    assert httpx.get(f"{server}/v1/catalog/images/{'0' * 64}").status_code == 404
+    assert httpx.get(f"{server}/v1/catalog/images/..%2F..%2Fetc%2Fpasswd").status_code in (400, 404)
+    assert httpx.get(f"{server}/v1/search", params=[*q, ("limit", "0")]).status_code == 400
+
+
+def test_image_route_refuses_a_file_whose_content_changed(server: str, catalog: dict[str, Any], photos: Path):  # noqa: F811
+    victim = photos / "a" / "00039.jpg"
+    sha = file_sha256(victim)
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original[:-10] + b"0123456789")
+        assert httpx.get(f"{server}/v1/catalog/images/{sha}").status_code == 404
+    finally:
+        victim.write_bytes(original)
+    assert httpx.get(f"{server}/v1/catalog/images/{sha}").status_code == 200
+
+
+def test_gallery_in_a_browser(server: str, catalog: dict[str, Any]):  # noqa: F811
+    from browser import open_page
+
+    names = list(catalog["runtime"].schema.names)
+    pair = common_pair(catalog["truth"])
+    conds = {g: pair[g] for g in names if g in pair}  # the form sends the groups in schema order
+    want = expected_matches(catalog["truth"], conds)[:60]
+    with open_page() as (page, log):
+        page.goto(f"{server}/v1/gallery")
+        assert page.locator("select").count() == 6
+        for g, c in conds.items():
+            page.locator("select").nth(names.index(g)).select_option(f"{g}={c}")
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        imgs = page.locator("figure img")
+        assert imgs.count() == len(want)
+        srcs = [imgs.nth(i).get_attribute("src") for i in range(imgs.count())]
+        assert srcs == [f"/v1/catalog/images/{s}" for s in want]
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+        assert all(w and w > 0 for w in widths), widths  # every thumbnail loaded
+        assert page.locator("body").evaluate("b => getComputedStyle(b).fontFamily").startswith("sans-serif")
+        assert log.problems() == []  # no CSP violation, no failed request
