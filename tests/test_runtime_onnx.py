@@ -131,7 +131,8 @@ def test_decode_hand_computed():
         "groups": {
             "sleeve": {"class": "short", "index": 1, "prob": 0.75},
             "style": [{"class": "boho", "index": 0, "prob": 0.731059}],
-        }
+        },
+        "decoding": None,
     }
     assert out[1]["groups"]["style"] == [] and out[1]["groups"]["sleeve"]["class"] == "long"
     top = decode(toy_config(), logits, top_k=2)[0]["groups"]["sleeve"]["top"]

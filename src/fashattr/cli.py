@@ -108,6 +108,14 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"\nwritten: {png}, {out / 'compare.csv'} and {out / 'compare.json'}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from fashattr.report.build import build_report
+
+    options = {"gradcam_images": args.gradcam, "resamples": args.resamples, "seed": args.seed}
+    html = build_report(args.runs, args.out, args.split, args.data, args.weights, args.device, options)
+    print(f"report written: {html} (report.json and figures/ beside it; open it in a browser)")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from fashattr.tune import load_spec, run_study, trials_table, write_best
 
@@ -121,11 +129,34 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    import json
+
     from fashattr.predictor import eval_run
 
-    metrics = eval_run(args.run, args.split, args.data, args.weights, args.device)
+    metrics = eval_run(args.run, args.split, args.data, args.weights, args.device, args.decode)
+    out = Path(args.run) / f"eval_{args.split}.json"
+    mode = json.loads(out.read_text()).get("decoding")
+    how = {None: "none (the raw model: the run has no calibration.json)", "none": "none (the raw model)"}
+    print(f"decoding: {how.get(mode, mode)}")
     print(metrics.table())
-    print(f"\nwritten: {Path(args.run) / f'eval_{args.split}.json'} and .txt")
+    print(f"\nwritten: {out} and .txt")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from fashattr.calibrate import CALIBRATION, calibrate_run
+
+    cal = calibrate_run(args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device)
+    fitted, cross = cal["fitted_on"], cal["cross_fit"]
+    print(f"fitted on {fitted['images']} images of split {fitted['split']!r} ({fitted['weights']})")
+    for g, t in cal["modes"][cal["default"]]["temperature"].items():
+        modes = [m for m in cal["modes"] if g in cal["modes"][m]["tau"]]
+        taus = "  ".join(f"tau[{m}] {cal['modes'][m]['tau'][g]:+.2f}" for m in modes)
+        print(f"  {g:<12} T {t:.3f}  {taus}")
+    if cross:
+        print(f"out-of-fold ({cross['folds']} folds)   avg_class_acc   overall_acc")
+        for m in ("none", *cal["modes"]):
+            print(f"  {m:<21} {cross[m]['avg_class_acc']:13.4f}   {cross[m]['overall_acc']:11.4f}")
+    print(f"default decoding: {cal['default']}\nwritten: {Path(args.run) / CALIBRATION}")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -139,12 +170,14 @@ def _predict(args: argparse.Namespace) -> int:
         if not (Path(args.run) / "config.yaml").is_file():
             raise SystemExit(f"--split needs a run folder (its config.yaml names the data); {args.run} is not one")
         out = args.out or "prediction.txt"
-        n = predict_split(args.run, args.split, out, args.data, args.weights, args.device)
+        n = predict_split(args.run, args.split, out, args.data, args.weights, args.device, args.decode)
         print(f"wrote {n} lines to {out}")
         return 0
     out = args.out or "predictions.jsonl"
     paths = expand_paths(args.paths)
     runtime = Runtime.load(args.run, args.backend, args.weights, device=args.device, threads=args.threads or None)
+    runtime.check_decode(args.decode)  # an unknown mode fails before any image is read
+    runtime.default_decode = args.decode or runtime.default_decode
     on_bad: Literal["report", "error"] = "error" if args.on_bad_image == "error" else "report"
     progress = not args.no_progress
     done = predict_to_file(runtime, paths, out, args.batch_size, args.workers, on_bad, progress)
@@ -334,6 +367,12 @@ def _duplicates(args: argparse.Namespace) -> None:
     print(f"{identical} byte-identical pair(s), {len(pairs) - identical} near-duplicate pair(s)", file=sys.stderr)
 
 
+DECODE_HELP = (
+    "decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) or 'none' "
+    "(the raw model); default: the one `fashattr calibrate` saved (none without calibration.json)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashattr", description="Multi-attribute fashion classifiers.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -369,6 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare", help="folder for compare.png, .csv and .json")
     p.set_defaults(func=_compare)
 
+    p = sub.add_parser(
+        "report",
+        help="an HTML report of a run (metrics with intervals, curves, confusion, top losses, Grad-CAM, calibration)",
+        description="One run: report.html, report.json and figures/ (PNG + SVG) in --out. Several runs: side by "
+        "side on the same split. A run stopped before its end is reported from last.safetensors.",
+    )
+    p.add_argument("runs", nargs="+", help="run folders (several: compared side by side, the first as reference)")
+    p.add_argument("--split", default="holdout", help="'holdout', 'test_holdout' or a split of the dataset")
+    p.add_argument("--out", help="output folder (default RUN/report for one run, ./report for several)")
+    p.add_argument("--data", help="dataset root, if not the one in the run's config")
+    p.add_argument("--weights", choices=["best", "last"], help="default best (last for a run that did not finish)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--gradcam", type=int, default=32, help="images explained with Grad-CAM")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the calibration halves")
+    p.set_defaults(func=_report)
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run", help="a run folder written by `fashattr train`")
     common.add_argument("--data", help="dataset root, if not the one in the run's config")
@@ -381,7 +437,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="holdout",
         help="'holdout' (the run's selection holdout), 'test_holdout' (its evaluation holdout) or a labeled split",
     )
+    p.add_argument("--decode", help=DECODE_HELP)
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "calibrate",
+        parents=[common],
+        help="fit temperatures, multi-label thresholds and the accuracy/balanced decodings on the selection split",
+        description="Writes RUN/calibration.json, which eval, predict and export then apply: a temperature per "
+        "group, a logit threshold per multi-label class (best F1), and post-hoc logit adjustment of single-label "
+        "groups (logits - tau * log prior) with tau fitted for overall accuracy ('accuracy') and for average "
+        "per-class accuracy ('balanced'); the default follows the run's select_metric. Out-of-fold metrics "
+        "(cross-fitting) say what it gains on images it was not fitted on.",
+    )
+    p.add_argument("--split", help="labeled split to fit on (default: the run's selection split, 'holdout')")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the out-of-fold metrics")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser(
         "predict",
@@ -401,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="image decode threads")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
     p.add_argument("--on-bad-image", default="report", choices=["report", "error"])
+    p.add_argument("--decode", help=DECODE_HELP)
     p.add_argument("--skip-bad", action="store_true", help=argparse.SUPPRESS)  # the old flag: report is the default now
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_predict)

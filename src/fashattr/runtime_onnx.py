@@ -424,11 +424,79 @@ class OnnxRunner:
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def adjusted_logits(config: dict[str, Any], logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Logits after the bundle's decoding: ``logit_adjust`` offsets added per class, then ``calibration``
-    temperatures divided out, both per group (``{"offsets": {group: [per class]}}``,
-    ``{"temperature": {group: T}}``); groups not named are left as they are."""
+# The decoding block of config.json (``fashattr calibrate RUN`` fills it; an uncalibrated run has the first
+# line only, older bundles may lack the rest): ``multi_label_threshold_logit`` (one logit threshold for every
+# multi-label class), ``calibration`` ({"temperature": {group: T}}), ``logit_adjust`` ({"offsets": {group:
+# [per class]}}), ``thresholds`` ({group: [per-class logit thresholds]}, multi-label groups), ``modes``
+# ({name: {"logit_adjust": ..., "calibration": ...}}: e.g. "accuracy" and "balanced") and ``default`` (the
+# mode whose offsets and temperatures the top-level keys repeat, so a reader that knows no modes decodes it).
+NO_DECODING = "none"  # the raw model: no offsets, no temperature, threshold 0 (an uncalibrated run's decoding)
+
+
+def decode_modes(config: dict[str, Any]) -> list[str]:
+    """The decoding modes a bundle carries (e.g. ``["accuracy", "balanced"]``); ``[]`` for none."""
+    return list((config.get("decoding") or {}).get("modes") or {})
+
+
+def default_decode(config: dict[str, Any]) -> str | None:
+    """The mode used when none is asked for (``decoding.default``); None when the bundle carries no modes."""
     dec = config.get("decoding") or {}
+    return dec.get("default") if dec.get("modes") else None
+
+
+def decoding_for(config: dict[str, Any], mode: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The decoding block that ``mode`` selects, and the mode's name as predictions record it.
+
+    ``None``: the bundle's default mode (or its top-level block, named None, when it has no modes);
+    ``"none"``: the raw model; a name of ``decoding.modes``: the top-level block with that mode's keys.
+
+    Raises:
+        ValueError: an unknown mode, naming the choices.
+    """
+    dec = config.get("decoding") or {}
+    modes = dec.get("modes") or {}
+    if mode is None:
+        mode = default_decode(config)
+        if mode is None or mode not in modes:
+            return None, dec
+    if mode == NO_DECODING:
+        return NO_DECODING, {}
+    if mode not in modes:
+        hint = "" if modes else " (this model has no decoding modes: run `fashattr calibrate RUN`, then export again)"
+        raise ValueError(f"unknown decoding mode {mode!r}; choose from {[NO_DECODING, *modes]}{hint}")
+    return mode, {**dec, **modes[mode]}
+
+
+def decision_logits(
+    config: dict[str, Any], logits: dict[str, np.ndarray], mode: str | None = None
+) -> dict[str, np.ndarray]:
+    """The scores decoding decides on, per group: single-label logits plus the ``logit_adjust`` offsets
+    (the decoded class is their argmax); multi-label logits plus offsets minus the per-class ``thresholds``
+    (or ``multi_label_threshold_logit``), so a class is present when its score is > 0. Temperatures, which
+    change no decision, are not applied. ``fashattr eval`` computes its metrics on these."""
+    dec = decoding_for(config, mode)[1]
+    adjust = (dec.get("logit_adjust") or {}).get("offsets", {})
+    thresholds = dec.get("thresholds") or {}
+    threshold = float(dec.get("multi_label_threshold_logit", 0.0))
+    out = {}
+    for g in config["schema"]["groups"]:
+        z = np.asarray(logits[g["name"]], dtype=np.float64)
+        if g["name"] in adjust:
+            z = z + np.asarray(adjust[g["name"]], dtype=np.float64)
+        if g["kind"] != "single":
+            z = z - (np.asarray(thresholds[g["name"]], dtype=np.float64) if g["name"] in thresholds else threshold)
+        out[g["name"]] = z
+    return out
+
+
+def adjusted_logits(
+    config: dict[str, Any], logits: dict[str, np.ndarray], mode: str | None = None
+) -> dict[str, np.ndarray]:
+    """Logits after the bundle's decoding (``mode`` as in :func:`decoding_for`): ``logit_adjust`` offsets
+    added per class, then ``calibration`` temperatures divided out, both per group (``{"offsets": {group:
+    [per class]}}``, ``{"temperature": {group: T}}``); groups not named are left as they are. The softmax
+    (single-label) or sigmoid (multi-label) of these are the probabilities predictions report."""
+    dec = decoding_for(config, mode)[1]
     adjust = (dec.get("logit_adjust") or {}).get("offsets", {})
     temps = (dec.get("calibration") or {}).get("temperature", {})
     out = {}
@@ -442,16 +510,24 @@ def adjusted_logits(config: dict[str, Any], logits: dict[str, np.ndarray]) -> di
     return out
 
 
-def decode(config: dict[str, Any], logits: dict[str, np.ndarray], top_k: int = 1) -> list[dict[str, Any]]:
-    """The JSON of ``fashattr predict`` per image (without its ``path``): ``{"groups": {group: ...}}``.
+def decode(
+    config: dict[str, Any], logits: dict[str, np.ndarray], top_k: int = 1, mode: str | None = None
+) -> list[dict[str, Any]]:
+    """The JSON of ``fashattr predict`` per image (without its ``path``): ``{"groups": {group: ...},
+    "decoding": name}`` (``name``: the mode used, see :func:`decoding_for`; None for a bundle without modes).
 
-    Single-label groups: ``{"class", "index", "prob"}`` of the softmax's top class (``top_k`` > 1 adds
-    ``"top"``: the ``top_k`` best as such dicts, best first). Multi-label groups: a list of such dicts, one
-    per class whose logit exceeds ``decoding.multi_label_threshold_logit`` (0: probability > 0.5).
-    Probabilities are float64 and rounded to 6 decimals, as in fashattr.
+    Single-label groups: ``{"class", "index", "prob"}`` of the top class after the logit adjustment
+    (``top_k`` > 1 adds ``"top"``: the ``top_k`` best as such dicts, best first). Multi-label groups: a list
+    of such dicts, one per class whose logit (plus offset) exceeds its threshold (``decoding.thresholds``,
+    else ``multi_label_threshold_logit``; 0: probability > 0.5). Probabilities come from the adjusted,
+    temperature-scaled logits, in float64, rounded to 6 decimals, as in fashattr.
+
+    Raises:
+        ValueError: an unknown ``mode``, naming the choices.
     """
-    threshold = float((config.get("decoding") or {}).get("multi_label_threshold_logit", 0.0))
-    z = adjusted_logits(config, logits)
+    name = decoding_for(config, mode)[0]
+    decide = decision_logits(config, logits, mode)
+    z = adjusted_logits(config, logits, mode)
     groups = config["schema"]["groups"]
     n = len(next(iter(z.values()))) if z else 0
     probs = {}
@@ -477,8 +553,8 @@ def decode(config: dict[str, Any], logits: dict[str, np.ndarray], top_k: int = 1
                 if top_k > 1:
                     out[g["name"]]["top"] = [entry(int(j)) for j in np.argsort(-p, kind="stable")[:top_k]]
             else:
-                out[g["name"]] = [entry(int(k)) for k in np.flatnonzero(z[g["name"]][i] > threshold)]
-        results.append({"groups": out})
+                out[g["name"]] = [entry(int(k)) for k in np.flatnonzero(decide[g["name"]][i] > 0)]
+        results.append({"groups": out, "decoding": name})
     return results
 
 
@@ -506,10 +582,17 @@ def expand_paths(items: Iterable[str | Path]) -> list[Path]:
 
 
 def predict_files(
-    runner: OnnxRunner, paths: Sequence[str | Path], batch_size: int = 32, workers: int = 2, top_k: int = 1
+    runner: OnnxRunner,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    workers: int = 2,
+    top_k: int = 1,
+    mode: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream one record per path, in order: ``{"path", "groups"}``, or ``{"path", "error"}`` for an image
-    that cannot be decoded. Decoding runs in ``workers`` threads (Pillow releases the GIL), a batch ahead."""
+    """Stream one record per path, in order: ``{"path", "groups", "decoding"}``, or ``{"path", "error"}`` for
+    an image that cannot be decoded. Decoding runs in ``workers`` threads (Pillow releases the GIL), a batch
+    ahead. ``mode``: the decoding mode (:func:`decoding_for`), checked before any image is read."""
+    decoding_for(runner.config, mode)  # an unknown mode fails here, not after the first batch
 
     def load(path: str | Path) -> np.ndarray | ImageError:
         try:
@@ -525,7 +608,7 @@ def predict_files(
             if c + 1 < len(chunks):  # decode the next batch while this one runs
                 pending = pool.map(load, chunks[c + 1])
             good = [x for x in loaded if isinstance(x, np.ndarray)]
-            decoded = iter(decode(runner.config, runner.logits(np.stack(good)), top_k)) if good else None
+            decoded = iter(decode(runner.config, runner.logits(np.stack(good)), top_k, mode)) if good else None
             for path, x in zip(chunk, loaded, strict=True):
                 if isinstance(x, ImageError):
                     yield {"path": str(path), "error": x.message}
@@ -547,9 +630,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
     ap.add_argument("--top-k", type=int, default=1, help="also list the k best classes of single-label groups")
+    ap.add_argument(
+        "--decode",
+        help="decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) "
+        "or 'none' (the raw model); default: the bundle's default (`fashattr calibrate` saves them)",
+    )
     args = ap.parse_args(argv)
     try:
         runner = OnnxRunner(args.bundle, "int8" if args.int8 else "fp32", args.threads)
+        decoding_for(runner.config, args.decode)
         paths = expand_paths(args.images)
     except (FashattrError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -557,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     ok = bad = 0
     try:
-        for rec in predict_files(runner, paths, args.batch_size, args.workers, args.top_k):
+        for rec in predict_files(runner, paths, args.batch_size, args.workers, args.top_k, args.decode):
             if "error" in rec:
                 bad += 1
                 print(f"skipped {rec['path']}: {rec['error']}", file=sys.stderr)

@@ -59,9 +59,17 @@ def bundle_hash(bundle: str | Path) -> str:
 # --- writing --------------------------------------------------------------------------------
 
 
-def bundle_config(run_dir: str | Path, weights: str = "best") -> dict[str, Any]:
-    """The ``config.json`` of a run's bundle (without the ``onnx`` part): everything the runtime needs."""
+def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool = True) -> dict[str, Any]:
+    """The ``config.json`` of a run's bundle (without the ``onnx`` part): everything the runtime needs.
+
+    Its ``decoding`` comes from the run's ``calibration.json`` (``fashattr calibrate``) when there is one
+    for these weights and ``calibration`` is on; else it is the raw model's.
+
+    Raises:
+        CalibrationError: the run's calibration.json is unreadable or was fitted on weights changed since.
+    """
     import fashattr
+    from fashattr.calibrate import bundle_decoding, load_calibration
     from fashattr.config import load_config
     from fashattr.data.images import fill_color
     from fashattr.schema import Schema
@@ -88,7 +96,7 @@ def bundle_config(run_dir: str | Path, weights: str = "best") -> dict[str, Any]:
             "resample": "bilinear",
             "letterbox": "fashattr-v1",  # data.images.letterbox_geometry: long side -> size, centred, fill
         },
-        "decoding": {"multi_label_threshold_logit": 0.0, "calibration": None, "logit_adjust": None},
+        "decoding": bundle_decoding(load_calibration(run_dir, weights) if calibration else None),
         "metrics": {
             "test_holdout": summary.get("test_holdout"),
             "test_holdout_images": summary.get("test_holdout_images"),

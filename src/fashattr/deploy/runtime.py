@@ -113,6 +113,11 @@ class Runtime:
         pre = config["preprocess"]
         self.image_size: int = int(pre["image_size"])
         self.fill: tuple[int, int, int] = tuple(int(v) for v in pre["fill"])  # type: ignore[assignment]
+        # The decoding modes the model carries (`fashattr calibrate`: "accuracy", "balanced"; [] for none; "none",
+        # the raw model, is accepted besides them) and the one used when a caller names none (settable:
+        # `fashattr predict --decode` sets it, so every path through this runtime decodes alike).
+        self.decode_modes: list[str] = runtime_onnx.decode_modes(config)
+        self.default_decode: str | None = runtime_onnx.default_decode(config)
         # Peak number of decoded images held at once by predict_files (the queue bound, observed).
         self.peak_in_flight = 0
 
@@ -209,14 +214,32 @@ class Runtime:
         logits, features = infer(batch)
         return logits, features
 
-    def decode(self, logits: dict[str, np.ndarray], top_k: int = 1) -> list[dict[str, Any]]:
-        """Per image, ``{"groups": {group: {class, index, prob}}}`` after the bundle's decoding
-        (``runtime_onnx.decode``: the one decoding path of every backend and of predict_onnx.py)."""
-        return runtime_onnx.decode(self.config, logits, top_k)
+    def decode(self, logits: dict[str, np.ndarray], top_k: int = 1, decode: str | None = None) -> list[dict[str, Any]]:
+        """Per image, ``{"groups": {group: {class, index, prob}}, "decoding": mode}`` after the bundle's
+        decoding (``runtime_onnx.decode``: the one decoding path of every backend and of predict_onnx.py).
 
-    def predict_arrays(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        """Decoded predictions (``{"groups": ...}`` per image) for already prepared pixels."""
-        return self.decode(self.logits(batch))
+        Args:
+            logits: per group, ``(N, C)`` logits from :meth:`logits`.
+            top_k: also list the ``top_k`` best classes of single-label groups (when > 1).
+            decode: a mode of :attr:`decode_modes`, ``"none"`` (the raw model), or None for :attr:`default_decode`.
+
+        Raises:
+            ValueError: an unknown mode, naming the choices.
+        """
+        return runtime_onnx.decode(self.config, logits, top_k, self.default_decode if decode is None else decode)
+
+    def check_decode(self, decode: str | None) -> str | None:
+        """The mode name ``decode`` (None: :attr:`default_decode`) resolves to; None when the model has no
+        modes (its decoding as exported).
+
+        Raises:
+            ValueError: an unknown mode, naming the choices.
+        """
+        return runtime_onnx.decoding_for(self.config, self.default_decode if decode is None else decode)[0]
+
+    def predict_arrays(self, batch: np.ndarray, decode: str | None = None) -> list[dict[str, Any]]:
+        """Decoded predictions (``{"groups": ..., "decoding": ...}`` per image) for already prepared pixels."""
+        return self.decode(self.logits(batch), decode=decode)
 
     def predict_files(
         self,
@@ -226,6 +249,7 @@ class Runtime:
         on_bad_image: OnBadImage = "report",
         ahead: int = 2,
         on_result: Callable[[dict[str, Any]], None] | None = None,
+        decode: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream predictions, one record per path in order: ``{"path", "groups"}``, or ``{"path",
         "error"}`` for a file that cannot be decoded (``on_bad_image="report"``).
@@ -234,9 +258,13 @@ class Runtime:
         resizing), ``batch_size`` at a time, at most ``ahead`` batches beyond the one the model is
         on: memory stays constant for any number of files.
 
+        ``decode`` names the decoding mode (:meth:`decode`); records carry it as ``"decoding"``.
+
         Raises:
             ImageError: with ``on_bad_image="error"``, at the first file that cannot be decoded.
+            ValueError: an unknown ``decode`` mode (before any file is read).
         """
+        self.check_decode(decode)
         if on_bad_image not in ("report", "error"):
             raise ValueError(f"on_bad_image {on_bad_image!r}; choose 'report' or 'error'")
         if batch_size < 1 or workers < 1:
@@ -251,7 +279,7 @@ class Runtime:
                         pending.append([(p, pool.submit(self.preprocess, p)) for p in chunk])
                         self.peak_in_flight = max(self.peak_in_flight, sum(len(c) for c in pending))
                     if pending and (len(pending) > ahead or not chunk):
-                        for record in self._finish(pending.popleft(), on_bad_image):
+                        for record in self._finish(pending.popleft(), on_bad_image, decode):
                             if on_result is not None:
                                 on_result(record)
                             yield record
@@ -262,7 +290,9 @@ class Runtime:
                     for _, f in c:
                         f.cancel()
 
-    def _finish(self, chunk: list[tuple[Path, cf.Future[np.ndarray]]], on_bad_image: str) -> list[dict[str, Any]]:
+    def _finish(
+        self, chunk: list[tuple[Path, cf.Future[np.ndarray]]], on_bad_image: str, decode: str | None = None
+    ) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         arrays, where = [], []
         for path, future in chunk:
@@ -275,6 +305,6 @@ class Runtime:
                     raise
                 records.append({"path": str(path), "error": str(e).removeprefix(f"{e.file}: ")})
         if arrays:
-            for i, decoded in zip(where, self.predict_arrays(np.stack(arrays)), strict=True):
+            for i, decoded in zip(where, self.predict_arrays(np.stack(arrays), decode), strict=True):
                 records[i].update(decoded)
         return records
