@@ -327,3 +327,21 @@ def test_fashion_dataset_byte_identical_pairs_come_out_first(real_data: Path, tm
     assert all(p.kind == "identical" for p in pairs[:6]) and len(pairs) == 6
     for p in pairs:
         assert Path(p.a).read_bytes() == Path(p.b).read_bytes()
+
+
+def test_index_cache_is_reused_until_the_embeddings_change(catalog: dict[str, Any], bundle: Path, tmp_path: Path):
+    from fashattr.catalog.similar import catalog_index
+
+    engine, model_id = catalog["engine"], catalog["model_id"]
+    shas, built = catalog_index(engine, model_id, "hnsw", tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
+    assert meta["kind"] == "hnsw" and meta["n"] == len(shas) == len(catalog["truth"])
+    stamp = (tmp_path / "ix" / "index.faiss").stat().st_mtime_ns
+    shas2, loaded = catalog_index(engine, model_id, "hnsw", tmp_path / "ix")
+    assert shas2 == shas and (tmp_path / "ix" / "index.faiss").stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    assert isinstance(loaded.vectors, np.memmap) and np.array_equal(np.asarray(loaded.vectors), built.vectors)
+    q = built.vectors[:3]
+    assert np.array_equal(loaded.search(q, 5)[1], built.search(q, 5)[1])
+    # Another index kind in the same folder: a different fingerprint, so it is rebuilt.
+    _, other = catalog_index(engine, model_id, "flat", tmp_path / "ix")
+    assert other.kind == "flat" and json.loads((tmp_path / "ix" / "meta.json").read_text())["kind"] == "flat"

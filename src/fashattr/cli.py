@@ -336,7 +336,7 @@ def _similar(args: argparse.Namespace) -> None:
     model_id = bundle_model_id(args.bundle)
     runtime = Runtime.from_bundle(args.bundle, backend=args.backend)
     same = [g.strip() for g in args.same.split(",") if g.strip()] if args.same else []
-    res = similar(open_catalog(args.db), args.photo, runtime, model_id, args.k, same, args.index)
+    res = similar(open_catalog(args.db), args.photo, runtime, model_id, args.k, same, args.index, args.index_cache)
     rows: list[dict[str, object]] = [{"path": n.path, "score": f"{n.score:.4f}", **n.classes} for n in res.neighbours]
     if args.format == "jsonl":
         rows = [{"path": n.path, "sha256": n.sha256, "score": n.score, "classes": n.classes} for n in res.neighbours]
@@ -350,7 +350,13 @@ def _duplicates(args: argparse.Namespace) -> None:
     from fashattr.catalog.search import open_catalog
     from fashattr.catalog.similar import duplicates, format_rows
 
-    pairs = duplicates(open_catalog(args.db), args.threshold, args.model, include_missing=args.include_missing)
+    pairs = duplicates(
+        open_catalog(args.db),
+        args.threshold,
+        args.model,
+        include_missing=args.include_missing,
+        index_cache=args.index_cache,
+    )
     rows = [dataclasses.asdict(p) for p in pairs]
     if args.format == "table":
         rows = [{"kind": p.kind, "similarity": f"{p.similarity:.4f}", "a": p.a, "b": p.b} for p in pairs]
@@ -560,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--same", help="comma-separated groups whose predicted class must equal the photo's")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="the tagging backend")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"], help="vector index kind")
+    p.add_argument("--index-cache", metavar="DIR", help="keep the vector index here between calls (large catalogs)")
     p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
     p.set_defaults(func=_similar)
 
@@ -570,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.97, help="cosine similarity of near-duplicates")
     p.add_argument("--model", help="model whose embeddings to compare (default the most recent)")
     p.add_argument("--include-missing", action="store_true", help="also paths whose file no longer exists")
+    p.add_argument("--index-cache", metavar="DIR", help="keep the vector index here between calls (large catalogs)")
     p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
     p.set_defaults(func=_duplicates)
     return parser

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fashattr.catalog.db import embeddings, image_paths, predictions
-from fashattr.catalog.index import build_index, normalise
+from fashattr.catalog.index import VectorIndex, build_index, normalise
 from fashattr.catalog.search import SearchError, resolve_model
 
 
@@ -88,6 +88,51 @@ def load_embeddings(engine: Engine, model_id: str) -> tuple[list[str], np.ndarra
     return shas, normalise(np.stack(chunks))
 
 
+def catalog_index(
+    engine: Engine, model_id: str, kind: str = "auto", cache: str | Path | None = None
+) -> tuple[list[str], VectorIndex]:
+    """The content hashes and a vector index of ``model_id``'s embeddings.
+
+    With ``cache`` (a folder), the index and the unit vectors are kept there (``index.faiss``,
+    ``vectors.npy``, read memory-mapped, ``meta.json``) and reused while the catalog holds the same
+    embeddings (the sha256 of the model id, the kind and the sorted content hashes): building an HNSW
+    index over a million vectors takes minutes, loading it seconds. Without, it is built in memory.
+    """
+    import hashlib
+
+    import faiss
+
+    if cache is None:
+        shas, vectors = load_embeddings(engine, model_id)
+        return shas, build_index(vectors, kind)
+    cache = Path(cache)
+    q = sa.select(embeddings.c.sha256).where(embeddings.c.model_id == model_id).order_by(embeddings.c.sha256)
+    with engine.connect() as conn:
+        listed = list(conn.execute(q).scalars())
+    h = hashlib.sha256(f"{model_id}\n{kind}\n".encode())
+    for sha in listed:
+        h.update(sha.encode())
+    fingerprint = h.hexdigest()
+    meta_path = cache / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fingerprint:
+            vectors = np.load(cache / "vectors.npy", mmap_mode="r")
+            return listed, VectorIndex(meta["kind"], faiss.read_index(str(cache / "index.faiss")), vectors)
+    shas, vectors = load_embeddings(engine, model_id)
+    if shas != listed:  # tagging wrote rows in between: build from what was read, cache nothing
+        return shas, build_index(vectors, kind)
+    index = build_index(vectors, kind)
+    cache.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)  # meta.json last: a half-written cache never matches
+    np.save(cache / "vectors.npy", vectors)
+    faiss.write_index(index.index, str(cache / "index.faiss"))
+    tmp = cache / "meta.json.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "kind": index.kind, "model_id": model_id, "n": len(shas)}))
+    os.replace(tmp, meta_path)
+    return shas, index
+
+
 def latest_paths(engine: Engine, shas: Sequence[str], chunk: int = 500) -> dict[str, str]:
     """The most recently seen path of each content."""
     out: dict[str, tuple[Any, str]] = {}
@@ -131,6 +176,7 @@ def similar(
     k: int = 10,
     same: Sequence[str] = (),
     index_kind: str = "auto",
+    index_cache: str | Path | None = None,
 ) -> SimilarResult:
     """The catalog items nearest to ``photo`` (see the module docstring).
 
@@ -142,6 +188,7 @@ def similar(
         k: neighbours to return.
         same: groups whose predicted class a neighbour must share with the photo.
         index_kind: ``catalog.index`` kind (``auto``: exact below 50,000 items, HNSW above).
+        index_cache: a folder that keeps the built index between calls (:func:`catalog_index`).
 
     Raises:
         SearchError: an unknown group in ``same``, a model with no embeddings; ImageError: an unreadable photo.
@@ -158,9 +205,9 @@ def similar(
     logits, features = runtime.infer(pixels)
     decoded = runtime.decode(logits)[0]["groups"]
     query = {g: v["class"] if isinstance(v, dict) else "|".join(x["class"] for x in v) for g, v in decoded.items()}
-    shas, vectors = load_embeddings(engine, model_id)
-    if vectors.shape[1] != features.shape[1]:
-        raise SearchError(f"the bundle gives {features.shape[1]} features, the catalog stores {vectors.shape[1]}")
+    shas, index = catalog_index(engine, model_id, index_kind, index_cache)
+    if index.vectors.shape[1] != features.shape[1]:
+        raise SearchError(f"the bundle gives {features.shape[1]} features, the catalog stores {index.vectors.shape[1]}")
     from fashattr.runtime_onnx import file_sha256
 
     own = file_sha256(Path(photo))
@@ -176,7 +223,6 @@ def similar(
                 )
                 allowed &= set(conn.execute(q).scalars())
     allowed.discard(own)
-    index = build_index(vectors, index_kind)
     ids = np.array(sorted(row_of[s] for s in allowed), dtype=np.int64)
     if not len(ids):
         return SimilarResult(model_id, query, [], index.kind)
@@ -213,6 +259,7 @@ def duplicates(
     k: int = 10,
     include_missing: bool = False,
     index_kind: str = "auto",
+    index_cache: str | Path | None = None,
 ) -> list[DuplicatePair]:
     """Byte-identical pairs first, then near-duplicate pairs by embedding (see the module docstring).
 
@@ -231,8 +278,8 @@ def duplicates(
         model_id = resolve_model(conn, model)[0] if (has_models or model) else None
     if model_id is None:
         return pairs
-    shas, vectors = load_embeddings(engine, model_id)
-    index = build_index(vectors, index_kind)
+    shas, index = catalog_index(engine, model_id, index_kind, index_cache)
+    vectors = index.vectors
     near: dict[tuple[int, int], float] = {}
     for lo in range(0, len(shas), 4096):
         scores, found = index.search(vectors[lo : lo + 4096], min(k + 1, len(shas)))
