@@ -89,15 +89,14 @@ class TagSummary:
 # --- the model --------------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path, backend: str = "auto", threads: int | None = None) -> tuple[Any, str, Path | None]:
-    """A Runtime for a bundle or a run folder, with its model id; and a temporary export to remove.
+def materialize(path: str | Path, backend: str = "auto") -> tuple[Path, str, str, Path | None]:
+    """The bundle to tag with, its model id, the backend to run, and a temporary export to remove.
 
     A run folder is exported first (``fashattr export RUN --format F`` into a temp folder) so its
     rows carry the same id as that bundle would. ``backend="auto"``: int8 ONNX when the bundle has
     it, else fp32 ONNX, else torch. The backend does not change the model id.
     """
     from fashattr.deploy.bundle import bundle_hash, write_bundle
-    from fashattr.deploy.runtime import Runtime
 
     path, tmp = Path(path), None
     if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
@@ -107,8 +106,7 @@ def load_model(path: str | Path, backend: str = "auto", threads: int | None = No
     if backend == "auto":
         onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
         backend = "onnx-int8" if onnx.get("int8") else "onnx" if onnx.get("fp32") else "torch"
-    model_id = bundle_hash(path)
-    return Runtime.from_bundle(path, backend, threads=threads), model_id, tmp
+    return path, bundle_hash(path), backend, tmp
 
 
 def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray | None]:
@@ -412,7 +410,9 @@ def tag(
         raise ValueError(f"unknown engine {engine!r}; choose from ['local', 'ray']")
     sources = list(sources)
     total = count_sources(sources)  # also checks every source before the model loads
-    runtime, model_id, tmp = load_model(model, backend, threads)
+    from fashattr.deploy.runtime import Runtime
+
+    bundle, model_id, backend, tmp = materialize(model, backend)
     summary = TagSummary(model_id)
     start = time.perf_counter()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
@@ -426,17 +426,18 @@ def tag(
         eng = db.open_db(db_url)
         try:
             with eng.begin() as conn:
-                db.register_model(conn, model_id, runtime.config)
+                db.register_model(conn, model_id, runtime_onnx.read_bundle_config(bundle))
+            paths = iter_sources(sources)
             if engine == "ray":
                 from fashattr.catalog.engines import run_ray
 
                 run_ray(
-                    model,
+                    bundle,
                     backend,
                     threads,
                     eng,
                     model_id,
-                    iter_sources(sources),
+                    paths,
                     summary,
                     batch_size,
                     workers,
@@ -444,7 +445,8 @@ def tag(
                     on_progress,
                 )
             else:
-                run_local(runtime, eng, model_id, iter_sources(sources), summary, batch_size, workers, 2, on_progress)
+                runtime = Runtime.from_bundle(bundle, backend, threads=threads)
+                run_local(runtime, eng, model_id, paths, summary, batch_size, workers, 2, on_progress)
         finally:
             eng.dispose()
     finally:

@@ -1,0 +1,187 @@
+"""The Ray Data engine of ``fashattr tag`` (``--engine ray``): the model on an actor pool, rows by the driver.
+
+The driver does what needs the database: it hashes the sources, drops what is done and what is
+already on its way (``tag.Reader``, as the local engine), and writes every batch that comes back
+in one transaction (``tag.write_batch``: keyed inserts, so a batch that a retried task returns
+twice leaves one copy). Ray Data does the rest: ``from_items`` of (sha256, path) ->
+``map_batches`` with an actor pool (``concurrency=workers``) whose actors each hold a
+:class:`~fashattr.deploy.runtime.Runtime`, decode the files and run the model. A killed actor
+is restarted and its task retried (``max_restarts``/``max_task_retries``); nothing is lost and
+nothing doubles.
+
+The work goes to Ray a window at a time (``window`` contents, e.g. 8192), so the driver's memory
+stays bounded for any catalog; each window starts a fresh actor pool (model load: about a
+second per actor, against minutes of work per window).
+
+On a cluster (``--ray-address``), every node needs fashattr installed and the bundle and the
+image files at the same paths (a shared file system); the driver needs the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from fashattr.catalog.tag import Reader, TagSummary, Work, decode_work, infer_rows, write_batch
+
+WINDOW = 8192
+
+
+class Tagger:
+    """A Ray Data actor: one Runtime, called on batches ``{"sha256", "path"}`` -> decoded rows."""
+
+    def __init__(self, bundle: str, backend: str, threads: int | None) -> None:
+        from fashattr.deploy.runtime import Runtime
+
+        self.runtime = Runtime.from_bundle(bundle, backend, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        works = [Work(str(s), str(p), 0) for s, p in zip(batch["sha256"], batch["path"], strict=True)]
+        arrays = [decode_work(w, self.runtime.image_size, self.runtime.fill) for w in works]
+        good = [i for i, a in enumerate(arrays) if a is not None]
+        records: list[str] = [""] * len(works)
+        embs: list[bytes] = [b""] * len(works)
+        if good:
+            decoded, feats = infer_rows(self.runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
+            for j, i in enumerate(good):
+                records[i] = json.dumps(decoded[j])
+                if feats is not None:
+                    embs[i] = np.ascontiguousarray(feats[j], dtype="<f4").tobytes()
+        return {
+            "sha256": np.array([w.sha256 for w in works], dtype=object),
+            "width": np.array([w.width if w.width is not None else -1 for w in works]),
+            "height": np.array([w.height if w.height is not None else -1 for w in works]),
+            "error": np.array([w.error or "" for w in works], dtype=object),
+            "record": np.array(records, dtype=object),
+            "embedding": np.array(embs, dtype=object),
+        }
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start a local Ray (once per process)."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    # Our progress bar and summary say what happens; Ray Data's per-operator log lines would bury them.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def run_ray(
+    bundle: Path,
+    backend: str,
+    threads: int | None,
+    engine: sa.Engine,
+    model_id: str,
+    paths: Iterable[Path],
+    summary: TagSummary,
+    batch_size: int = 32,
+    workers: int = 2,
+    ray_address: str | None = None,
+    on_progress: Callable[[int, TagSummary], None] | None = None,
+    window: int = WINDOW,
+) -> None:
+    """Tag ``paths`` on Ray Data: ``workers`` model actors (1 CPU and ``threads`` model threads each)."""
+    import concurrent.futures as cf
+
+    from fashattr.catalog import db
+
+    init_ray(ray_address)
+    progress = on_progress or (lambda n, s: None)
+    todo: list[Work] = []
+    with cf.ThreadPoolExecutor(2, thread_name_prefix="fashattr-hash") as pool:
+        reader = Reader(engine, model_id, pool, db.now())
+        for plan in reader.chunks(paths):
+            summary.duplicates += plan.duplicates + plan.dup_done
+            summary.skipped_done += len(plan.done) - plan.dup_done
+            summary.errors.update(reason for _, reason in plan.unreadable)
+            if plan.done or plan.unreadable:  # paths seen again: recorded right away
+                write_batch(engine, model_id, [], {}, plan.done, plan.unreadable)
+                progress(len(plan.done) + len(plan.unreadable), summary)
+            todo += plan.todo
+            if len(todo) >= window:
+                _run_window(
+                    todo,
+                    reader,
+                    str(bundle),
+                    backend,
+                    threads,
+                    engine,
+                    model_id,
+                    summary,
+                    batch_size,
+                    workers,
+                    progress,
+                )
+                todo = []
+        if todo:
+            _run_window(
+                todo, reader, str(bundle), backend, threads, engine, model_id, summary, batch_size, workers, progress
+            )
+
+
+def _run_window(
+    todo: list[Work],
+    reader: Reader,
+    bundle: str,
+    backend: str,
+    threads: int | None,
+    engine: sa.Engine,
+    model_id: str,
+    summary: TagSummary,
+    batch_size: int,
+    workers: int,
+    progress: Callable[[int, TagSummary], None],
+) -> None:
+    import ray
+
+    # One block per model batch: no tiny per-image blocks to bundle, no huge block held by one actor.
+    blocks = -(-len(todo) // batch_size)
+    ds = ray.data.from_items([{"sha256": w.sha256, "path": w.path} for w in todo], override_num_blocks=blocks)
+    out = ds.map_batches(
+        Tagger,
+        fn_constructor_kwargs={"bundle": bundle, "backend": backend, "threads": threads or 1},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        # A killed actor comes back and its batch is run again: the driver's keyed inserts drop repeats.
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+        works, records = [], {}
+        for i, sha in enumerate(batch["sha256"]):
+            w = reader.inflight.get(str(sha))
+            if w is None:  # a retried batch already written
+                continue
+            w.width = int(batch["width"][i]) if batch["width"][i] >= 0 else None
+            w.height = int(batch["height"][i]) if batch["height"][i] >= 0 else None
+            w.error = str(batch["error"][i]) or None
+            if batch["record"][i]:
+                emb = bytes(batch["embedding"][i])
+                records[w.sha256] = (json.loads(batch["record"][i]), np.frombuffer(emb, "<f4") if emb else None)
+            works.append(w)
+        if not works:
+            continue
+        write_batch(engine, model_id, works, records)
+        for w in works:
+            del reader.inflight[w.sha256]
+            if w.error:
+                summary.errors[w.error] += 1
+        summary.tagged += len(records)
+        progress(sum(len(w.paths) for w in works), summary)
+    missing = [w.path for w in todo if w.sha256 in reader.inflight]
+    if missing:
+        raise RuntimeError(f"Ray returned no result for {len(missing)} image(s), e.g. {missing[0]}; run again")
