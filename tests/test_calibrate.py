@@ -61,13 +61,29 @@ def test_fit_tau_by_hand():
     d = np.array([-0.55, -2.0, 1.0, -1.5])
     logits = np.stack([np.zeros(4), d], axis=1)
     target = np.array([1, 0, 1, 0])
-    assert fit_tau(logits, target, prior, "accuracy") == pytest.approx(0.95)
-    assert fit_tau(logits, target, prior, "balanced") == pytest.approx(0.95)
+    assert fit_tau(logits, target, prior, "accuracy", objective="metric") == pytest.approx(0.95)
+    assert fit_tau(logits, target, prior, "balanced", objective="metric") == pytest.approx(0.95)
     # Unknown targets are ignored; none at all: no adjustment.
-    assert fit_tau(np.r_[logits, [[0.0, 9.0]]], np.r_[target, -1], prior, "accuracy") == pytest.approx(0.95)
+    rows, targets = np.r_[logits, [[0.0, 9.0]]], np.r_[target, -1]
+    assert fit_tau(rows, targets, prior, "accuracy", objective="metric") == pytest.approx(0.95)
     assert fit_tau(logits, np.full(4, -1), prior, "accuracy") == 0.0
     with pytest.raises(ValueError, match=r"unknown decoding mode 'fast'; choose from \['accuracy', 'balanced'\]"):
         fit_tau(logits, target, prior, "fast")
+    with pytest.raises(ValueError, match=r"unknown objective 'f1'; choose from \['nll', 'metric'\]"):
+        fit_tau(logits, target, prior, "accuracy", objective="f1")
+
+
+def test_nll_objective_by_hand():
+    # Training counts 2:1, so tau adds tau * log 2 to class 1's logit against class 0's. Logit differences
+    # d = z1 - z0: class 0 at -3 and 0, class 1 at -2 and 1. Adding 1 makes the classes mirror images
+    # (class 0 at -2, 1; class 1 at -1, 2), where the NLL (convex in the shift, at any temperature) is
+    # smallest: tau = 1 / log 2 = 1.4427, the grid's 1.45.
+    prior = log_prior(np.array([2, 1]))
+    d = np.array([-3.0, 0.0, -2.0, 1.0])
+    target = np.array([0, 0, 1, 1])
+    logits = np.stack([np.zeros(4), d], axis=1)
+    assert fit_tau(logits, target, prior, "accuracy") == pytest.approx(1.45)
+    assert fit_tau(logits, target, prior, "balanced") == pytest.approx(1.45)  # classes equally frequent here
     assert TAU_GRID[0] == -2.0 and TAU_GRID[-1] == 2.0 and 0.0 in TAU_GRID and -1.0 in TAU_GRID
 
 
@@ -90,16 +106,19 @@ def test_balanced_softmax_logits_need_tau_minus_one_for_accuracy():
     accuracy adds log p(y) back (tau = -1), and for average per-class accuracy leaves it (tau = 0)."""
     rng = np.random.default_rng(0)
     prior = np.array([0.7, 0.2, 0.1])
-    y = rng.choice(3, size=6000, p=prior)
+    y = rng.choice(3, size=2500, p=prior)
     x = rng.normal(np.array([0.0, 1.0, 2.0])[y], 1.0)
     logits = -((x[:, None] - np.array([0.0, 1.0, 2.0])[None]) ** 2) / 2
-    counts = np.bincount(y, minlength=3)
-    assert fit_tau(logits, y, log_prior(counts), "accuracy") == pytest.approx(-1.0, abs=0.3)
-    assert fit_tau(logits, y, log_prior(counts), "balanced") == pytest.approx(0.0, abs=0.3)
-    # The same for plain cross-entropy logits (log p(y|x) = log p(x|y) + log p(y) + const): +1 balances them.
-    ce = logits + np.log(prior)
-    assert fit_tau(ce, y, log_prior(counts), "accuracy") == pytest.approx(0.0, abs=0.3)
-    assert fit_tau(ce, y, log_prior(counts), "balanced") == pytest.approx(1.0, abs=0.3)
+    lp = log_prior(np.bincount(y, minlength=3))
+    ce = logits + np.log(prior)  # plain cross-entropy logits: log p(y|x) = log p(x|y) + log p(y) + const
+    for objective in ("nll", "metric"):
+        assert fit_tau(logits, y, lp, "accuracy", objective=objective) == pytest.approx(-1.0, abs=0.3)
+        assert fit_tau(logits, y, lp, "balanced", objective=objective) == pytest.approx(0.0, abs=0.3)
+        assert fit_tau(ce, y, lp, "accuracy", objective=objective) == pytest.approx(0.0, abs=0.3)
+        assert fit_tau(ce, y, lp, "balanced", objective=objective) == pytest.approx(1.0, abs=0.3)
+    # With the likelihoods exact, the NLL's optimum is the Bayes one itself.
+    assert fit_tau(logits, y, lp, "accuracy") == pytest.approx(-1.0, abs=0.1)
+    assert fit_tau(ce, y, lp, "balanced") == pytest.approx(1.0, abs=0.1)
 
 
 def test_fit_calibration_single_and_multi_label():

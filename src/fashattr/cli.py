@@ -137,7 +137,9 @@ def _eval(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     from fashattr.calibrate import CALIBRATION, calibrate_run
 
-    cal = calibrate_run(args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device)
+    cal = calibrate_run(
+        args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device, args.objective
+    )
     fitted, cross = cal["fitted_on"], cal["cross_fit"]
     print(f"fitted on {fitted['images']} images of split {fitted['split']!r} ({fitted['weights']})")
     for g, t in cal["modes"][cal["default"]]["temperature"].items():
@@ -434,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="labeled split to fit on (default: the run's selection split, 'holdout')")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the out-of-fold metrics")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    p.add_argument(
+        "--objective",
+        default="nll",
+        choices=["nll", "metric"],
+        help="how tau is chosen on its grid: smallest (class-balanced for 'balanced') NLL, or largest metric",
+    )
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser(
