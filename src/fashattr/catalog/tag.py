@@ -23,6 +23,7 @@ import collections
 import concurrent.futures as cf
 import hashlib
 import itertools
+import json
 import shutil
 import sys
 import tempfile
@@ -71,6 +72,8 @@ class TagSummary:
     duplicates: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0
+    # Seconds on the driver thread: read (list, hash, look up), decode_wait, model, write.
+    timings: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
 
     @property
     def images_per_s(self) -> float:
@@ -89,7 +92,7 @@ class TagSummary:
 # --- the model --------------------------------------------------------------------------------------
 
 
-def materialize(path: str | Path, backend: str = "auto") -> tuple[Path, str, str, Path | None]:
+def materialize(path: str | Path, backend: str = "auto", verify: bool = True) -> tuple[Path, str, str, Path | None]:
     """The bundle to tag with, its model id, the backend to run, and a temporary export to remove.
 
     A run folder is exported first (``fashattr export RUN --format F`` into a temp folder) so its
@@ -106,7 +109,12 @@ def materialize(path: str | Path, backend: str = "auto") -> tuple[Path, str, str
     if backend == "auto":
         onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
         backend = "onnx-int8" if onnx.get("int8") else "onnx" if onnx.get("fp32") else "torch"
-    return path, bundle_hash(path), backend, tmp
+    return path, bundle_hash(path) if verify else "", backend, tmp
+
+
+def recorded_hash(bundle: Path) -> str:
+    """The bundle hash from ``hashes.json``, for a bundle that was just verified (Runtime.from_bundle)."""
+    return str(json.loads((bundle / "hashes.json").read_text())["bundle_hash"])
 
 
 def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray | None]:
@@ -197,11 +205,18 @@ class Reader:
     def __init__(self, engine: sa.Engine, model_id: str, pool: cf.Executor, started: Any) -> None:
         self.engine, self.model_id, self.pool, self.started = engine, model_id, pool, started
         self.inflight: dict[str, Work] = {}
+        self.seconds = 0.0  # spent listing, hashing and looking up (the driver's reading side)
 
     def chunks(self, paths: Iterable[Path]) -> Iterator[Plan]:
         it = iter(paths)
-        while chunk := [str(p) for p in itertools.islice(it, HASH_CHUNK)]:
-            yield self._plan(chunk)
+        while True:
+            t = time.perf_counter()
+            chunk = [str(p) for p in itertools.islice(it, HASH_CHUNK)]
+            plan = self._plan(chunk) if chunk else None
+            self.seconds += time.perf_counter() - t
+            if plan is None:
+                return
+            yield plan
 
     def _plan(self, chunk: list[str]) -> Plan:
         hashed = list(self.pool.map(hash_file, chunk))
@@ -322,14 +337,19 @@ def run_local(
 
         def finish() -> None:
             works, futures = pending.popleft()
+            t0 = time.perf_counter()
             arrays = [f.result() for f in futures]
+            t1 = time.perf_counter()
             good = [i for i, a in enumerate(arrays) if a is not None]
             records: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
             if good:
                 decoded, feats = infer_rows(runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
                 for j, i in enumerate(good):
                     records[works[i].sha256] = (decoded[j], None if feats is None else feats[j])
+            t2 = time.perf_counter()
             write_batch(engine, model_id, works, records, done_paths, unreadable)
+            for key, seconds in (("decode_wait", t1 - t0), ("model", t2 - t1), ("write", time.perf_counter() - t2)):
+                summary.timings[key] += seconds
             for w in works:
                 reader.inflight.pop(w.sha256, None)
                 if w.error:
@@ -370,6 +390,7 @@ def run_local(
         if done_paths or unreadable:
             pending.append(([], []))
             finish()
+        summary.timings["read"] += reader.seconds
 
 
 def tag(
@@ -412,7 +433,12 @@ def tag(
     total = count_sources(sources)  # also checks every source before the model loads
     from fashattr.deploy.runtime import Runtime
 
-    bundle, model_id, backend, tmp = materialize(model, backend)
+    # The local engine verifies the bundle once, as it loads it (Runtime.from_bundle); the Ray driver here.
+    bundle, model_id, backend, tmp = materialize(model, backend, verify=engine == "ray")
+    runtime = None
+    if engine == "local":
+        runtime = Runtime.from_bundle(bundle, backend, threads=threads)
+        model_id = recorded_hash(bundle)
     summary = TagSummary(model_id)
     start = time.perf_counter()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
@@ -445,7 +471,6 @@ def tag(
                     on_progress,
                 )
             else:
-                runtime = Runtime.from_bundle(bundle, backend, threads=threads)
                 run_local(runtime, eng, model_id, paths, summary, batch_size, workers, 2, on_progress)
         finally:
             eng.dispose()
