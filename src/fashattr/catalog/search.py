@@ -29,6 +29,7 @@ from fashattr.catalog.db import image_paths, models, predictions
 log = logging.getLogger("fashattr")
 
 FORMATS = ("table", "csv", "jsonl")
+SQLITE_MMAP_BYTES = 1 << 30
 MULTI_SEPARATOR = "|"  # how db.py joins the predicted classes of a multi-label group
 
 
@@ -83,8 +84,21 @@ def open_catalog(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     file = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if file not in (None, "", ":memory:") and not Path(str(file)).is_file():
-        raise SearchError(f"no catalog database at {parsed.database}; tag images into it with `fashattr tag`")
-    return open_db(url)
+        raise SearchError(f"no catalog database at {file}; tag images into it with `fashattr tag`")
+    engine = open_db(url)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _read_tuning(dbapi_conn: Any, _record: Any) -> None:
+            # Searches read scattered index pages: map the file (no read() call per page) and keep more of
+            # it cached than SQLite's 2 MB default.
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
+            cur.execute("PRAGMA cache_size = -65536")
+            cur.close()
+
+        engine.dispose()  # the connection open_db used was opened before the hook
+    return engine
 
 
 def resolve_model(conn: Connection, model: str | None = None) -> tuple[str, dict[str, Any]]:
