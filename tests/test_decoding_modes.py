@@ -73,6 +73,11 @@ def test_bundle_carries_the_runs_decoding(setup: dict):
     assert dec["fitted_on"]["split"] == "holdout" and dec["fitted_on"]["weights"] == "best.safetensors"
     rt = Runtime.from_bundle(setup["bundle"])
     assert rt.decode_modes == ["accuracy", "balanced"] and rt.default_decode == "balanced"
+    card = (setup["bundle"] / "README.md").read_text()
+    assert (
+        "## Decoding" in card and "Default mode: `balanced`" in card and "- `accuracy` (best overall accuracy)" in card
+    )
+    assert "## Decoding" not in (setup["old"] / "README.md").read_text()
 
 
 def test_torch_onnx_and_standalone_decode_alike_in_every_mode(setup: dict, tmp_path: Path):

@@ -319,6 +319,7 @@ def model_card(config: dict[str, Any]) -> str:
             f" ({q['avg_class_acc_change_points']:+.2f} points), overall_acc {_fmt(q['fp32'].get('overall_acc'))}"
             f" -> {_fmt(q['int8'].get('overall_acc'))}.",
         ]
+    lines += _decoding_lines(config.get("decoding") or {})
     lines += [
         "",
         "## Intended use and limits",
@@ -340,6 +341,30 @@ def model_card(config: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _decoding_lines(dec: dict[str, Any]) -> list[str]:
+    """The model card's decoding paragraph: the modes `fashattr calibrate` fitted, if any."""
+    modes = dec.get("modes") or {}
+    if not modes:
+        return []
+    fitted = dec.get("fitted_on") or {}
+    lines = [
+        "",
+        "## Decoding",
+        "",
+        f"Fitted by `fashattr calibrate` on {fitted.get('images')} images of the {fitted.get('split')} split: a"
+        " temperature per group, post-hoc logit adjustment (logits - tau * log prior) per single-label group"
+        + (", a logit threshold per multi-label class (best F1)" if dec.get("thresholds") else "")
+        + f". Default mode: `{dec.get('default')}`; choose with `--decode` (`none` is the raw model, which the"
+        " metrics above measure).",
+        "",
+    ]
+    for name, mode in modes.items():
+        taus = ", ".join(f"{g} {t:+.2f}" for g, t in (mode.get("tau") or {}).items())
+        what = {"accuracy": "best overall accuracy", "balanced": "best average per-class accuracy"}.get(name, name)
+        lines.append(f"- `{name}` ({what}): tau {taus or 'none'}")
+    return lines
 
 
 def _fmt(v: float | None) -> str:
