@@ -192,9 +192,12 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        # IMMEDIATE takes the write lock up front: two writers wait on the busy timeout instead of
-        # failing with "database is locked" when a read transaction tries to upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Deferred by default: readers never take the write lock (WAL lets them read beside a writer),
+        # and tagging's write transactions start with a write, so they never upgrade a read lock.
+        # IMMEDIATE where a transaction reads first and then writes (the migration): two processes
+        # wait on the busy timeout instead of failing with "database is locked" on the upgrade.
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_db_engine(url: str = DEFAULT_URL, **kw: Any) -> Engine:
@@ -217,11 +220,13 @@ def open_db(url: str = DEFAULT_URL, **kw: Any) -> Engine:
         sqlalchemy.exc.OperationalError: the database cannot be reached.
     """
     engine = create_db_engine(url, **kw)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            # Two taggers starting at once: one migrates, the other waits and finds it done.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7432013)"))
-        migrate(conn)
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                # Two taggers starting at once: one migrates, the other waits and finds it done.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7432013)"))
+            migrate(conn)
     return engine
 
 

@@ -313,6 +313,18 @@ def write_batch(
 # --- the local engine -------------------------------------------------------------------------------
 
 
+@dataclass
+class _Write:
+    """A batch handed to the writer thread, and what to account for once it is committed."""
+
+    future: cf.Future[float]
+    works: list[Work]
+    path_counts: list[int]  # len(w.paths) when submitted: names found later are written afterwards
+    unreadable: list[tuple[str, str]]
+    tagged: int
+    seen: int  # paths this write records (for the progress bar)
+
+
 def run_local(
     runtime: Any,
     engine: sa.Engine,
@@ -325,15 +337,52 @@ def run_local(
     on_progress: Callable[[int, TagSummary], None] | None = None,
 ) -> None:
     """Tag ``paths`` with ``runtime`` in this process: hash/decode in ``workers`` threads, the model on
-    this thread, ``ahead`` batches decoded beyond the one the model is on, one transaction per batch."""
+    this thread, ``ahead`` batches decoded beyond the one the model is on, and the rows written by one
+    writer thread (one transaction per batch) while the model runs the next batch."""
     started = db.now()
     pending: collections.deque[tuple[list[Work], list[cf.Future[np.ndarray | None]]]] = collections.deque()
+    writes: collections.deque[_Write] = collections.deque()
     batch: list[Work] = []
     done_paths: list[tuple[str, str, int]] = []
     unreadable: list[tuple[str, str]] = []
     progress = on_progress or (lambda n, s: None)
-    with cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fashattr-tag") as pool:
+
+    def timed_write(*args: Any) -> float:
+        t = time.perf_counter()
+        write_batch(engine, model_id, *args)
+        return time.perf_counter() - t
+
+    with (
+        cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fashattr-tag") as pool,
+        cf.ThreadPoolExecutor(1, thread_name_prefix="fashattr-tag-write") as writer,
+    ):
         reader = Reader(engine, model_id, pool, started)
+
+        def collect(outstanding: int) -> None:
+            """Account for committed writes, waiting until at most ``outstanding`` remain."""
+            while writes and (len(writes) > outstanding or writes[0].future.done()):
+                w8 = writes.popleft()
+                t = time.perf_counter()
+                summary.timings["write"] += w8.future.result()  # a failed write is fatal: raise here
+                summary.timings["write_wait"] += time.perf_counter() - t
+                for w, k in zip(w8.works, w8.path_counts, strict=True):
+                    # Another name for these bytes, found while the batch was being written: record it later.
+                    done_paths.extend((w.sha256, p, w.size) for p in w.paths[k:])
+                    reader.inflight.pop(w.sha256, None)
+                    if w.error:
+                        summary.errors[w.error] += 1
+                summary.errors.update(reason for _, reason in w8.unreadable)
+                summary.tagged += w8.tagged
+                progress(w8.seen, summary)
+
+        def write(works: list[Work], records: dict[str, tuple[dict[str, Any], np.ndarray | None]]) -> None:
+            args = (works, records, list(done_paths), list(unreadable))
+            counts = [len(w.paths) for w in works]
+            seen = sum(counts) + len(done_paths) + len(unreadable)
+            writes.append(_Write(writer.submit(timed_write, *args), works, counts, args[3], len(records), seen))
+            done_paths.clear()
+            unreadable.clear()
+            collect(1)  # one write may run beside the next model call
 
         def finish() -> None:
             works, futures = pending.popleft()
@@ -346,26 +395,24 @@ def run_local(
                 decoded, feats = infer_rows(runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
                 for j, i in enumerate(good):
                     records[works[i].sha256] = (decoded[j], None if feats is None else feats[j])
-            t2 = time.perf_counter()
-            write_batch(engine, model_id, works, records, done_paths, unreadable)
-            for key, seconds in (("decode_wait", t1 - t0), ("model", t2 - t1), ("write", time.perf_counter() - t2)):
-                summary.timings[key] += seconds
-            for w in works:
-                reader.inflight.pop(w.sha256, None)
-                if w.error:
-                    summary.errors[w.error] += 1
-            summary.errors.update(reason for _, reason in unreadable)
-            summary.tagged += len(records)
-            n = len(works) + sum(len(w.more_paths) for w in works) + len(done_paths) + len(unreadable)
-            done_paths.clear()
-            unreadable.clear()
-            progress(n, summary)
+            summary.timings["decode_wait"] += t1 - t0
+            summary.timings["model"] += time.perf_counter() - t1
+            write(works, records)
 
         def submit(works: list[Work]) -> None:
             futures = [pool.submit(decode_work, w, runtime.image_size, runtime.fill) for w in works]
             pending.append((works, futures))
             while len(pending) > ahead:
                 finish()
+
+        def drain() -> None:
+            """Everything decoded is inferred and committed; then the paths seen meanwhile."""
+            while pending:
+                finish()
+            collect(0)
+            if done_paths or unreadable:
+                write([], {})
+                collect(0)
 
         for plan in reader.chunks(paths):
             summary.duplicates += plan.duplicates + plan.dup_done
@@ -378,18 +425,14 @@ def run_local(
                     submit(batch)
                     batch = []
             if len(done_paths) + len(unreadable) >= 4 * HASH_CHUNK:  # bounded: record the paths seen as we go
-                while pending:
-                    finish()
-                if done_paths or unreadable:  # nothing was pending (a re-run): a batch with nothing to infer
-                    pending.append(([], []))
-                    finish()
+                if pending:
+                    while pending:
+                        finish()
+                else:  # nothing to infer (a re-run): a write of paths only
+                    write([], {})
         if batch:
             submit(batch)
-        while pending:
-            finish()
-        if done_paths or unreadable:
-            pending.append(([], []))
-            finish()
+        drain()
         summary.timings["read"] += reader.seconds
 
 
