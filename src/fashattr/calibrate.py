@@ -9,9 +9,10 @@ What is fitted, per group, on images the model was selected on but never trained
   ``tau`` chosen on a grid (-2 .. 2) for overall accuracy (mode ``accuracy``) or for average per-class
   accuracy (mode ``balanced``): by default the tau whose adjusted logits have the smallest negative
   log-likelihood (class-balanced for ``balanced``), which held up better on unseen images than maximising
-  the metric itself (see :func:`fit_tau`). A model trained with balanced softmax (``loss.logit_adjust_tau: 1``) has learnt
-  ``logits + log(prior)`` and needs ``tau`` near -1 to decode for overall accuracy; a plain cross-entropy
-  model needs ``tau`` near +1 to decode for average per-class accuracy.
+  the metric itself (see :func:`fit_tau`). A model trained with balanced softmax
+  (``loss.logit_adjust_tau: 1``) has learnt ``logits + log(prior)`` and needs ``tau`` near -1 to decode
+  for overall accuracy; a plain cross-entropy model needs ``tau`` near +1 to decode for average
+  per-class accuracy.
 
 The numbers that say whether it works are measured on other images than the ones fitted on: the
 selection split is cut in K folds, each fold decoded with what the other K-1 fitted (cross-fitting),
