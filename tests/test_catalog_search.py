@@ -345,3 +345,38 @@ def test_index_cache_is_reused_until_the_embeddings_change(catalog: dict[str, An
     # Another index kind in the same folder: a different fingerprint, so it is rebuilt.
     _, other = catalog_index(engine, model_id, "flat", tmp_path / "ix")
     assert other.kind == "flat" and json.loads((tmp_path / "ix" / "meta.json").read_text())["kind"] == "flat"
+
+
+def test_fashattr_tag_then_search_similar_duplicates_export(
+    catalog: dict[str, Any], bundle: Path, photos: Path, tmp_path: Path
+):
+    """The whole path through the CLI: `fashattr tag` writes the catalog, the catalog commands read it."""
+    url = f"sqlite:///{tmp_path / 'tagged.db'}"
+    with redirect_stdout(io.StringIO()):
+        assert main(["tag", str(bundle), str(photos), "--db", url, "--no-progress", "--backend", "torch"]) == 0
+    truth = catalog["truth"]
+    conds = common_pair(truth)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["search", "--db", url, *(f"{g}={c}" for g, c in conds.items()), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["sha256"] for r in rows] == expected_matches(truth, conds)
+    photo = photos / "a" / "00003.jpg"
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["similar", str(photo), "--db", url, "--bundle", str(bundle), "-k", "4", "--format", "jsonl"]) == 0
+    mine = similar(catalog["engine"], photo, catalog["runtime"], catalog["model_id"], k=4)
+    got = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [g["sha256"] for g in got] == [n.sha256 for n in mine.neighbours]
+    assert [g["score"] for g in got] == pytest.approx([n.score for n in mine.neighbours], abs=1e-5)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["duplicates", "--db", url, "--format", "jsonl", "--threshold", "0.999999"]) == 0
+    pairs = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert pairs[0]["kind"] == "identical" and {Path(pairs[0]["a"]).name, Path(pairs[0]["b"]).name} == {
+        "00007.jpg",
+        "copy_of_7.jpg",
+    }
+    assert {Path(pairs[1]["a"]).name, Path(pairs[1]["b"]).name} == {"00011.jpg", "resaved_11.png"}
+    info = export_labels(open_catalog(url), "label-studio", tmp_path / "t.json")
+    assert info["images"] == len(truth) and info["model_id"] == catalog["model_id"]
