@@ -108,6 +108,14 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"\nwritten: {png}, {out / 'compare.csv'} and {out / 'compare.json'}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from fashattr.report.build import build_report
+
+    options = {"gradcam_images": args.gradcam, "resamples": args.resamples, "seed": args.seed}
+    html = build_report(args.runs, args.out, args.split, args.data, args.weights, args.device, options)
+    print(f"report written: {html} (report.json and figures/ beside it; open it in a browser)")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from fashattr.tune import load_spec, run_study, trials_table, write_best
 
@@ -407,6 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="avg_class_acc", help="the metrics.csv column to plot")
     p.add_argument("--out", default="compare", help="folder for compare.png, .csv and .json")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="an HTML report of a run (metrics with intervals, curves, confusion, top losses, Grad-CAM, calibration)",
+        description="One run: report.html, report.json and figures/ (PNG + SVG) in --out. Several runs: side by "
+        "side on the same split. A run stopped before its end is reported from last.safetensors.",
+    )
+    p.add_argument("runs", nargs="+", help="run folders (several: compared side by side, the first as reference)")
+    p.add_argument("--split", default="holdout", help="'holdout', 'test_holdout' or a split of the dataset")
+    p.add_argument("--out", help="output folder (default RUN/report for one run, ./report for several)")
+    p.add_argument("--data", help="dataset root, if not the one in the run's config")
+    p.add_argument("--weights", choices=["best", "last"], help="default best (last for a run that did not finish)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--gradcam", type=int, default=32, help="images explained with Grad-CAM")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the calibration halves")
+    p.set_defaults(func=_report)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run", help="a run folder written by `fashattr train`")
