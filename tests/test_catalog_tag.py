@@ -98,6 +98,7 @@ def test_csv_and_parquet_lists(bundle: Path, photos: Path, tmp_path: Path) -> No
         pa.table({"path": [str(photos / "b" / "0000.jpg"), str(photos / "copy_of_0000.jpg")]}),
         tmp_path / "list.parquet",
     )
+    assert list(iter_sources([photos / "a" / ".." / "b" / "0000.jpg"])) == [photos / "b" / "0000.jpg"]
     got = list(iter_sources([photos / "list.csv", tmp_path / "list.parquet"]))
     assert got == [photos / rel[0], photos / rel[1], photos / "b" / "0000.jpg", photos / "copy_of_0000.jpg"]
     s = tag(

@@ -95,16 +95,16 @@ def check_sources(items: Iterable[str | Path]) -> list[Path]:
 
 
 def iter_sources(items: Iterable[str | Path]) -> Iterator[Path]:
-    """Every image path of the sources, streamed and absolute: folders recursively, files as given,
-    ``.csv`` / ``.parquet`` lists expanded (a listed path that does not exist is yielded anyway:
-    tagging records it as an error)."""
+    """Every image path of the sources, streamed, absolute and normalised (``..`` folded, symlinks
+    kept): folders recursively, files as given, ``.csv`` / ``.parquet`` lists expanded (a listed path
+    that does not exist is yielded anyway: tagging records it as an error)."""
     for p in check_sources(items):
         if p.is_dir():
-            yield from (q.absolute() for q in walk_images(p))
+            yield from (Path(os.path.abspath(q)) for q in walk_images(p))
         elif p.suffix.lower() in LIST_SUFFIXES:
-            yield from (q.absolute() for q in list_paths(p))
+            yield from (Path(os.path.abspath(q)) for q in list_paths(p))
         else:
-            yield p.absolute()
+            yield Path(os.path.abspath(p))
 
 
 def count_sources(items: Iterable[str | Path]) -> int:
