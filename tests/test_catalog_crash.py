@@ -63,6 +63,4 @@ def test_kill_9_at_random_moments_then_rerun_tags_every_image_exactly_once(
     tagged, errors = check_exactly_once(url, bundle_hash(bundle))
     assert (tagged, errors) == (N, 2)
     assert table_counts(url) == {"images": N + 2, "image_paths": N + 3, "predictions": 6 * N, "errors": 2}
-    # And once more: nothing left to do.
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert f"0 tagged, {N + 3} skipped as done" in again.stdout, again.stdout + again.stderr
+    assert f"{N} tagged" not in done.stdout  # the killed runs did part of the work

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import BAD, N_GOOD, check_exactly_once, make_bundle, make_photos, shared_bundle, table_counts
@@ -132,4 +131,39 @@ def test_cli_exit_codes(bundle: Path, photos: Path, tmp_path: Path) -> None:
     assert "0 tagged, 0 skipped as done, 0 duplicate(s), 2 error(s)" in done.stdout
     done = subprocess.run([*cmd[:5], str(tmp_path / "nope"), *cmd[6:]], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "nope: no such file or folder" in done.stderr
-    assert np.isfinite(table_counts(url)["errors"])
+    nodb = [*cmd[:7], "postgresql+psycopg://nobody@127.0.0.1:1/none", *cmd[8:]]
+    done = subprocess.run(nodb, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "error: database postgresql+psycopg://nobody@127.0.0.1:1/none:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_prediction_rows_single_and_multi_label() -> None:
+    from fashattr.catalog.tag import prediction_rows
+
+    record = {
+        "groups": {
+            "sleeve": {
+                "class": "long",
+                "index": 0,
+                "prob": 0.7,
+                "top": [{"class": "long", "index": 0, "prob": 0.7}, {"class": "short", "index": 1, "prob": 0.2}],
+            },
+            "tags": [{"class": "floral", "index": 2, "prob": 0.9}, {"class": "lace", "index": 0, "prob": 0.6}],
+            "none": [],
+        },
+        "decoding": "balanced",
+    }
+    rows = {r["group_name"]: r for r in prediction_rows("s" * 64, "m" * 64, record, "now")}
+    assert (rows["sleeve"]["class_name"], rows["sleeve"]["class_index"], rows["sleeve"]["probability"]) == (
+        "long",
+        0,
+        0.7,
+    )
+    assert [t["class"] for t in rows["sleeve"]["top_k"]] == ["long", "short"]
+    assert (rows["tags"]["class_name"], rows["tags"]["class_index"], rows["tags"]["probability"]) == (
+        "floral|lace",
+        -1,
+        0.9,
+    )
+    assert (rows["none"]["class_name"], rows["none"]["probability"], rows["none"]["top_k"]) == ("", 0.0, [])
+    assert {r["decoding"] for r in rows.values()} == {"balanced"}

@@ -210,20 +210,25 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _tag(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
     from fashattr.catalog.tag import tag
 
-    summary = tag(
-        args.model,
-        args.sources,
-        args.db,
-        args.backend,
-        args.batch_size,
-        args.workers,
-        args.threads or None,
-        args.engine,
-        args.ray_address,
-        not args.no_progress,
-    )
+    try:
+        summary = tag(
+            args.model,
+            args.sources,
+            args.db,
+            args.backend,
+            args.batch_size,
+            args.workers,
+            args.threads or None,
+            args.engine,
+            args.ray_address,
+            not args.no_progress,
+        )
+    except sa.exc.OperationalError as e:  # unreachable server, bad credentials, unwritable file: fatal, said plainly
+        raise SystemExit(f"error: database {args.db}: {e.orig or e}") from None
     print("\n".join(summary.lines()))
     return 0
 

@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,132 +310,6 @@ def write_batch(
                 conn.execute(sa.insert(db.errors), [row])
 
 
-# --- the local engine -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Write:
-    """A batch handed to the writer thread, and what to account for once it is committed."""
-
-    future: cf.Future[float]
-    works: list[Work]
-    path_counts: list[int]  # len(w.paths) when submitted: names found later are written afterwards
-    unreadable: list[tuple[str, str]]
-    tagged: int
-    seen: int  # paths this write records (for the progress bar)
-
-
-def run_local(
-    runtime: Any,
-    engine: sa.Engine,
-    model_id: str,
-    paths: Iterable[Path],
-    summary: TagSummary,
-    batch_size: int = 32,
-    workers: int = 2,
-    ahead: int = 2,
-    on_progress: Callable[[int, TagSummary], None] | None = None,
-) -> None:
-    """Tag ``paths`` with ``runtime`` in this process: hash/decode in ``workers`` threads, the model on
-    this thread, ``ahead`` batches decoded beyond the one the model is on, and the rows written by one
-    writer thread (one transaction per batch) while the model runs the next batch."""
-    started = db.now()
-    pending: collections.deque[tuple[list[Work], list[cf.Future[np.ndarray | None]]]] = collections.deque()
-    writes: collections.deque[_Write] = collections.deque()
-    batch: list[Work] = []
-    done_paths: list[tuple[str, str, int]] = []
-    unreadable: list[tuple[str, str]] = []
-    progress = on_progress or (lambda n, s: None)
-
-    def timed_write(*args: Any) -> float:
-        t = time.perf_counter()
-        write_batch(engine, model_id, *args)
-        return time.perf_counter() - t
-
-    with (
-        cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fashattr-tag") as pool,
-        cf.ThreadPoolExecutor(1, thread_name_prefix="fashattr-tag-write") as writer,
-    ):
-        reader = Reader(engine, model_id, pool, started)
-
-        def collect(outstanding: int) -> None:
-            """Account for committed writes, waiting until at most ``outstanding`` remain."""
-            while writes and (len(writes) > outstanding or writes[0].future.done()):
-                w8 = writes.popleft()
-                t = time.perf_counter()
-                summary.timings["write"] += w8.future.result()  # a failed write is fatal: raise here
-                summary.timings["write_wait"] += time.perf_counter() - t
-                for w, k in zip(w8.works, w8.path_counts, strict=True):
-                    # Another name for these bytes, found while the batch was being written: record it later.
-                    done_paths.extend((w.sha256, p, w.size) for p in w.paths[k:])
-                    reader.inflight.pop(w.sha256, None)
-                    if w.error:
-                        summary.errors[w.error] += 1
-                summary.errors.update(reason for _, reason in w8.unreadable)
-                summary.tagged += w8.tagged
-                progress(w8.seen, summary)
-
-        def write(works: list[Work], records: dict[str, tuple[dict[str, Any], np.ndarray | None]]) -> None:
-            args = (works, records, list(done_paths), list(unreadable))
-            counts = [len(w.paths) for w in works]
-            seen = sum(counts) + len(done_paths) + len(unreadable)
-            writes.append(_Write(writer.submit(timed_write, *args), works, counts, args[3], len(records), seen))
-            done_paths.clear()
-            unreadable.clear()
-            collect(1)  # one write may run beside the next model call
-
-        def finish() -> None:
-            works, futures = pending.popleft()
-            t0 = time.perf_counter()
-            arrays = [f.result() for f in futures]
-            t1 = time.perf_counter()
-            good = [i for i, a in enumerate(arrays) if a is not None]
-            records: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
-            if good:
-                decoded, feats = infer_rows(runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
-                for j, i in enumerate(good):
-                    records[works[i].sha256] = (decoded[j], None if feats is None else feats[j])
-            summary.timings["decode_wait"] += t1 - t0
-            summary.timings["model"] += time.perf_counter() - t1
-            write(works, records)
-
-        def submit(works: list[Work]) -> None:
-            futures = [pool.submit(decode_work, w, runtime.image_size, runtime.fill) for w in works]
-            pending.append((works, futures))
-            while len(pending) > ahead:
-                finish()
-
-        def drain() -> None:
-            """Everything decoded is inferred and committed; then the paths seen meanwhile."""
-            while pending:
-                finish()
-            collect(0)
-            if done_paths or unreadable:
-                write([], {})
-                collect(0)
-
-        for plan in reader.chunks(paths):
-            summary.duplicates += plan.duplicates + plan.dup_done
-            summary.skipped_done += len(plan.done) - plan.dup_done
-            done_paths += plan.done
-            unreadable += plan.unreadable
-            for w in plan.todo:
-                batch.append(w)
-                if len(batch) == batch_size:
-                    submit(batch)
-                    batch = []
-            if len(done_paths) + len(unreadable) >= 4 * HASH_CHUNK:  # bounded: record the paths seen as we go
-                if pending:
-                    while pending:
-                        finish()
-                else:  # nothing to infer (a re-run): a write of paths only
-                    write([], {})
-        if batch:
-            submit(batch)
-        drain()
-        summary.timings["read"] += reader.seconds
-
-
 def tag(
     model: str | Path,
     sources: Iterable[str | Path],
@@ -497,9 +371,9 @@ def tag(
             with eng.begin() as conn:
                 db.register_model(conn, model_id, runtime_onnx.read_bundle_config(bundle))
             paths = iter_sources(sources)
-            if engine == "ray":
-                from fashattr.catalog.engines import run_ray
+            from fashattr.catalog.engines import run_local, run_ray
 
+            if engine == "ray":
                 run_ray(
                     bundle,
                     backend,
