@@ -202,7 +202,11 @@ class Tagger:
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local Ray (once per process)."""
     import logging
+    import os
 
+    # Our progress bar and summary say what happens; Ray Data's per-operator INFO lines would bury them
+    # (read when ray.data configures its loggers; a user's own setting wins).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     import ray
 
     if ray.is_initialized():
@@ -211,7 +215,6 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    # Our progress bar and summary say what happens; Ray Data's per-operator log lines would bury them.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
