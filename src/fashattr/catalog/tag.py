@@ -11,10 +11,11 @@ The unit of work is (content sha256, model id = bundle hash). A run streams the 
    the embedding from one pass; else ``Runtime.logits``) and decode;
 5. write the batch's images, paths, predictions, embeddings and errors in ONE transaction.
 
-Every insert is keyed (ON CONFLICT DO NOTHING), so a batch written twice (a crash between the
-commit and ...; a Ray task retried) leaves one copy, and a killed run leaves whole batches only:
-running the same command again finishes the job. Memory is bounded: a chunk of hashes, ``ahead``
-batches of decoded pixels, and the contents in flight.
+Every insert is keyed (ON CONFLICT DO NOTHING), so a batch written twice (a Ray task retried,
+two taggers on one database) leaves one copy, and a killed run leaves whole batches only: running
+the same command again finishes the job. Memory is bounded: a chunk of hashes, ``ahead`` batches of
+decoded pixels, two batches being written, and the contents in flight. The engines (local threads,
+Ray Data) are in :mod:`fashattr.catalog.engines`.
 """
 
 from __future__ import annotations
