@@ -386,6 +386,12 @@ DECODE_HELP = (
 )
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from fashattr.serve import run_server, settings_from_args
+
+    run_server(args.model, settings_from_args(args), args.backend, args.weights, args.threads or None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashattr", description="Multi-attribute fashion classifiers.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -618,6 +624,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-cache", metavar="DIR", help="keep the vector index here between calls (large catalogs)")
     p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
     p.set_defaults(func=_duplicates)
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service and web page for a bundle or run: /v1/predict, /v1/explain, /metrics",
+        description="Serves MODEL (a bundle, or a run folder exported to a temporary bundle) on uvicorn with "
+        "micro-batching and request limits. Binds 127.0.0.1 unless --host says otherwise; /v1 routes and "
+        "/metrics need the bearer token in --token-file when one is given.",
+    )
+    p.add_argument("model", help="a bundle folder (fashattr export) or a run folder")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"], help="torch enables Grad-CAM")
+    p.add_argument("--weights", default="best", choices=["best", "last"], help="for a run folder")
+    p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
+    p.add_argument("--max-batch", type=int, default=16, help="most images per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more images once one is queued")
+    p.add_argument("--queue-size", type=int, default=64, help="images in flight before 503 + Retry-After")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request (body 408, prediction 504)")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (413)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="width x height limit per image (413)")
+    p.add_argument("--max-images", type=int, default=16, help="images per request")
+    p.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads")
+    p.add_argument("--token-file", help="file whose first line is the bearer token the /v1 routes require")
+    p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
+    p.set_defaults(func=_serve)
+
     return parser
 
 

@@ -1,0 +1,116 @@
+"""``fashattr serve``: a bundle (or a run folder, exported on the fly) behind an HTTP API and a web page.
+
+FastAPI on uvicorn: the ASGI stack most Python model services use, with typed routes, multipart
+parsing (python-multipart) and a lifespan hook to load the model off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fashattr.serve.settings import ServeSettings, is_loopback, read_token_file
+
+__all__ = ["ServeSettings", "create_app", "loader", "run_server"]
+
+log = logging.getLogger("fashattr.serve")
+
+
+def create_app(runtime: Any, settings: ServeSettings | None = None) -> Any:
+    """See :func:`fashattr.serve.app.create_app` (imported lazily: FastAPI is an optional dependency)."""
+    from fashattr.serve.app import create_app as _create_app
+
+    return _create_app(runtime, settings)
+
+
+def loader(path: str | Path, backend: str = "onnx", weights: str = "best", threads: int | None = None) -> Any:
+    """A function that loads ``path`` (a bundle, or a run folder exported to a temporary bundle first)
+    on ``backend``; the bundle is verified against its hashes either way.
+
+    Raises:
+        BundleError, FileNotFoundError: at once, for a folder that is neither a bundle nor a run.
+    """
+    from fashattr.deploy.bundle import verify_bundle
+
+    path = Path(path)
+    is_run = (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+    if is_run:
+        if not (path / f"{weights}.safetensors").is_file():
+            raise FileNotFoundError(f"{path / f'{weights}.safetensors'} not found; is {path} a finished run?")
+    else:
+        verify_bundle(path)  # a bad bundle fails here, before the server starts
+
+    def load() -> Any:
+        from fashattr.deploy.bundle import write_bundle
+        from fashattr.deploy.runtime import Runtime
+
+        bundle = path
+        if is_run:
+            fmt = {"torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}[backend]
+            tmp = Path(tempfile.mkdtemp(prefix="fashattr-serve-bundle-"))
+            log.info("exporting run %s to a temporary %s bundle in %s", path, fmt, tmp)
+            bundle = write_bundle(path, tmp / path.resolve().name, [fmt], weights)
+            import atexit
+
+            atexit.register(shutil.rmtree, tmp, True)
+        return Runtime.from_bundle(bundle, backend=backend, threads=threads)
+
+    return load
+
+
+def run_server(
+    path: str | Path,
+    settings: ServeSettings,
+    backend: str = "onnx",
+    weights: str = "best",
+    threads: int | None = None,
+    log_level: str = "info",
+    max_connections: int = 256,
+) -> None:
+    """Serve ``path`` with uvicorn until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    if not is_loopback(settings.host) and settings.token is None:
+        print(
+            f"warning: serving on {settings.host}, reachable from other machines, with no bearer token: "
+            "anyone who can reach this port can use the model (--token-file FILE requires one)",
+            file=sys.stderr,
+        )
+    app = create_app(loader(path, backend, weights, threads), settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        limit_concurrency=max_connections,  # connections beyond it get 503 from uvicorn itself
+        timeout_keep_alive=5,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+def settings_from_args(args: Any) -> ServeSettings:
+    """ServeSettings from ``fashattr serve``'s parsed arguments (the token file read and checked)."""
+    token = None
+    if args.token_file:
+        token, warning = read_token_file(args.token_file)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        timeout_s=args.timeout,
+        max_body_mb=args.max_body_mb,
+        max_pixels=args.max_pixels,
+        max_images=args.max_images,
+        token=token,
+        cors_origins=tuple(args.cors_origin),
+        decode_threads=args.decode_threads,
+    )
