@@ -316,7 +316,13 @@ def write_md(res: dict[str, Any]) -> str:
                     f"| {kind} | {r['build_s']} | {key}={row[key]} | {row['recall_at_10']} | {row['p50_ms']} | "
                     f"{row['p95_ms']} |"
                 )
-        lines += ["", f"Measured {v['when']} on {v['machine']}.", ""]
+        loads = ", ".join(f"{k} {r['load_average_1min']:.1f}" for k, r in v["kinds"].items())
+        lines += [
+            "",
+            f"Load average (1 min) when each build started: {loads} (other jobs on this shared machine: the "
+            f"latencies are upper bounds). Measured {v['when']} on {v['machine']}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
