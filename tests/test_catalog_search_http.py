@@ -91,3 +91,35 @@ def test_gallery_in_a_browser(server: str, catalog: dict[str, Any]):  # noqa: F8
         assert all(w and w > 0 for w in widths), widths  # every thumbnail loaded
         assert page.locator("body").evaluate("b => getComputedStyle(b).fontFamily").startswith("sans-serif")
         assert log.problems() == []  # no CSP violation, no failed request
+
+
+def test_fashattr_serve_with_db_adds_the_catalog_routes(catalog: dict[str, Any], bundle: Path):  # noqa: F811
+    import subprocess
+    import sys
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--backend", "torch", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--db", catalog["url"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "fashattr serve did not start"
+            time.sleep(0.2)
+        conds = common_pair(catalog["truth"])
+        r = httpx.get(f"{base}/v1/search", params=[("q", f"{g}={c}") for g, c in conds.items()])
+        assert r.status_code == 200, r.text
+        assert [m["sha256"] for m in r.json()["matches"]] == expected_matches(catalog["truth"], conds)
+        bad = httpx.get(f"{base}/v1/search", params={"q": "fit=baggy"})
+        assert bad.status_code == 400 and bad.json()["error"].startswith("unknown class 'baggy' of group 'fit'")
+        page = httpx.get(f"{base}/v1/gallery")
+        assert page.status_code == 200 and page.text.count("<select") == 6
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -389,7 +389,7 @@ DECODE_HELP = (
 def _serve(args: argparse.Namespace) -> None:
     from fashattr.serve import run_server, settings_from_args
 
-    run_server(args.model, settings_from_args(args), args.backend, args.weights, args.threads or None)
+    run_server(args.model, settings_from_args(args), args.backend, args.weights, args.threads or None, db=args.db)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -647,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads")
     p.add_argument("--token-file", help="file whose first line is the bearer token the /v1 routes require")
     p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
+    p.add_argument("--db", help="a catalog database URL (fashattr tag): adds /v1/search and the /v1/gallery page")
     p.set_defaults(func=_serve)
 
     return parser

@@ -70,8 +70,10 @@ def run_server(
     threads: int | None = None,
     log_level: str = "info",
     max_connections: int = 256,
+    db: str | None = None,
 ) -> None:
-    """Serve ``path`` with uvicorn until interrupted (Ctrl-C)."""
+    """Serve ``path`` with uvicorn until interrupted (Ctrl-C); with ``db`` (a catalog database URL) also
+    the catalog's ``/v1/search`` and ``/v1/gallery`` (``fashattr.catalog.http``)."""
     import uvicorn
 
     if not is_loopback(settings.host) and settings.token is None:
@@ -81,6 +83,10 @@ def run_server(
             file=sys.stderr,
         )
     app = create_app(loader(path, backend, weights, threads), settings)
+    if db:
+        from fashattr.catalog.http import catalog_router
+
+        app.include_router(catalog_router(db))
     uvicorn.run(
         app,
         host=settings.host,
