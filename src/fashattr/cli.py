@@ -618,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
         "duplicates", help="byte-identical photos under several paths, then near-duplicates by embedding"
     )
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
-    p.add_argument("--threshold", type=float, default=0.97, help="cosine similarity of near-duplicates")
+    p.add_argument("--threshold", type=float, default=0.995, help="cosine similarity of near-duplicates")
     p.add_argument("--model", help="model whose embeddings to compare (default the most recent)")
     p.add_argument("--include-missing", action="store_true", help="also paths whose file no longer exists")
     p.add_argument("--index-cache", metavar="DIR", help="keep the vector index here between calls (large catalogs)")

@@ -16,10 +16,14 @@ FAISS's ID selector.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# faiss's loader logs at INFO which CPU build it tried; the CLI logs INFO, so keep that out of its output.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 EXACT_BELOW = 50_000  # "auto" picks flat (exact) below this many vectors, hnsw from it on
