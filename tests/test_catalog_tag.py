@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import BAD, N_GOOD, check_exactly_once, make_bundle, make_photos, shared_bundle, table_counts
+from PIL import Image
 
 from fashattr.catalog import db
 from fashattr.catalog.sources import SourceError, iter_sources
@@ -167,3 +169,17 @@ def test_prediction_rows_single_and_multi_label() -> None:
     )
     assert (rows["none"]["class_name"], rows["none"]["probability"], rows["none"]["top_k"]) == ("", 0.0, [])
     assert {r["decoding"] for r in rows.values()} == {"balanced"}
+
+
+def test_memory_stays_bounded_for_many_files(bundle: Path, tmp_path: Path) -> None:
+    from fashattr.catalog.tag import HASH_CHUNK
+
+    rng = np.random.default_rng(0)
+    for i in range(700):  # tiny distinct photos: the bound, not the pixels, is under test
+        p = tmp_path / "many" / f"{i // 100}" / f"{i:04d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(p)
+    s = tag(bundle, [tmp_path / "many"], f"sqlite:///{tmp_path / 'c.db'}", backend="onnx", batch_size=4, progress=False)
+    assert s.tagged == 700
+    # A chunk of hashes plus the batches decoding, at the model and being written: not the whole catalog.
+    assert 0 < s.peak_in_flight <= HASH_CHUNK + 6 * 4

@@ -164,6 +164,7 @@ def run_local(
             submit(batch)
         drain()
         summary.timings["read"] += reader.seconds
+        summary.peak_in_flight = reader.peak
 
 
 # --- the Ray engine ---------------------------------------------------------------------------------

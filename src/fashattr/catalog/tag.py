@@ -73,6 +73,7 @@ class TagSummary:
     duplicates: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0
+    peak_in_flight: int = 0  # most contents between hashing and commit at once (bounded: constant memory)
     # Seconds on the driver thread: read (list, hash, look up), decode_wait, model, write.
     timings: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
 
@@ -207,6 +208,7 @@ class Reader:
         self.engine, self.model_id, self.pool, self.started = engine, model_id, pool, started
         self.inflight: dict[str, Work] = {}
         self.seconds = 0.0  # spent listing, hashing and looking up (the driver's reading side)
+        self.peak = 0  # most contents in flight at once (the memory bound, observed)
 
     def chunks(self, paths: Iterable[Path]) -> Iterator[Plan]:
         it = iter(paths)
@@ -237,6 +239,7 @@ class Reader:
             else:
                 work = self.inflight[sha] = Work(sha, path, size)
                 plan.todo.append(work)
+        self.peak = max(self.peak, len(self.inflight))
         return plan
 
     def _known(self, shas: list[str]) -> dict[str, bool]:
