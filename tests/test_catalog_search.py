@@ -380,3 +380,51 @@ def test_fashattr_tag_then_search_similar_duplicates_export(
     assert {Path(pairs[1]["a"]).name, Path(pairs[1]["b"]).name} == {"00011.jpg", "resaved_11.png"}
     info = export_labels(open_catalog(url), "label-studio", tmp_path / "t.json")
     assert info["images"] == len(truth) and info["model_id"] == catalog["model_id"]
+
+
+def test_multi_label_groups_match_whole_classes(tmp_path: Path):
+    """Multi-label rows hold the predicted classes joined by '|': a condition matches one whole class
+    (LIKE wildcards in class names are escaped), and Label Studio gets every predicted class."""
+    engine = db.open_db(f"sqlite:///{tmp_path / 'm.db'}")
+    schema = {
+        "groups": [
+            {"name": "tags", "kind": "multi", "classes": ["lace", "x_y", "xzy", "zip"]},
+            {"name": "sleeve", "kind": "single", "classes": ["long", "short"]},
+        ]
+    }
+    rows = {  # sha -> (tags, tags prob, sleeve, sleeve prob)
+        "a" * 64: ("lace|zip", 0.9, "long", 0.8),
+        "b" * 64: ("zip", 0.7, "long", 0.6),
+        "c" * 64: ("", 0.0, "long", 0.9),
+        "d" * 64: ("xzy|lace", 0.8, "short", 0.7),
+        "e" * 64: ("x_y", 0.6, "short", 0.5),
+    }
+    now = db.now()
+    with engine.begin() as conn:
+        db.register_model(conn, "m" * 64, {"schema": schema}, "multi")
+        for sha, (tags, tp, sleeve, sp) in rows.items():
+            db.touch(conn, db.images, [{"sha256": sha, "bytes": 1, "first_seen": now, "last_seen": now}], ["sha256"])
+            path = {"sha256": sha, "path": f"/shop/{sha[0]}.jpg", "first_seen": now, "last_seen": now}
+            db.touch(conn, db.image_paths, [path], ["sha256", "path"])
+            preds = [
+                {"sha256": sha, "model_id": "m" * 64, "group_name": "tags", "class_name": tags, "class_index": -1,
+                 "probability": tp, "created": now},
+                {"sha256": sha, "model_id": "m" * 64, "group_name": "sleeve", "class_name": sleeve,
+                 "class_index": 0, "probability": sp, "created": now},
+            ]  # fmt: skip
+            db.insert_ignore(conn, db.predictions, preds)
+
+    def shas(*conds: str) -> list[str]:
+        return [m.sha256[0] for m in search(engine, list(conds)).matches]
+
+    assert shas("tags=lace") == ["a", "d"]  # first and last element of a list, best first
+    assert shas("tags=zip", "sleeve=long") == ["a", "b"]
+    assert shas("tags=x_y") == ["e"]  # '_' is not a wildcard: xzy does not match
+    assert shas("tags=xzy") == ["d"]
+    assert shas("sleeve=long", "tags=lace") == ["a"]
+    export_labels(engine, "label-studio", tmp_path / "t.json")
+    tasks = {t["data"]["sha256"][0]: t for t in json.loads((tmp_path / "t.json").read_text())}
+    tags = {k: [r for r in t["predictions"][0]["result"] if r["from_name"] == "tags"] for k, t in tasks.items()}
+    assert tags["a"][0]["value"]["choices"] == ["lace", "zip"] and tags["c"] == []  # nothing predicted: no region
+    config = ET.fromstring((tmp_path / "t.label_config.xml").read_text())
+    assert [c.get("choice") for c in config.iter("Choices")] == ["multiple", "single"]
