@@ -193,7 +193,10 @@ def similar(
         model_id: the catalog model the embeddings were stored under (the runtime's bundle hash).
         k: neighbours to return.
         same: groups whose predicted class a neighbour must share with the photo.
-        index_kind: ``catalog.index`` kind (``auto``: exact below 50,000 items, HNSW above).
+        index_kind: ``catalog.index`` kind. ``auto``: exact search, unless ``index_cache`` is given and the
+            catalog has 50,000 items or more (then HNSW): one query against a million vectors takes 0.6 s
+            exactly, building the HNSW graph 13 minutes (benchmarks/search.py), so a graph pays only
+            when it is kept.
         index_cache: a folder that keeps the built index between calls (:func:`catalog_index`).
 
     Raises:
@@ -211,7 +214,8 @@ def similar(
     logits, features = runtime.infer(pixels)
     decoded = runtime.decode(logits)[0]["groups"]
     query = {g: v["class"] if isinstance(v, dict) else "|".join(x["class"] for x in v) for g, v in decoded.items()}
-    shas, index = catalog_index(engine, model_id, index_kind, index_cache)
+    kind = "flat" if index_kind == "auto" and index_cache is None else index_kind
+    shas, index = catalog_index(engine, model_id, kind, index_cache)
     if index.vectors.shape[1] != features.shape[1]:
         raise SearchError(f"the bundle gives {features.shape[1]} features, the catalog stores {index.vectors.shape[1]}")
     from fashattr.runtime_onnx import file_sha256
