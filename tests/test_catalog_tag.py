@@ -183,3 +183,12 @@ def test_memory_stays_bounded_for_many_files(bundle: Path, tmp_path: Path) -> No
     assert s.tagged == 700
     # A chunk of hashes plus the batches decoding, at the model and being written: not the whole catalog.
     assert 0 < s.peak_in_flight <= HASH_CHUNK + 6 * 4
+
+
+def test_a_run_folder_is_tagged_under_its_bundles_id(bundle: Path, photos: Path, tmp_path: Path) -> None:
+    from fashattr.deploy.bundle import write_bundle
+
+    run = bundle.parent / "run0"  # the run folder the shared bundle was exported from
+    s = tag(run, [photos / "a"], f"sqlite:///{tmp_path / 'c.db'}", backend="torch", progress=False)
+    assert s.model_id == bundle_hash(write_bundle(run, tmp_path / "exported"))  # `fashattr export RUN`'s id
+    assert s.tagged == N_GOOD // 2
