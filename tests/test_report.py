@@ -208,3 +208,19 @@ def test_confusion_and_most_confused_by_hand():
     # image 0: x missed, y and z false; image 1: x hit, y missed, z false; image 2: x, y false
     assert stats.confusion(multi, t, logits).tolist() == [[1, 1, 2], [0, 0, 1], [0, 0, 0]]
     assert stats.per_image_loss(multi, t, logits)[2] == pytest.approx(2 * np.log1p(np.exp(-1.0)) + 2.0, rel=1e-6)
+
+
+def test_calibration_json_is_shown_as_predict_decodes(runs: list[Path], tmp_path: Path):
+    from fashattr.calibrate import calibrate_run
+
+    run = tmp_path / "calibrated"
+    shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns("report*", "eval_*"))
+    calibrate_run(run, folds=2)
+    html = build_report([run], tmp_path / "r", options=FAST).read_text()
+    cal = json.loads((tmp_path / "r" / "report.json").read_text())["sections"]["calibration"]
+    saved = json.loads((run / "calibration.json").read_text())
+    mode = saved["default"]
+    assert cal["calibration_json"]["temperature"] == saved["modes"][mode]["temperature"]
+    assert cal["groups"]["sleeve"]["saved_temperature"] == saved["modes"][mode]["temperature"]["sleeve"]
+    assert f"ECE as predict decodes ({mode})" in html
+    assert "on these same images (in-sample" in html  # fitted on the holdout this report shows

@@ -150,12 +150,20 @@ def gradcam_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any
     )
     rows, titles = gradcam_rows(ev, opt)
     pre = ev.runtime.config["preprocess"]  # type: ignore[attr-defined]
+    grid = _map_size(model, target_layer(model)[0], ev.pixels[:1], pre["mean"], pre["std"])
     body = (
-        f'<p class="muted">Grad-CAM on <code>{esc(layer_name)}</code> ({esc(family)}); each group\'s head explains '
-        "its own predicted class (multi-label: its top-scoring class). Green: right; red: wrong, with the true "
-        "class in brackets.</p>"
+        f'<p class="muted">Grad-CAM on <code>{esc(layer_name)}</code> ({esc(family)}; a {grid[0]}\u00d7{grid[1]} map '
+        f"at {ev.pixels.shape[1]} px input, upsampled: it can point at a region, not an outline); each group's "
+        "head explains its own predicted class (multi-label: its top-scoring class). Green: right; red: wrong, "
+        "with the true class in brackets.</p>"
     )
-    out: dict[str, Any] = {"layer": layer_name, "family": family, "images": [], "figures": []}
+    out: dict[str, Any] = {
+        "layer": layer_name,
+        "family": family,
+        "map_size": list(grid),
+        "images": [],
+        "figures": [],
+    }
     for start in range(0, len(rows), GRADCAM_ROWS):
         chunk = rows[start : start + GRADCAM_ROWS]
         maps = gradcam_pixels(model, pre["mean"], pre["std"], ev.pixels[chunk])
@@ -179,6 +187,26 @@ def gradcam_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any
     return Section("gradcam", "Where the model looks", body), out
 
 
+def _map_size(model: Any, layer: Any, pixels: np.ndarray, mean: Any, std: Any) -> tuple[int, int]:
+    """Height and width of the map Grad-CAM weights (the hooked layer's output, tokens laid on their grid)."""
+    import torch
+
+    from fashattr.report.gradcam import _to_map
+
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, o: seen.append(o.detach()))
+    try:
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
+        m = torch.tensor(tuple(mean)).view(1, -1, 1, 1) * 255.0
+        s = torch.tensor(tuple(std)).view(1, -1, 1, 1) * 255.0
+        with torch.no_grad():
+            model(((x - m) / s).to(next(model.parameters()).device))
+    finally:
+        handle.remove()
+    h, w = _to_map(seen[-1], model.backbone).shape[-2:]
+    return int(h), int(w)
+
+
 def _cross_fit_probs(kind: str, logits: np.ndarray, target: np.ndarray, seed: int) -> tuple[np.ndarray, list[float]]:
     """Probabilities after temperature scaling, each half of the images scaled by the temperature
     fitted on the other half (so no image is measured with a temperature fitted on itself)."""
@@ -194,9 +222,11 @@ def _cross_fit_probs(kind: str, logits: np.ndarray, target: np.ndarray, seed: in
 
 
 def calibration_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any]]:
-    """Reliability diagrams and ECE per group, before and after temperature scaling (cross-fitted)."""
+    """Reliability diagrams and ECE per group, before and after temperature scaling (cross-fitted), and
+    as ``fashattr predict`` decodes when the run has a ``calibration.json`` (``fashattr calibrate``)."""
     if ev.labels is None:
         return Section("calibration", "Calibration", note("no labels on this split: calibration needs them.")), {}
+    saved, saved_note = _saved_decoding(ev)
     curves: dict[str, dict[str, Any]] = {}
     rows = []
     for g in ev.schema.groups:
@@ -210,7 +240,14 @@ def calibration_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str,
             "temperature": float(np.sqrt(temps[0] * temps[1])),
             "temperatures": temps,
         }
-        rows.append([g.name, num(before["ece"]), num(after["ece"]), f"{temps[0]:.3f} / {temps[1]:.3f}", before["n"]])
+        row = [g.name, num(before["ece"]), num(after["ece"]), f"{temps[0]:.3f} / {temps[1]:.3f}"]
+        if saved is not None:
+            offsets = np.asarray(saved["offsets"].get(g.name, 0.0))
+            temperature = float(saved["temperature"][g.name])
+            curves[g.name]["saved"] = reliability(probabilities(g.kind, (z + offsets) / temperature), t, g.kind)
+            curves[g.name]["saved_temperature"] = temperature
+            row += [num(curves[g.name]["saved"]["ece"]), f"{temperature:.3f}"]
+        rows.append([*row, before["n"]])
     files = figures.save(figures.reliability_figure(curves), opt.figures, "reliability")
     body = (
         '<p class="muted">Temperature scaling divides a group\'s logits by one number T (no prediction changes). '
@@ -219,31 +256,44 @@ def calibration_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str,
         "its T never saw. ECE: expected calibration error over 15 equal-width confidence bins (top-1 "
         "confidence for single-label groups; every (image, class) probability for multi-label ones).</p>"
     )
-    body += table(["group", "ECE before", "ECE after", "T (half A / half B)", "measured on"], rows)
-    body += figure(files, "reliability diagrams")
-    cal = _calibration_file(ev)
-    if cal:
-        body += note(cal)
-    return Section("calibration", "Calibration", body), {"groups": curves, "figure": files, "calibration_json": cal}
+    header = ["group", "ECE before", "ECE after", "T (half A / half B)"]
+    if saved is not None:
+        header += [f"ECE as predict decodes ({saved['mode']})", "its T"]
+    body += table([*header, "measured on"], rows)
+    if saved_note:
+        body += note(saved_note)
+    body += figure(files, "reliability diagrams", wide=True)
+    return Section("calibration", "Calibration", body), {
+        "groups": curves,
+        "figure": files,
+        "calibration_json": saved,
+        "calibration_note": saved_note,
+    }
 
 
-def _calibration_file(ev: Evaluated) -> str | None:
-    """A line about ``fashattr calibrate``'s saved temperatures, when the run has them."""
-    path = ev.info.path / "calibration.json"
-    if not path.is_file():
-        return None
-    import json
+def _saved_decoding(ev: Evaluated) -> tuple[dict[str, Any] | None, str | None]:
+    """The default decoding mode of the run's ``calibration.json`` (offsets and temperatures per group)
+    when it applies to the reported weights, and a line that says where it was fitted."""
+    from fashattr.calibrate import CalibrationError, load_calibration
 
+    if not (ev.info.path / "calibration.json").is_file():
+        return None, None
     try:
-        cal = json.loads(path.read_text())
-        mode = cal["default"]
-        temps = cal["modes"][mode]["temperature"]
-        split = cal.get("fitted_on", {}).get("split")
-    except (ValueError, KeyError, TypeError) as e:
-        return f"{path} is not readable as a calibration file ({e}); not shown."
-    shown = ", ".join(f"{g} {t:.3f}" for g, t in temps.items())
-    return (
-        f"This run also has calibration.json (fashattr calibrate, fitted on split {split!r}): its default decoding "
-        f"mode {mode!r} uses temperatures {shown} on logit-adjusted logits, which is what `fashattr predict` "
-        "outputs; the diagrams above scale the raw logits this report shows."
+        cal = load_calibration(ev.info.path, ev.weights)
+    except CalibrationError as e:
+        return None, f"calibration.json not used: {e}"
+    if cal is None:
+        return None, f"calibration.json was fitted for other weights than {ev.weights}.safetensors: not used."
+    mode = cal["default"]
+    fitted = cal.get("fitted_on", {}).get("split")
+    saved = {"mode": mode, "fitted_on": fitted, **{k: cal["modes"][mode][k] for k in ("offsets", "temperature")}}
+    where = (
+        "on these same images (in-sample: use --split test_holdout for an honest number)"
+        if fitted == ev.split
+        else f"on split {fitted!r}, other images than these"
+    )
+    return saved, (
+        f"calibration.json (fashattr calibrate) is applied as `fashattr predict` applies it: decoding mode {mode!r} "
+        f"(logit adjustment, then its temperature), fitted {where}. Its decoding can change predictions, so its "
+        "diagram's accuracies differ from the raw model's."
     )

@@ -29,8 +29,10 @@ td.l,th.l{text-align:left}
 figure{margin:8px 0}figure img{max-width:min(100%,560px);height:auto;border:1px solid #eaeef2}
 figure.wide img{max-width:100%}
 figcaption{font-size:12px;color:#57606a}
-.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-.cm td{width:26px;height:22px;padding:0;font-size:10px;text-align:center}
+.row{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}.row>div{flex:0 1 auto}
+.row figure{width:480px;max-width:100%}.row figure img{width:100%}
+.facts td{text-align:left}.row p{max-width:360px}
+.cm td{width:22px;height:20px;padding:0;font-size:10px;text-align:center}
 .cm th{font-weight:normal;font-size:11px}
 .cm th.col{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;height:90px}
 """
@@ -67,24 +69,26 @@ def with_ci(ci: dict[str, Any] | None) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1, raw: bool = False) -> str:
-    """An HTML table; the first ``left`` columns left-aligned. Cells are escaped unless ``raw``
-    (then the caller has escaped them: used for cells holding markup like ``with_ci``)."""
-    cls = [' class="l"' if i < left else "" for i in range(len(header))]
-    head = "".join(f"<th{c}>{esc(h)}</th>" for h, c in zip(header, cls, strict=True))
+    """An HTML table (no header row when ``header`` is empty); the first ``left`` columns left-aligned.
+    Cells are escaped unless ``raw`` (then the caller has escaped them: cells holding markup like ``with_ci``)."""
+    width = len(header) if header else max((len(r) for r in rows), default=0)
+    cls = [' class="l"' if i < left else "" for i in range(width)]
+    head = "".join(f"<th{c}>{esc(h)}</th>" for h, c in zip(header, cls[: len(header)], strict=True))
     body = []
     for row in rows:
         cells = "".join(f"<td{c}>{v if raw else esc(v)}</td>" for v, c in zip(row, cls + [""] * len(row), strict=False))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if header else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
-def figure(files: dict[str, str], alt: str, caption: str = "") -> str:
-    """An <img> of the figure's web file with links to its PNG and SVG (photo grids at full width)."""
+def figure(files: dict[str, str], alt: str, caption: str = "", wide: bool = False) -> str:
+    """An <img> of the figure's web file with links to its PNG and SVG (``wide`` and photo grids: full width)."""
     links = " ".join(f'<a href="{esc(files[k])}">{k.upper()}</a>' for k in ("png", "svg") if k in files)
     cap = f"{esc(caption)} " if caption else ""
-    wide = ' class="wide"' if files["web"].endswith(".jpg") else ""
+    cls = ' class="wide"' if wide or files["web"].endswith(".jpg") else ""
     return (
-        f'<figure{wide}><img src="{esc(files["web"])}" alt="{esc(alt)}" loading="eager">'
+        f'<figure{cls}><img src="{esc(files["web"])}" alt="{esc(alt)}" loading="eager">'
         f"<figcaption>{cap}{links}</figcaption></figure>"
     )
 

@@ -76,7 +76,7 @@ def _curves(runs: Sequence[Evaluated], opt: Options) -> tuple[Section, dict[str,
     histories = {r.info.name: r.info.history for r in runs}
     fig = figures.curves_figure(histories, runs[0].info.select_metric, runs[0].schema.names)
     files = figures.save(fig, opt.figures, "curves")
-    return Section("curves", "Curves", figure(files, "training curves of every run")), {"figure": files}
+    return Section("curves", "Curves", figure(files, "training curves of every run", wide=True)), {"figure": files}
 
 
 def _deltas(runs: Sequence[Evaluated], opt: Options) -> tuple[Section, dict[str, Any]]:

@@ -107,9 +107,10 @@ def summary_section(ev: Evaluated, metrics: Metrics | None, opt: Options) -> tup
         "training_images": "labelled training images (largest group)",
     }
     body = "".join(note(n) for n in ev.notes)
-    body += table(
-        ["", "value"], [[labels.get(k, k.replace("_", " ")), "-" if v is None else v] for k, v in facts.items()], left=2
-    )
+    pairs = [(labels.get(k, k.replace("_", " ")), "-" if v is None else v) for k, v in facts.items()]
+    half = -(-len(pairs) // 2)  # two key/value columns: half the height
+    rows = [[*pairs[i], *(pairs[i + half] if i + half < len(pairs) else ("", ""))] for i in range(half)]
+    body += table([], rows, left=4).replace("<table>", '<table class="facts">', 1)
     out: dict[str, Any] = {"facts": facts, "notes": ev.notes}
     if metrics is not None and ev.labels is not None:
         ci = stats.bootstrap_ci(ev.schema, ev.labels, ev.logits, metrics.summary(), opt.resamples, opt.seed)
@@ -133,7 +134,7 @@ def curves_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any]
         return Section("curves", "Curves", note("metrics.csv has no finished epoch yet.")), {"history": []}
     fig = figures.curves_figure({info.name: info.history}, info.select_metric, ev.schema.names)
     files = figures.save(fig, opt.figures, "curves")
-    body = figure(files, "training curves", f"{info.epochs_run} epochs; best epoch {info.best_epoch}.")
+    body = figure(files, "training curves", f"{info.epochs_run} epochs; best epoch {info.best_epoch}.", wide=True)
     return Section("curves", "Curves", body), {"history": info.history, "figure": files}
 
 
