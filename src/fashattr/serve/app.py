@@ -26,6 +26,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fashattr.serve.batcher import Batcher, Logits, Overloaded
 from fashattr.serve.guard import Guard
@@ -198,8 +199,8 @@ def create_app(runtime: Any, settings: ServeSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Filename"],
         )
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and Starlette's own (form parsing)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -106,9 +106,10 @@ def read_token_file(path: str | Path) -> tuple[str, str | None]:
     """
     path = Path(path)
     try:
-        token = path.read_text(encoding="utf-8").strip().splitlines()[0].strip() if path.stat().st_size else ""
-    except (OSError, UnicodeDecodeError, IndexError) as e:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"token file {path}: cannot read it: {e}") from None
+    token = lines[0].strip() if lines else ""
     if not token:
         raise ValueError(f"token file {path} is empty; write the token on its first line")
     warning = None
