@@ -1,0 +1,99 @@
+"""The page of fashattr serve in a real headless chromium, against `fashattr serve` in a subprocess on a free
+loopback port: a real FashionDataset photo gets every group rendered with a schema class, Grad-CAM overlays
+appear, no console errors; a non-image file shows its error in the page."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from browser import open_page
+from test_serve import make_bundle
+
+from fashattr.schema import ai6126_schema
+
+pytest.importorskip("fastapi")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`fashattr serve BUNDLE --backend torch` on a free loopback port; its URL once /readyz answers 200."""
+    bundle = make_bundle(tmp_path_factory.mktemp("page"), size=48)
+    port = free_port()
+    cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--backend", "torch", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"fashattr serve exited with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("fashattr serve did not become ready within 90 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.mark.realdata
+def test_page_predicts_a_real_photo_with_gradcam(served: str, real_data: Path, tmp_path: Path):
+    photo = real_data / "img" / "00001.jpg"
+    schema = ai6126_schema()
+    with open_page() as (page, log):
+        page.goto(served + "/")
+        page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+        page.set_input_files("#files", str(photo))
+        page.wait_for_selector(".card .group", timeout=30_000)
+        groups = page.locator(".card .group")
+        assert groups.count() == len(schema.groups)
+        for i, group in enumerate(schema.groups):
+            box = groups.nth(i)
+            assert box.get_attribute("data-group") == group.name
+            chip = box.locator(".chip").first.text_content()
+            assert chip in group.classes, (group.name, chip)
+        # top-3 alternatives on click
+        page.locator(".card .chip").first.click()
+        assert page.locator(".card .alts").first.locator("li").count() == 3
+        page.get_by_text("Grad-CAM per group").click()
+        page.wait_for_selector(".card img.cam", timeout=30_000)
+        assert page.locator(".card img.cam").count() == len(schema.groups)
+        page.wait_for_function("[...document.querySelectorAll('img.cam')].every(i => i.complete && i.naturalWidth > 0)")
+        shot = Path(os.environ.get("FASHATTR_SERVE_SCREENSHOT") or tmp_path / "serve.png")
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        assert log.problems() == []
+
+
+def test_page_shows_the_error_of_a_non_image_file(served: str, tmp_path: Path):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("this is not a photo\n")
+    with open_page() as (page, log):
+        page.goto(served + "/")
+        page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+        page.set_input_files("#files", str(notes))
+        err = page.wait_for_selector(".card .error", timeout=30_000)
+        text = err.text_content() or ""
+        assert text.startswith("422") and "notes.jpg: not an image Pillow can identify" in text
+        assert page.locator(".card .group").count() == 0
+        # The failed request is an HTTP answer the page handled, not a console error of its own script.
+        assert log.page_errors == [] and log.failed_requests == []
