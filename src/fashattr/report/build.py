@@ -108,10 +108,10 @@ def build_report(
         body, data = multi.compare_report(evaluated, opt, timings)
         title = "fashattr report: " + " vs ".join(e.info.name for e in evaluated)
     first = evaluated[0]
-    subtitle = (
-        f"split {first.split!r}, {len(first.paths)} images; {first.info.backbone} at {first.info.image_size} px; "
-        f"weights {', '.join(f'{e.info.name}: {e.weights}' for e in evaluated)}"
+    models = "; ".join(
+        f"{e.info.name}: {e.info.backbone} at {e.info.image_size} px, {e.weights}.safetensors" for e in evaluated
     )
+    subtitle = f"split {first.split!r}, {len(first.paths)} images; {models}"
     html_path = out / "report.html"
     atomic_write_text(html_path, page(title, subtitle, body))
     timings["total"] = round(time.perf_counter() - start, 3)

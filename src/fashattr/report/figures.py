@@ -34,7 +34,7 @@ def save(fig: Figure, folder: Path, name: str, photo: bool = False) -> dict[str,
     out = {}
     fig.savefig(folder / f"{name}.png", dpi=DPI)
     # SVG text as text (not glyph outlines): smaller, searchable, and much faster to write.
-    with rc_context({"svg.fonttype": "none"}):
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "fashattr"}):  # stable ids: same file each run
         fig.savefig(folder / f"{name}.svg", dpi=DPI, metadata={"Date": None})
     out["png"], out["svg"] = f"{folder.name}/{name}.png", f"{folder.name}/{name}.svg"
     if photo:

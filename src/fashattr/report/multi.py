@@ -16,7 +16,7 @@ import numpy as np
 from fashattr.report import figures, stats
 from fashattr.report.collect import Evaluated
 from fashattr.report.compare import compare_rows
-from fashattr.report.explain import verdict
+from fashattr.report.explain import _short, verdict
 from fashattr.report.html import Section, esc, figure, note, num, table, with_ci
 from fashattr.report.sections import Options, metrics_of
 
@@ -29,9 +29,19 @@ def _same_images(runs: Sequence[Evaluated]) -> bool:
 
 def _summary(runs: Sequence[Evaluated], opt: Options, paired: bool) -> tuple[Section, dict[str, Any]]:
     facts = compare_rows([r.info for r in runs])
-    cols = list(facts[0])
+    # the recorded facts; the per-group columns are left to the table below, measured on the same images
+    keep = ("run", "recipe", "backbone", "size", "params_m", "mb", "avg_class_acc", "overall_acc")
+    cols = [c for c in facts[0] if c in keep or c.startswith("test_") or c in ("best_epoch", "wall_s")]
     body = "".join(note(n) for r in runs for n in r.notes)
-    body += table(cols, [[row[c] if row[c] is not None else "-" for c in cols] for row in facts], left=3)
+    shown = [
+        [num(row[c]) if isinstance(row[c], float) else "-" if row[c] is None else row[c] for c in cols] for row in facts
+    ]
+    body += table(cols, shown, left=3)
+    body += (
+        '<p class="muted">As each run recorded them: avg_class_acc and overall_acc on its selection holdout at '
+        "its best epoch, test_* on its test holdout. The table below evaluates every run "
+        "on the same split.</p>"
+    )
     out: dict[str, Any] = {"runs": facts}
     if runs[0].labels is None:
         return Section("summary", "Summary", body), out
@@ -150,8 +160,8 @@ def _disagreements(runs: Sequence[Evaluated], opt: Options, same: bool) -> tuple
             for _, i, gname in chosen:
                 v1, v2 = verdict(first, gname, i), verdict(second, gname, i)
                 captions.append(
-                    f"{gname}: true {v1['true']}\n{first.info.name[:12]}: {v1['predicted']} \u2713\n"
-                    f"{second.info.name[:12]}: {v2['predicted']} \u2717"
+                    f"{_short(gname, 9)}: true {_short(str(v1['true']), 12)}\n"
+                    f"A: {_short(v1['predicted'], 16)} \u2713\nB: {_short(v2['predicted'], 16)} \u2717"
                 )
                 images.append(a.pixels[i])
                 pair[key].append({"path": a.paths[i], "group": gname, first.info.name: v1, second.info.name: v2})
@@ -159,7 +169,9 @@ def _disagreements(runs: Sequence[Evaluated], opt: Options, same: bool) -> tuple
             files = figures.save(fig, opt.figures, f"disagree_{key}", photo=True)
             pair[key + "_figure"] = files
             body += f"<h3>{esc(first.info.name)} right, {esc(second.info.name)} wrong</h3>"
-            body += figure(files, key, "the second run's most confident mistakes first")
+            body += figure(
+                files, key, f"A = {first.info.name}, B = {second.info.name}; B's most confident mistakes first."
+            )
         body += "<h3>Counts per group</h3>" + table(["group", "which", "images"], counts_rows, left=2)
         out[b.info.name] = {"counts": counts_rows, **pair}
     return Section("disagreements", "Disagreements", body), out
