@@ -389,7 +389,11 @@ DECODE_HELP = (
 def _serve(args: argparse.Namespace) -> None:
     from fashattr.serve import run_server, settings_from_args
 
-    run_server(args.model, settings_from_args(args), args.backend, args.weights, args.threads or None, db=args.db)
+    settings = settings_from_args(args)
+    threads = args.threads or None
+    run_server(
+        args.model, settings, args.backend, args.weights, threads, db=args.db, max_connections=args.max_connections
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -645,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="width x height limit per image (413)")
     p.add_argument("--max-images", type=int, default=16, help="images per request")
     p.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads")
+    p.add_argument("--max-connections", type=int, default=256, help="open connections before uvicorn answers 503")
     p.add_argument("--token-file", help="file whose first line is the bearer token the /v1 routes require")
     p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
     p.add_argument("--db", help="a catalog database URL (fashattr tag): adds /v1/search and the /v1/gallery page")
