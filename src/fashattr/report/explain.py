@@ -191,7 +191,7 @@ def _map_size(model: Any, layer: Any, pixels: np.ndarray, mean: Any, std: Any) -
     """Height and width of the map Grad-CAM weights (the hooked layer's output, tokens laid on their grid)."""
     import torch
 
-    from fashattr.report.gradcam import _to_map
+    from fashattr.report.gradcam import as_feature_map
 
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, o: seen.append(o.detach()))
@@ -203,7 +203,7 @@ def _map_size(model: Any, layer: Any, pixels: np.ndarray, mean: Any, std: Any) -
             model(((x - m) / s).to(next(model.parameters()).device))
     finally:
         handle.remove()
-    h, w = _to_map(seen[-1], model.backbone).shape[-2:]
+    h, w = as_feature_map(seen[-1], model.backbone).shape[-2:]
     return int(h), int(w)
 
 

@@ -55,8 +55,9 @@ def target_layer(model: nn.Module) -> tuple[nn.Module, str]:
     return modules[convs[-1]], f"backbone.{convs[-1]}"
 
 
-def _to_map(act: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-    """A hooked activation as ``(B, C, h, w)``."""
+def as_feature_map(act: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+    """The hooked layer's output ``act`` as a ``(B, C, h, w)`` map: CNN maps as they are, transformer
+    tokens ``(B, T, C)`` without their prefix tokens, laid on the patch grid."""
     if act.dim() == 4:
         return act
     if act.dim() != 3:
@@ -116,7 +117,7 @@ def gradcam(
                     raise ValueError(f"targets[{group!r}] has {idx.numel()} entries for {len(logits)} images")
                 score = logits.gather(1, idx.long().view(-1, 1)).sum()
                 (grad,) = torch.autograd.grad(score, act, retain_graph=i < len(groups) - 1)
-                a, g = _to_map(act, backbone), _to_map(grad, backbone)
+                a, g = as_feature_map(act, backbone), as_feature_map(grad, backbone)
                 cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
                 cam = F.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
                 peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
