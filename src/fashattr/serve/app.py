@@ -128,15 +128,18 @@ class ServeState:
         return results  # type: ignore[return-value]
 
     def decode_mode(self, mode: str | None) -> str | None:
-        """The decoding a request asked for, checked against the bundle's modes."""
-        modes = list(getattr(self.runtime, "decode_modes", None) or [])
-        if mode is None:
-            return getattr(self.runtime, "default_decode", None)
-        if not modes:
+        """The decoding a request asked for (None: the bundle's default), checked against the bundle's modes."""
+        rt = self.runtime
+        modes = list(getattr(rt, "decode_modes", None) or [])
+        if mode is not None and not modes and mode != "none":
             raise HTTPException(400, f"decode={mode!r}: this model's bundle carries no decoding modes")
-        if mode not in modes:
-            raise HTTPException(400, f"unknown decode {mode!r}; choose from {modes}")
-        return mode
+        check = getattr(rt, "check_decode", None)
+        if check is None:
+            return None
+        try:
+            return check(mode)
+        except ValueError as e:
+            raise HTTPException(400, f"decode={mode!r}: {e}") from None
 
     def labels(self, logits: list[Logits], top_k: int, mode: str | None) -> list[dict[str, Any]]:
         stacked = {g: np.concatenate([z[g] for z in logits]) for g in logits[0]}
