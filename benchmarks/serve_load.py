@@ -47,7 +47,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, bundle: str, batching: bool, queue_size: int = 64) -> None:
+    def __init__(self, bundle: str, batching: bool, queue_size: int = 64, threads: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         batch = ["--max-batch", "16", "--max-wait-ms", "5"] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
@@ -63,6 +63,8 @@ class Server:
             str(queue_size),
             "--max-connections",
             "1024",
+            "--threads",
+            str(threads),
             *batch,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,6 +150,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--leak-requests", type=int, default=10_000)
     ap.add_argument("--out", default=str(RESULTS / "serve_load"))
+    ap.add_argument("--threads", type=int, default=0, help="the server's model threads (0: onnxruntime's default)")
     args = ap.parse_args()
     names = sorted((REAL / "img").iterdir())[: args.images]
     images = [p.read_bytes() for p in names]
@@ -160,12 +163,13 @@ def main() -> None:
         "step_s": args.step_s,
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,
+        "server_threads": args.threads,
     }
 
-    with Server(args.bundle, batching=False) as s:
+    with Server(args.bundle, batching=False, threads=args.threads) as s:
         print("micro-batching off", flush=True)
         result["off"], result["off_best"] = ladder(s.url, images, rates, args.step_s)
-    with Server(args.bundle, batching=True) as s:
+    with Server(args.bundle, batching=True, threads=args.threads) as s:
         print("micro-batching on", flush=True)
         result["on"], result["on_best"] = ladder(s.url, images, rates, args.step_s)
         best = result["on_best"] or rates[0]

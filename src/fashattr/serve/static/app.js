@@ -42,8 +42,10 @@
     if (alts) {
       const list = el("ol", "alts"); list.hidden = true;
       for (const a of alts) list.append(el("li", null, `${a.class} — ${(a.prob * 100).toFixed(1)}%`));
-      c.addEventListener("click", () => { list.hidden = !list.hidden; });
+      // Hover shows the alternatives; a click pins them open (or unpins them).
+      c.addEventListener("click", () => { c.dataset.pinned = c.dataset.pinned ? "" : "1"; list.hidden = !c.dataset.pinned; });
       c.addEventListener("mouseenter", () => { list.hidden = false; });
+      c.addEventListener("mouseleave", () => { list.hidden = !c.dataset.pinned; });
       wrap.append(list);
     }
     return wrap;
