@@ -47,7 +47,9 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, bundle: str, batching: bool, queue_size: int = 64, threads: int = 0) -> None:
+    def __init__(
+        self, bundle: str, batching: bool, queue_size: int = 64, threads: int = 0, max_connections: int = 1024
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         batch = ["--max-batch", "16", "--max-wait-ms", "5"] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
@@ -62,7 +64,7 @@ class Server:
             "--queue-size",
             str(queue_size),
             "--max-connections",
-            "1024",
+            str(max_connections),
             "--threads",
             str(threads),
             *batch,
@@ -151,6 +153,9 @@ def main() -> None:
     ap.add_argument("--leak-requests", type=int, default=10_000)
     ap.add_argument("--out", default=str(RESULTS / "serve_load"))
     ap.add_argument("--threads", type=int, default=0, help="the server's model threads (0: onnxruntime's default)")
+    # uvicorn answers 503 itself past this many open connections, before parsing a request: the cheap
+    # refusal that keeps an overloaded server's backlog (and so its recovery time) short.
+    ap.add_argument("--max-connections", type=int, default=1024, help="the server's --max-connections")
     args = ap.parse_args()
     names = sorted((REAL / "img").iterdir())[: args.images]
     images = [p.read_bytes() for p in names]
@@ -164,12 +169,13 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,
         "server_threads": args.threads,
+        "max_connections": args.max_connections,
     }
 
-    with Server(args.bundle, batching=False, threads=args.threads) as s:
+    with Server(args.bundle, batching=False, threads=args.threads, max_connections=args.max_connections) as s:
         print("micro-batching off", flush=True)
         result["off"], result["off_best"] = ladder(s.url, images, rates, args.step_s)
-    with Server(args.bundle, batching=True, threads=args.threads) as s:
+    with Server(args.bundle, batching=True, threads=args.threads, max_connections=args.max_connections) as s:
         print("micro-batching on", flush=True)
         result["on"], result["on_best"] = ladder(s.url, images, rates, args.step_s)
         best = result["on_best"] or rates[0]
@@ -224,7 +230,9 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
         f"Open-loop client (httpx, asyncio) on the same machine, {r['images']} real FashionDataset photos, "
         f"{r['step_s']:g} s per rate. Load average before: {', '.join(f'{x:.2f}' for x in r['loadavg_before'])}; "
-        f"after: {', '.join(f'{x:.2f}' for x in r['loadavg_after'])}. Whole run {r['wall_s']} s.",
+        f"after: {', '.join(f'{x:.2f}' for x in r['loadavg_after'])}. Whole run {r['wall_s']} s. "
+        f"Server: --threads {r.get('server_threads', 0)} (0: onnxruntime's default), "
+        f"--max-connections {r.get('max_connections', 1024)}.",
         "",
         "| batching | offered req/s | answered/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",

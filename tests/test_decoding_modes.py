@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import tiny_overrides
@@ -186,3 +187,27 @@ def test_challenge_file_is_decoded(tiny_data: Path, cache_dir: Path, tmp_path: P
     assert main(["predict", str(run), "--split", "test", "--out", str(out)]) == 0  # the default: balanced
     rows = [line.split() for line in out.read_text().splitlines()]
     assert {r[1] for r in rows} == {"2"}
+
+
+def test_the_service_decodes_in_the_mode_asked_for(setup: dict):
+    """`fashattr serve`'s ?decode= on a real uvicorn: each mode's classes as the runtime decodes them."""
+    from test_serve import LiveServer
+
+    from fashattr.serve import ServeSettings, create_app
+
+    rt = Runtime.from_bundle(setup["bundle"], "onnx")
+    photo = setup["photos"][0]
+    expected = {m: classes(list(rt.predict_files([photo], decode=m))) for m in MODES}
+    assert expected["accuracy"][0]["pattern"] == rt.schema["pattern"].classes[3]  # the forced offset wins
+    with LiveServer(create_app(rt, ServeSettings())) as server:
+
+        def ask(**params: str) -> httpx.Response:
+            files = [("file", (photo.name, photo.read_bytes(), "image/jpeg"))]
+            return httpx.post(server.url + "/v1/predict", files=files, params=params, timeout=30)
+
+        for mode in MODES:
+            body = ask(decode=mode).json()
+            assert body["decoding"] == mode and classes(body["results"]) == expected[mode]
+        assert ask().json()["decoding"] == "balanced"  # the bundle's default
+        r = ask(decode="fastest")
+        assert r.status_code == 400 and "'fastest'" in r.json()["error"] and "accuracy" in r.json()["error"]
