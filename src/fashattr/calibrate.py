@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,22 +95,9 @@ def weighted_nll(logits: np.ndarray, target: np.ndarray, weight: np.ndarray, tem
 def best_weighted_nll(logits: np.ndarray, target: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
     """``(temperature, NLL)`` at the temperature minimising :func:`weighted_nll` (golden-section search over
     log T in ``report.calibration.T_RANGE``; the NLL is convex in 1/T)."""
-    from fashattr.report.calibration import T_RANGE
+    from fashattr.report.calibration import best_temperature
 
-    lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = weighted_nll(logits, target, weight, math.exp(a)), weighted_nll(logits, target, weight, math.exp(b))
-    while hi - lo > 1e-3:
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = weighted_nll(logits, target, weight, math.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = weighted_nll(logits, target, weight, math.exp(b))
-    t = math.exp((lo + hi) / 2)
+    t = best_temperature(lambda temp: weighted_nll(logits, target, weight, temp), tol=1e-3)
     return t, weighted_nll(logits, target, weight, t)
 
 

@@ -11,6 +11,7 @@ Targets follow the metrics' convention: single-label ``(N,)`` class indices, mul
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -75,19 +76,25 @@ def fit_temperature(logits: np.ndarray, target: np.ndarray, kind: Kind = "single
     z, t = _known(logits, target, kind)
     if (kind == "single" and len(t) == 0) or (kind == "multi" and not (t >= 0).any()):
         return 1.0
+    return best_temperature(lambda temp: nll(z, t, kind, temp))
+
+
+def best_temperature(loss: Callable[[float], float], tol: float = 1e-4) -> float:
+    """The temperature in ``T_RANGE`` minimising ``loss(T)``, for a loss that is unimodal in T (an NLL
+    is convex in 1/T): golden-section search over log T, to ``tol`` in log T."""
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     g = (math.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(z, t, kind, math.exp(a)), nll(z, t, kind, math.exp(b))
-    while hi - lo > 1e-4:
+    fa, fb = loss(math.exp(a)), loss(math.exp(b))
+    while hi - lo > tol:
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - g * (hi - lo)
-            fa = nll(z, t, kind, math.exp(a))
+            fa = loss(math.exp(a))
         else:
             lo, a, fa = a, b, fb
             b = lo + g * (hi - lo)
-            fb = nll(z, t, kind, math.exp(b))
+            fb = loss(math.exp(b))
     return float(math.exp((lo + hi) / 2))
 
 
