@@ -21,7 +21,7 @@ from fashattr.fileio import atomic_write_text
 from fashattr.report import explain, sections
 from fashattr.report.collect import Evaluated, evaluate_run
 from fashattr.report.html import Section, page
-from fashattr.report.sections import Options
+from fashattr.report.sections import Options, run_steps
 
 log = logging.getLogger("fashattr")
 SINGLE_SECTIONS = ("summary", "curves", "groups", "top-losses", "gradcam", "calibration")
@@ -56,14 +56,7 @@ def single_report(ev: Evaluated, opt: Options, timings: dict[str, float]) -> tup
         ("gradcam", lambda: explain.gradcam_section(ev, opt)),
         ("calibration", lambda: explain.calibration_section(ev, opt)),
     ]
-    out_sections, data = [], {}
-    for name, make in steps:
-        start = time.perf_counter()
-        section, numbers = make()
-        timings[name] = round(time.perf_counter() - start, 3)
-        out_sections.append(section)
-        data[name] = numbers
-    return out_sections, data
+    return run_steps(steps, timings)
 
 
 def build_report(

@@ -7,7 +7,6 @@ first run), Disagreements (images one run gets right and the other wrong).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from fashattr.report.collect import Evaluated
 from fashattr.report.compare import compare_rows
 from fashattr.report.explain import _short, verdict
 from fashattr.report.html import Section, esc, figure, note, num, table, with_ci
-from fashattr.report.sections import Options, metrics_of
+from fashattr.report.sections import Options, metrics_of, run_steps
 
 DISAGREEMENTS = 12  # images per grid
 
@@ -198,11 +197,4 @@ def compare_report(
         ),
         ("disagreements", lambda: _disagreements(runs, opt, same)),
     ]
-    out_sections, data = [], {}
-    for name, make in steps:
-        start = time.perf_counter()
-        section, numbers = make()
-        timings[name] = round(time.perf_counter() - start, 3)
-        out_sections.append(section)
-        data[name] = numbers
-    return out_sections, data
+    return run_steps(steps, timings)

@@ -6,6 +6,8 @@ section's HTML and the numbers it shows (which go into report.json unchanged).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,3 +216,18 @@ def groups_section(ev: Evaluated, metrics: Metrics | None, opt: Options) -> tupl
         html_part, out[g.name] = _group_block(ev, metrics, g.name, opt)
         body += html_part
     return Section("groups", "Per group", body), out
+
+
+def run_steps(
+    steps: list[tuple[str, Callable[[], tuple[Section, Any]]]], timings: dict[str, float]
+) -> tuple[list[Section], dict[str, Any]]:
+    """Build each named section in order: the sections, their numbers by name (``report.json``), and
+    each step's seconds added to ``timings``."""
+    out_sections, data = [], {}
+    for name, make in steps:
+        start = time.perf_counter()
+        section, numbers = make()
+        timings[name] = round(time.perf_counter() - start, 3)
+        out_sections.append(section)
+        data[name] = numbers
+    return out_sections, data
