@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import sys
 import time
@@ -29,44 +28,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class CpuMeter:
-    """Cores used by other processes during a span: all busy jiffies minus this process's CPU time."""
-
-    def __init__(self) -> None:
-        self.hz = os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _busy() -> float:
-        with open("/proc/stat") as f:
-            v = [float(x) for x in f.readline().split()[1:]]
-        return sum(v) - v[3] - v[4]  # minus idle and iowait
-
-    @staticmethod
-    def _own() -> float:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
-
-    def start(self) -> None:
-        self.t0, self.b0, self.o0 = time.perf_counter(), self._busy(), self._own()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.perf_counter() - self.t0
-        busy = (self._busy() - self.b0) / self.hz
-        own = self._own() - self.o0
-        return {
-            "wall_s": round(wall, 2),
-            "own_cpu_s": round(own, 2),
-            "foreign_cores": round(max(0.0, busy - own) / wall, 2),
-        }
-
-
 def timed_report(run: str, split: str, out: Path, gradcam: int) -> dict[str, Any]:
+    from inference import CpuMeter  # benchmarks/inference.py: one way of counting the other jobs' cores
+
     from fashattr.report.build import build_report
 
     meter = CpuMeter()
     meter.start()
     build_report([run], out, split=split, options={"gradcam_images": gradcam})
-    usage = meter.stop()
+    wall = time.perf_counter() - meter.t0
+    usage = {
+        "wall_s": round(wall, 2),
+        "own_cpu_s": round(meter._own() - meter.o0, 2),
+        "foreign_cores": meter.foreign_cores(),
+    }
     report = json.loads((out / "report.json").read_text())
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {**usage, "stages_s": report["seconds"], "images": len(report["images"]), "output_mb": round(size / 1e6, 2)}
