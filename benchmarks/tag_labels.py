@@ -1,0 +1,49 @@
+"""Per-image CPU cost of turning logits into labels and database rows in `fashattr tag`.
+
+`runtime_onnx.decode` (top-5) plus `catalog.tag.prediction_rows`, on 32-image batches of random
+logits for the FashionDataset schema, timed alone (no model, no database). Prints one JSON line and
+writes benchmarks/results/tag_labels.json.
+
+    python benchmarks/tag_labels.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashattr import runtime_onnx
+from fashattr.catalog.tag import prediction_rows
+from fashattr.schema import AI6126_GROUPS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(rounds: int = 300, batch: int = 32) -> dict[str, float]:
+    groups = [{"name": k, "classes": list(v), "kind": "single"} for k, v in AI6126_GROUPS.items()]
+    config = {"schema": {"groups": groups}, "decoding": {}}
+    rng = np.random.default_rng(0)
+    logits = {g["name"]: rng.normal(size=(batch, len(g["classes"]))).astype(np.float32) for g in groups}
+    out: dict[str, float] = {"batch": batch, "rounds": rounds, "loadavg_before": os.getloadavg()[0]}
+    for top_k in (1, 5):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            runtime_onnx.decode(config, logits, top_k=top_k)
+        out[f"decode_top{top_k}_ms_per_image"] = round((time.perf_counter() - start) / rounds / batch * 1e3, 4)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for record in runtime_onnx.decode(config, logits, top_k=5):
+            prediction_rows("0" * 64, "model", record, None)
+    out["decode_top5_and_rows_ms_per_image"] = round((time.perf_counter() - start) / rounds / batch * 1e3, 4)
+    return out
+
+
+if __name__ == "__main__":
+    result = main()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tag_labels.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
