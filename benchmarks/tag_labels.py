@@ -1,4 +1,6 @@
-"""Per-image CPU cost of turning logits into labels and database rows in `fashattr tag`.
+"""Per-image CPU cost of what `fashattr tag` does beside the model: decoding a FashionDataset JPEG to
+the 96 px letterboxed pixels (`runtime_onnx.load_presized`, 200 real photos, one thread), and turning
+logits into labels and database rows.
 
 `runtime_onnx.decode` (top-5) plus `catalog.tag.prediction_rows`, on 32-image batches of random
 logits for the FashionDataset schema, timed alone (no model, no database). Prints one JSON line and
@@ -21,6 +23,19 @@ from fashattr.catalog.tag import prediction_rows
 from fashattr.schema import AI6126_GROUPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PHOTOS = Path(os.environ.get("FASHATTR_DATA") or Path(__file__).resolve().parents[2] / "shared/data/FashionDataset")
+
+
+def jpeg_ms(n: int = 200, size: int = 96) -> float:
+    """Milliseconds per real photo to decode and letterbox it, as tag's decode threads do."""
+    files = sorted((PHOTOS / "img").glob("*.jpg"))[:n]
+    if not files:
+        raise FileNotFoundError(f"no FashionDataset photos under {PHOTOS / 'img'} (set FASHATTR_DATA)")
+    fill = runtime_onnx.fill_color((0.485, 0.456, 0.406))
+    start = time.perf_counter()
+    for f in files:
+        runtime_onnx.load_presized(f, size, fill=fill)
+    return round((time.perf_counter() - start) / len(files) * 1e3, 3)
 
 
 def main(rounds: int = 300, batch: int = 32) -> dict[str, float]:
@@ -29,6 +44,7 @@ def main(rounds: int = 300, batch: int = 32) -> dict[str, float]:
     rng = np.random.default_rng(0)
     logits = {g["name"]: rng.normal(size=(batch, len(g["classes"]))).astype(np.float32) for g in groups}
     out: dict[str, float] = {"batch": batch, "rounds": rounds, "loadavg_before": os.getloadavg()[0]}
+    out["jpeg_decode_96px_ms_per_image"] = jpeg_ms()
     for top_k in (1, 5):
         start = time.perf_counter()
         for _ in range(rounds):
