@@ -104,7 +104,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(bundle: Path) -> Iterator[LiveServer]:
-    settings = ServeSettings(max_batch=8, max_wait_ms=20, queue_size=128, max_body_mb=2, max_pixels=1_000_000)
+    # No model-time limit on admission (max_queue_ms=0): these tests count on every request they send
+    # being answered, however slow the shared CPU; test_admission_... covers that limit.
+    settings = ServeSettings(
+        max_batch=8, max_wait_ms=20, queue_size=128, max_queue_ms=0, max_body_mb=2, max_pixels=1_000_000
+    )
     with LiveServer(create_app(lambda: Runtime.from_bundle(bundle, "onnx"), settings)) as s:
         yield s
 
@@ -325,14 +329,13 @@ class SlowRuntime:
     meets (the real runtime underneath answers otherwise)."""
 
     def __init__(self, runtime: Runtime, delay: float = 0.0, fail: bool = False) -> None:
-        self._rt, self.delay, self.fail, self.warm = runtime, delay, fail, 0
+        self._rt, self.delay, self.fail = runtime, delay, fail
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._rt, name)
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self.warm < 2:  # the warm-up calls
-            self.warm += 1
+        if not batch.any():  # the warm-up calls (all-zero batches; no photo is all black here)
             return self._rt.logits(batch)
         if self.fail:
             raise RuntimeError("model exploded: secret internal detail /srv/weights")
@@ -342,7 +345,7 @@ class SlowRuntime:
 
 def test_queue_full_timeout_slow_client_and_no_stack_traces(bundle: Path, photos: list[Path]):
     rt = Runtime.from_bundle(bundle, "onnx")
-    settings = ServeSettings(max_batch=1, max_wait_ms=0, queue_size=2, timeout_s=1.0)
+    settings = ServeSettings(max_batch=1, max_wait_ms=0, queue_size=2, max_queue_ms=0, timeout_s=1.0)
     with LiveServer(create_app(SlowRuntime(rt, delay=1.5), settings)) as s:
         with cf.ThreadPoolExecutor(6) as pool:
             start = time.perf_counter()
@@ -383,3 +386,59 @@ def test_explain_gradcam_per_group(torch_server: LiveServer, photos: list[Path])
     r = post(torch_server, [jpeg(photos[1])], path="/v1/explain", params={"group": "colour"})
     assert r.status_code == 422 and "unknown group 'colour'" in r.json()["error"]
     assert httpx.get(torch_server.url + "/v1/schema").json()["explain"] is True
+
+
+def test_admission_refuses_what_would_wait_longer_than_max_queue_ms():
+    """Model time per image from half-full or fuller batches (exponential average, weight 0.2); a request
+    is refused while the images in flight hold more model time than the limit; an idle server admits."""
+    import asyncio
+
+    from fashattr.serve.batcher import Batcher, Overloaded
+    from fashattr.serve.metrics import ServeMetrics
+
+    metrics = ServeMetrics()
+    b = Batcher(lambda x: {}, max_batch=8, max_wait_ms=0, queue_size=100, metrics=metrics, max_queue_ms=100)
+    b.observe(3, 1.0)  # 3 < 8 // 2: an idle server's small batch says nothing about a queue
+    assert b.per_image is None and b.expected_wait() == 0
+    b.observe(8, 0.08)
+    assert b.per_image == pytest.approx(0.01)
+    b.observe(4, 0.08)  # 0.02 s per image
+    assert b.per_image == pytest.approx(0.8 * 0.01 + 0.2 * 0.02)  # 0.012
+    b.admit(10)  # nothing in flight: admitted whatever it costs
+    assert b.expected_wait() == pytest.approx(0.12)
+    with pytest.raises(Overloaded, match=r"10 images in flight, about 120 ms of model time \(limit 100 ms\)"):
+        b.admit(1)
+    assert b.in_flight == 10
+    b.release(2)  # 8 x 12 ms = 96 ms queued: under the limit again
+    b.admit(1)
+    assert b.in_flight == 9
+    assert metrics.rejected.labels("queue_delay")._value.get() == 1
+    b.executor.shutdown()
+    asyncio.run(b.stop())
+
+
+def test_model_and_decode_threads_run_below_the_event_loop_priority():
+    """lowered_priority sets the nice value of the thread it runs in only, and threads that thread starts
+    (as onnxruntime's pool does when its session is created there) inherit it."""
+    import os
+
+    from fashattr.serve.batcher import lowered_priority
+
+    seen: dict[str, int] = {}
+
+    def child() -> None:
+        seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def worker() -> None:
+        lowered_priority(7)()
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        t = threading.Thread(target=child)
+        t.start()
+        t.join()
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"worker": max(7, main), "child": max(7, main)}  # never raised above the process's own
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main  # the loop's thread is untouched

@@ -654,11 +654,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
     p.add_argument("--db", help="a catalog database URL (fashattr tag): adds /v1/search and the /v1/gallery page")
     p.set_defaults(func=_serve)
+    p.add_argument(
+        "--max-queue-ms", type=float, default=250.0, help="503 while the queue holds more model time than this (0: off)"
+    )
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    p.add_argument(
+        "--worker-nice", type=int, default=10, help="nice value of the model/decode threads (0-19; 0 = no change)"
+    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

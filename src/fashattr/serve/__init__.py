@@ -112,6 +112,7 @@ def settings_from_args(args: Any) -> ServeSettings:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         queue_size=args.queue_size,
+        max_queue_ms=args.max_queue_ms,
         timeout_s=args.timeout,
         max_body_mb=args.max_body_mb,
         max_pixels=args.max_pixels,
@@ -119,4 +120,5 @@ def settings_from_args(args: Any) -> ServeSettings:
         token=token,
         cors_origins=tuple(args.cors_origin),
         decode_threads=args.decode_threads,
+        worker_nice=args.worker_nice,
     )

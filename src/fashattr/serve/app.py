@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fashattr.serve.batcher import Batcher, Logits, Overloaded
+from fashattr.serve.batcher import Batcher, Logits, Overloaded, lowered_priority
 from fashattr.serve.guard import Guard
 from fashattr.serve.metrics import ServeMetrics
 from fashattr.serve.settings import ServeSettings
@@ -71,7 +72,13 @@ class ServeState:
         self.settings = settings
         self.metrics = ServeMetrics()
         self.batcher = Batcher(
-            self._logits, settings.max_batch, settings.max_wait_ms, settings.queue_size, self.metrics
+            self._logits,
+            settings.max_batch,
+            settings.max_wait_ms,
+            settings.queue_size,
+            self.metrics,
+            settings.worker_nice,
+            settings.max_queue_ms,
         )
         self.ready = False
         self.failed: str | None = None
@@ -87,7 +94,9 @@ class ServeState:
     async def start(self) -> None:
         import concurrent.futures as cf
 
-        self.decode_pool = cf.ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="fashattr-decode")
+        self.decode_pool = cf.ThreadPoolExecutor(
+            self.settings.decode_threads, "fashattr-decode", initializer=lowered_priority(self.settings.worker_nice)
+        )
         self.batcher.start()
         try:
             if self.runtime is None:
@@ -98,6 +107,11 @@ class ServeState:
             s = self.runtime.image_size
             for n in sorted({1, self.settings.max_batch}):  # first calls allocate; do them before traffic
                 await self.batcher.call(self._logits, np.zeros((n, s, s, 3), np.uint8))
+            # A second full batch, timed: admission's first estimate of model time per image.
+            full = np.zeros((self.settings.max_batch, s, s, 3), np.uint8)
+            start = time.perf_counter()
+            await self.batcher.call(self._logits, full)
+            self.batcher.observe(len(full), time.perf_counter() - start)
             self.ready = True
             log.info("model %s ready (%s backend)", (self.model_id or "(run folder)")[:16], self.backend)
         except Exception as e:

@@ -35,6 +35,9 @@ class ServeSettings:
             (0 with ``max_batch=1`` switches micro-batching off).
         queue_size: most images admitted at once (queued, decoding or in the model); beyond it
             requests get 503 with ``Retry-After`` before their body is read.
+        max_queue_ms: beyond ``queue_size``, requests are refused (503) while the images in flight
+            would keep the model busy longer than this (model time per image measured as it serves;
+            0: off), so admitted requests are answered in time on a slower or busier machine.
         timeout_s: per request: the body must arrive and the prediction finish within it
             (a slow upload gets 408, a prediction that has not finished gets 504).
         max_body_mb: request body limit (413), checked on Content-Length and counted while streaming.
@@ -45,6 +48,8 @@ class ServeSettings:
         token: bearer token the /v1 routes and /metrics require (None: no token).
         cors_origins: origins allowed cross-site (none: CORS off).
         decode_threads: threads that decode uploaded images (Pillow releases the GIL).
+        worker_nice: nice value of the model and decode threads (Linux; 0 keeps the default): below
+            the event loop's priority, so a saturated CPU still leaves the loop free to refuse at once.
     """
 
     host: str = "127.0.0.1"
@@ -52,6 +57,7 @@ class ServeSettings:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     queue_size: int = 64
+    max_queue_ms: float = 250.0
     timeout_s: float = 10.0
     max_body_mb: float = 20.0
     max_pixels: int = 40_000_000
@@ -61,18 +67,21 @@ class ServeSettings:
     token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     decode_threads: int = 2
+    worker_nice: int = 10
 
     def __post_init__(self) -> None:
         checks = {
             "max_batch": self.max_batch >= 1,
             "max_wait_ms": self.max_wait_ms >= 0,
             "queue_size": self.queue_size >= 1,
+            "max_queue_ms": self.max_queue_ms >= 0,
             "timeout_s": self.timeout_s > 0,
             "max_body_mb": self.max_body_mb > 0,
             "max_pixels": self.max_pixels >= 1,
             "max_images": self.max_images >= 1,
             "max_top_k": self.max_top_k >= 1,
             "decode_threads": self.decode_threads >= 1,
+            "worker_nice": 0 <= self.worker_nice <= 19,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
