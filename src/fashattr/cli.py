@@ -133,7 +133,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     from fashattr.predictor import eval_run
 
-    metrics = eval_run(args.run, args.split, args.data, args.weights, args.device, args.decode)
+    metrics = eval_run(args.run, args.split, args.data, args.weights, args.device, args.decode, args.tta)
     out = Path(args.run) / f"eval_{args.split}.json"
     mode = json.loads(out.read_text()).get("decoding")
     how = {None: "none (the raw model: the run has no calibration.json)", "none": "none (the raw model)"}
@@ -165,6 +165,7 @@ def _predict(args: argparse.Namespace) -> int:
     from fashattr.deploy.output import expand_paths, predict_to_file
     from fashattr.deploy.runtime import Runtime
     from fashattr.predictor import predict_split
+    from fashattr.runtime_onnx import tta_mode
 
     if bool(args.split) == bool(args.paths):
         raise SystemExit("predict needs either --split NAME or image files/folders, not both")
@@ -172,7 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
         if not (Path(args.run) / "config.yaml").is_file():
             raise SystemExit(f"--split needs a run folder (its config.yaml names the data); {args.run} is not one")
         out = args.out or "prediction.txt"
-        n = predict_split(args.run, args.split, out, args.data, args.weights, args.device, args.decode)
+        n = predict_split(args.run, args.split, out, args.data, args.weights, args.device, args.decode, args.tta)
         print(f"wrote {n} lines to {out}")
         return 0
     out = args.out or "predictions.jsonl"
@@ -180,6 +181,8 @@ def _predict(args: argparse.Namespace) -> int:
     runtime = Runtime.load(args.run, args.backend, args.weights, device=args.device, threads=args.threads or None)
     runtime.check_decode(args.decode)  # an unknown mode fails before any image is read
     runtime.default_decode = args.decode or runtime.default_decode
+    if args.tta is not None:  # else the bundle's own (`fashattr export --tta`)
+        runtime.tta = tta_mode({"tta": args.tta})
     on_bad: Literal["report", "error"] = "error" if args.on_bad_image == "error" else "report"
     progress = not args.no_progress
     done = predict_to_file(runtime, paths, out, args.batch_size, args.workers, on_bad, progress)
@@ -196,7 +199,7 @@ def _export(args: argparse.Namespace) -> None:
     from fashattr.deploy.bundle import bundle_hash, write_bundle
 
     out = Path(args.out or Path("bundles") / Path(args.run).resolve().name)
-    write_bundle(args.run, out, [args.format], args.weights, args.calib_images)
+    write_bundle(args.run, out, [args.format], args.weights, args.calib_images, tta=args.tta)
     print(f"bundle written to {out}\nmodel id (bundle_hash): {bundle_hash(out)}")
     q = (json.loads((out / "config.json").read_text()).get("onnx") or {}).get("int8_metrics")
     if q:
@@ -384,6 +387,10 @@ DECODE_HELP = (
     "decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) or 'none' "
     "(the raw model); default: the one `fashattr calibrate` saved (none without calibration.json)"
 )
+TTA_HELP = (
+    "test-time augmentation: 'none', 'flip' (mirror), 'zoom' (centre 87.5%% scaled up) or 'flip+zoom'; "
+    "logits are averaged over the views (each view costs one more forward pass)"
+)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -461,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'holdout' (the run's selection holdout), 'test_holdout' (its evaluation holdout) or a labeled split",
     )
     p.add_argument("--decode", help=DECODE_HELP)
+    p.add_argument("--tta", help=TTA_HELP + " (default none)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
@@ -503,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
     p.add_argument("--on-bad-image", default="report", choices=["report", "error"])
     p.add_argument("--decode", help=DECODE_HELP)
+    p.add_argument("--tta", help=TTA_HELP + " (default: a bundle's own, else none)")
     p.add_argument("--skip-bad", action="store_true", help=argparse.SUPPRESS)  # the old flag: report is the default now
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_predict)
@@ -513,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bundle folder (default bundles/RUN_NAME)")
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--calib-images", type=int, default=200, help="training images that calibrate int8")
+    p.add_argument("--tta", default="none", help=TTA_HELP + "; recorded in the bundle, which every runtime honours")
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -644,27 +654,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="most images per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more images once one is queued")
     p.add_argument("--queue-size", type=int, default=64, help="images in flight before 503 + Retry-After")
+    p.add_argument(
+        "--max-queue-ms", type=float, default=250.0, help="503 while the queue holds more model time than this (0: off)"
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request (body 408, prediction 504)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (413)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="width x height limit per image (413)")
     p.add_argument("--max-images", type=int, default=16, help="images per request")
     p.add_argument("--decode-threads", type=int, default=2, help="threads decoding uploads")
+    p.add_argument(
+        "--worker-nice", type=int, default=10, help="nice value of the model/decode threads (0-19; 0 = no change)"
+    )
     p.add_argument("--max-connections", type=int, default=256, help="open connections before uvicorn answers 503")
     p.add_argument("--token-file", help="file whose first line is the bearer token the /v1 routes require")
     p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
     p.add_argument("--db", help="a catalog database URL (fashattr tag): adds /v1/search and the /v1/gallery page")
     p.set_defaults(func=_serve)
-    p.add_argument(
-        "--max-queue-ms", type=float, default=250.0, help="503 while the queue holds more model time than this (0: off)"
-    )
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    p.add_argument(
-        "--worker-nice", type=int, default=10, help="nice value of the model/decode threads (0-19; 0 = no change)"
-    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:

@@ -24,8 +24,17 @@ def predict_scores(
     device: torch.device | None = None,
     amp: torch.dtype | None = None,
     channels_last: bool = False,
+    tta: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Logits per group for ``(N, H, W, 3)`` uint8 ``images``, in order."""
+    """Logits per group for ``(N, H, W, 3)`` uint8 ``images``, in order; ``tta`` (``"flip"``, ...) averages
+    them over the views of ``runtime_onnx.tta_apply``, the one TTA of every inference path."""
+    if tta not in (None, "none"):
+        from fashattr.runtime_onnx import tta_apply
+
+        def plain(view: np.ndarray) -> dict[str, np.ndarray]:
+            return predict_scores(model, view, mean, std, batch_size, device, amp, channels_last)
+
+        return tta_apply(plain, images, tta)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -140,24 +140,27 @@ def eval_run(
     weights: str = "best",
     device: str = "cpu",
     decode: str | None = None,
+    tta: str | None = None,
 ) -> Metrics:
     """Metrics of a run on a labeled split (``holdout``: the run's own stratified selection
     holdout; ``test_holdout``: its evaluation holdout, ``data.test_holdout``), decoded as ``predict``
     decodes: with the run's ``calibration.json`` when it has one (``decode``: its mode, ``none`` for the
-    raw model, None for its default).
-    Writes ``eval_{split}.json`` (with ``"decoding"``: the mode used) and ``eval_{split}.txt`` into the run folder.
+    raw model, None for its default). ``tta``: test-time augmentation (``"flip"``, ...; None: none).
+    Writes ``eval_{split}.json`` (with ``"decoding"``: the mode used, and ``"tta"``) and ``eval_{split}.txt``
+    into the run folder.
 
     Raises:
         ValueError: an unknown decoding mode (naming the choices), or a split without labels.
     """
     from fashattr.data.prepare import load_split  # the dataset readers: only evaluation needs them
     from fashattr.metrics import compute_metrics
-    from fashattr.runtime_onnx import decision_logits
+    from fashattr.runtime_onnx import decision_logits, tta_mode
 
     run_dir = Path(run_dir)
     cfg = _run_data(run_dir, data_root)
     predictor = Predictor.from_run(run_dir, weights, device)
     mode = predictor.runtime.check_decode(decode)
+    predictor.runtime.tta = tta_mode({"tta": tta})
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to evaluate against; use `fashattr predict` for it")
@@ -165,7 +168,7 @@ def eval_run(
     scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
     scores = decision_logits(predictor.runtime.config, scores, decode)
     metrics = compute_metrics(predictor.schema, data.labels, scores)
-    report = {**metrics.to_dict(), "decoding": mode, "skipped_images": data.skipped}
+    report = {**metrics.to_dict(), "decoding": mode, "tta": predictor.runtime.tta, "skipped_images": data.skipped}
     atomic_write_text(run_dir / f"eval_{split}.json", json.dumps(report, indent=1))
     atomic_write_text(run_dir / f"eval_{split}.txt", metrics.table() + "\n")
     return metrics
@@ -179,17 +182,19 @@ def predict_split(
     weights: str = "best",
     device: str = "cpu",
     decode: str | None = None,
+    tta: str | None = None,
 ) -> int:
     """Write the challenge file for ``split``: one line per listed image, in order, decoded with the run's
-    ``calibration.json`` when it has one (``decode``: as in :func:`eval_run`). Returns the line count."""
+    ``calibration.json`` when it has one (``decode``, ``tta``: as in :func:`eval_run`). Returns the line count."""
     from fashattr.data.prepare import load_split
     from fashattr.evaluate import write_submission
-    from fashattr.runtime_onnx import decision_logits
+    from fashattr.runtime_onnx import decision_logits, tta_mode
 
     run_dir = Path(run_dir)
     cfg = _run_data(run_dir, data_root)
     predictor = Predictor.from_run(run_dir, weights, device)
     predictor.runtime.check_decode(decode)
+    predictor.runtime.tta = tta_mode({"tta": tta})
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.skipped:  # the challenge file needs one line per listed image: nothing may be left out
         path, why = next(iter(data.skipped.items()))

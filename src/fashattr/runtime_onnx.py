@@ -210,6 +210,75 @@ def preprocess(config: dict[str, Any], path: str | Path) -> np.ndarray:
     return load_presized(path, int(pre["image_size"]), fill=(int(r), int(g), int(b)))
 
 
+# ---------------------------------------------------------------------------------------------- test-time augmentation
+# ``tta`` (config.json's top-level "tta", ``--tta``): "none", "flip", "zoom" or "flip+zoom". The views are made
+# here, on the uint8 letterboxed pixels, before any backend sees them, so torch, ONNX and this file run the
+# same pixels. Outputs are averaged in LOGIT space: every decoding step (logit-adjustment offsets, temperatures,
+# multi-label logit thresholds) is defined on logits, so the mean stays a logit they apply to unchanged (a
+# probability mean would have to be mapped back, and a multi-label threshold fitted on logits would no longer
+# mean what it meant). For a softmax the logit mean is the renormalised geometric mean of the views' probabilities.
+TTA_VIEWS = ("flip", "zoom")
+TTA_ZOOM = 0.875  # "zoom": the central 87.5% of the canvas scaled back up (a second, larger scale)
+
+
+def tta_views(tta: str | None) -> list[tuple[bool, bool]]:
+    """The views of a ``tta`` setting as ``(flipped, zoomed)`` pairs, the plain image first.
+
+    Raises:
+        ValueError: an unknown setting, naming the choices.
+    """
+    if tta in (None, "", "none"):
+        return [(False, False)]
+    parts = tta.split("+")
+    if len(set(parts)) != len(parts) or any(p not in TTA_VIEWS for p in parts):
+        raise ValueError(f"unknown tta {tta!r}; choose from ['none', 'flip', 'zoom', 'flip+zoom']")
+    flips = [False, True] if "flip" in parts else [False]
+    zooms = [False, True] if "zoom" in parts else [False]
+    return [(f, z) for z in zooms for f in flips]
+
+
+def tta_view(batch: np.ndarray, flipped: bool, zoomed: bool) -> np.ndarray:
+    """One view of ``(N, S, S, 3)`` uint8 pixels: mirrored left-right and/or centre-zoomed by 1 / TTA_ZOOM."""
+    out = batch[:, :, ::-1] if flipped else batch
+    if zoomed:
+        s = batch.shape[1]
+        c = max(1, round(s * TTA_ZOOM))
+        o = (s - c) // 2
+        resize = Image.Resampling.BILINEAR
+        out = np.stack(
+            [
+                np.asarray(Image.fromarray(np.ascontiguousarray(im[o : o + c, o : o + c])).resize((s, s), resize))
+                for im in out
+            ]
+        )
+    return np.ascontiguousarray(out)
+
+
+def tta_apply(run: Any, batch: np.ndarray, tta: str | None) -> Any:
+    """``run(batch)`` averaged over the views of ``tta`` (:func:`tta_views`); ``run`` returns a dict of arrays
+    (logits per group) or a tuple of such dicts and arrays (logits and features), averaged alike, in float32."""
+    views = tta_views(tta)
+    if len(views) == 1:
+        return run(batch)
+    outs = [run(tta_view(batch, f, z)) for f, z in views]
+
+    def mean(items: list[Any]) -> Any:
+        if isinstance(items[0], dict):
+            return {k: mean([x[k] for x in items]) for k in items[0]}
+        if isinstance(items[0], tuple):
+            return tuple(mean([x[i] for x in items]) for i in range(len(items[0])))
+        return (np.sum(np.stack([np.asarray(x, np.float64) for x in items]), 0) / len(items)).astype(np.float32)
+
+    return mean(outs)
+
+
+def tta_mode(config: dict[str, Any]) -> str:
+    """The bundle's test-time augmentation (``"tta"`` of config.json; ``"none"`` for bundles without it)."""
+    tta = config.get("tta") or "none"
+    tta_views(tta)  # an unknown setting fails when the bundle is loaded
+    return str(tta)
+
+
 # ---------------------------------------------------------------------------------------------- bundle
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -588,11 +657,15 @@ def predict_files(
     workers: int = 2,
     top_k: int = 1,
     mode: str | None = None,
+    tta: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Stream one record per path, in order: ``{"path", "groups", "decoding"}``, or ``{"path", "error"}`` for
     an image that cannot be decoded. Decoding runs in ``workers`` threads (Pillow releases the GIL), a batch
-    ahead. ``mode``: the decoding mode (:func:`decoding_for`), checked before any image is read."""
+    ahead. ``mode``: the decoding mode (:func:`decoding_for`), checked before any image is read; ``tta``: the
+    test-time augmentation (:func:`tta_views`; None: the bundle's own, :func:`tta_mode`)."""
     decoding_for(runner.config, mode)  # an unknown mode fails here, not after the first batch
+    tta = tta_mode(runner.config) if tta is None else tta
+    tta_views(tta)
 
     def load(path: str | Path) -> np.ndarray | ImageError:
         try:
@@ -608,7 +681,11 @@ def predict_files(
             if c + 1 < len(chunks):  # decode the next batch while this one runs
                 pending = pool.map(load, chunks[c + 1])
             good = [x for x in loaded if isinstance(x, np.ndarray)]
-            decoded = iter(decode(runner.config, runner.logits(np.stack(good)), top_k, mode)) if good else None
+            decoded = (
+                iter(decode(runner.config, tta_apply(runner.logits, np.stack(good), tta), top_k, mode))
+                if good
+                else None
+            )
             for path, x in zip(chunk, loaded, strict=True):
                 if isinstance(x, ImageError):
                     yield {"path": str(path), "error": x.message}
@@ -635,10 +712,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) "
         "or 'none' (the raw model); default: the bundle's default (`fashattr calibrate` saves them)",
     )
+    ap.add_argument(
+        "--tta",
+        help="test-time augmentation: 'none', 'flip', 'zoom' or 'flip+zoom' (logits averaged over the views); "
+        "default: the bundle's own (`fashattr export --tta`)",
+    )
     args = ap.parse_args(argv)
     try:
         runner = OnnxRunner(args.bundle, "int8" if args.int8 else "fp32", args.threads)
         decoding_for(runner.config, args.decode)
+        tta_views(args.tta)
         paths = expand_paths(args.images)
     except (FashattrError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -646,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     ok = bad = 0
     try:
-        for rec in predict_files(runner, paths, args.batch_size, args.workers, args.top_k, args.decode):
+        for rec in predict_files(runner, paths, args.batch_size, args.workers, args.top_k, args.decode, args.tta):
             if "error" in rec:
                 bad += 1
                 print(f"skipped {rec['path']}: {rec['error']}", file=sys.stderr)

@@ -152,6 +152,7 @@ def write_bundle(
     weights: str = "best",
     calib_images: int = 200,
     opset: int = 18,
+    tta: str = "none",
 ) -> Path:
     """Export a run as a bundle folder (written beside ``out_dir``, then moved into place).
 
@@ -163,6 +164,8 @@ def write_bundle(
         weights: ``best`` or ``last``.
         calib_images: training images that calibrate the int8 model.
         opset: ONNX opset.
+        tta: test-time augmentation every runtime of the bundle applies (``"tta"`` of config.json:
+            ``none``, ``flip``, ``zoom``, ``flip+zoom``; ``runtime_onnx.tta_views``).
 
     Returns:
         ``out_dir``.
@@ -182,6 +185,8 @@ def write_bundle(
     if out_dir.exists() and not (out_dir.is_dir() and ((out_dir / HASHES).is_file() or not any(out_dir.iterdir()))):
         raise FileExistsError(f"{out_dir} exists and is not a fashattr bundle; choose another --out")
     config = bundle_config(run_dir, weights)
+    runtime_onnx.tta_views(tta)  # an unknown setting fails before anything is written
+    config["tta"] = tta
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -118,6 +118,9 @@ class Runtime:
         # `fashattr predict --decode` sets it, so every path through this runtime decodes alike).
         self.decode_modes: list[str] = runtime_onnx.decode_modes(config)
         self.default_decode: str | None = runtime_onnx.default_decode(config)
+        # Test-time augmentation (runtime_onnx.tta_views): the bundle's own, settable like default_decode
+        # (`fashattr predict/eval --tta` set it, so every path through this runtime averages the same views).
+        self.tta: str = runtime_onnx.tta_mode(config)
         # Peak number of decoded images held at once by predict_files (the queue bound, observed).
         self.peak_in_flight = 0
 
@@ -193,8 +196,9 @@ class Runtime:
         return runtime_onnx.load_presized(path, self.image_size, fill=self.fill)
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Logits per group for ``(N, S, S, 3)`` uint8 pixels from :meth:`preprocess`."""
-        return self.backend.logits(batch)
+        """Logits per group for ``(N, S, S, 3)`` uint8 pixels from :meth:`preprocess` (averaged over the
+        views of :attr:`tta` when it is on)."""
+        return runtime_onnx.tta_apply(self.backend.logits, batch, self.tta)
 
     @property
     def has_features(self) -> bool:
@@ -211,7 +215,7 @@ class Runtime:
         infer = getattr(self.backend, "infer", None)
         if infer is None:
             raise BundleError(self.source or "model", "this backend gives no features; re-export the bundle")
-        logits, features = infer(batch)
+        logits, features = runtime_onnx.tta_apply(infer, batch, self.tta)  # both averaged over the views
         return logits, features
 
     def decode(self, logits: dict[str, np.ndarray], top_k: int = 1, decode: str | None = None) -> list[dict[str, Any]]:
