@@ -161,6 +161,21 @@ def _calibrate(args: argparse.Namespace) -> None:
     print(f"default decoding: {cal['default']}\nwritten: {Path(args.run) / CALIBRATION}")
 
 
+def _pseudo_label(args: argparse.Namespace) -> None:
+    from fashattr.data.pseudo import pseudo_label
+
+    splits = [s for s in (args.splits or "").split(",") if s] or None
+    thresholds: float | dict[str, float] = args.threshold
+    if args.group_threshold:
+        thresholds = {k: float(v) for k, v in (item.split("=", 1) for item in args.group_threshold)}
+        thresholds = {**dict.fromkeys(thresholds, args.threshold), **thresholds}
+    result = pseudo_label(args.run, splits, thresholds, args.out, args.weights, args.device, args.tta)
+    n = len(result["images"])
+    print(f"{n} images of {result['splits']} labeled by {result['teacher']}; written to {args.out}")
+    for g, k in result["kept"].items():
+        print(f"  {g:<12} {k:6d} above threshold {result['thresholds'][g]:.2f}  ({k / max(n, 1):.1%})")
+
+
 def _predict(args: argparse.Namespace) -> int:
     from fashattr.deploy.output import expand_paths, predict_to_file
     from fashattr.deploy.runtime import Runtime
@@ -491,6 +506,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="how tau is chosen on its grid: smallest (class-balanced for 'balanced') NLL, or largest metric",
     )
     p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser(
+        "pseudo-label",
+        parents=[common],
+        help="self-training: label unlabeled splits with a run; train with data.pseudo_labels=FILE",
+        description="Per image and group, the run's top class when its probability reaches the threshold, else "
+        "unknown (masked in the loss); multi-label classes: 1 at p >= t, 0 at p <= 1 - t, else unknown. The "
+        "training split, the selection split and their holdouts are refused.",
+    )
+    p.add_argument("--splits", help="comma-separated splits (default: the run's data.unlabeled_splits)")
+    p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold of every group (0.5-1)")
+    p.add_argument(
+        "--group-threshold", action="append", default=[], metavar="GROUP=T", help="one group's own threshold"
+    )
+    p.add_argument("--tta", help=TTA_HELP)
+    p.add_argument("--out", default="pseudo.json", help="the pseudo-label file (JSON)")
+    p.set_defaults(func=_pseudo_label)
 
     p = sub.add_parser(
         "predict",

@@ -53,6 +53,16 @@ class DataConfig:
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     balance_group: str | None = None
     balance_power: float = 1.0
+    # Self-training (data/pseudo.py): the splits whose images carry no labels, which `fashattr pseudo-label RUN`
+    # labels with a teacher run when it is given no --splits; and the file it wrote, whose images (each group
+    # above its confidence threshold; the rest unknown, masked in the loss) are added to the training rows.
+    # Never the train split (the holdouts come from it) nor eval_split: both are refused.
+    unlabeled_splits: list[str] = field(default_factory=list)
+    pseudo_labels: str | None = None
+    # Exact duplicate images (same file bytes) within train_split whose labels disagree (data/dedup.py):
+    # "keep" trains on them as listed; "drop_conflicting" leaves every copy out of the training rows (the
+    # holdouts are never changed, so every recipe is measured on the same images).
+    duplicates: Literal["keep", "drop_conflicting"] = "keep"
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,12 @@ class LossConfig:
     logit_adjust_tau: float = 0.0
     group_weights: list[float] | dict[str, float] | None = None
     pos_weight: Literal["none", "auto"] = "none"  # multi-label groups: BCE pos_weight = neg/pos
+    # Distillation (distill.py): teacher run folders whose mean softened probabilities (softmax of logits / T,
+    # computed once per training image before training) are soft targets; the loss becomes
+    # (1 - distill_weight) * hard loss + distill_weight * T^2 * KL(teachers || student at T).
+    distill_from: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -397,6 +413,13 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"data.holdout: {cfg.data.holdout} must be in (0, 1) when data.eval_split is null")
     if not 0.0 <= cfg.data.test_holdout < 1.0:
         raise ConfigError(f"data.test_holdout: {cfg.data.test_holdout} must be in [0, 1) (0 = no test holdout)")
+    protected = {s for s in (cfg.data.train_split, cfg.data.eval_split, "holdout", "test_holdout") if s}
+    clash = sorted(protected & set(cfg.data.unlabeled_splits))
+    if clash:
+        raise ConfigError(
+            f"data.unlabeled_splits {cfg.data.unlabeled_splits} names {clash}"
+            ": the training split, the selection split and the holdouts carved from them are never pseudo-labeled"
+        )
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.model.head_layers < 0:
@@ -413,6 +436,11 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"optim.layer_decay: {cfg.optim.layer_decay} must be in (0, 1]")
     if cfg.optim.stage_lr is not None and (cfg.optim.layer_decay != 1.0 or min(cfg.optim.stage_lr) <= 0):
         raise ConfigError("optim.stage_lr: positive multipliers, and not together with optim.layer_decay")
+    if not 0.0 <= cfg.loss.distill_weight <= 1.0 or cfg.loss.distill_temperature <= 0:
+        raise ConfigError(
+            f"loss.distill_weight {cfg.loss.distill_weight} must be in [0, 1] and loss.distill_temperature "
+            f"{cfg.loss.distill_temperature} positive"
+        )
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay} must be in [0, 1)")
     if cfg.train.freeze_epochs < 0 or (cfg.train.trainable_stages or 0) < 0:

@@ -138,12 +138,32 @@ class GroupLoss(nn.Module):
         return per[known].mean()
 
 
+DISTILL = "distill:"  # the target key prefix of a group's teacher probabilities (fashattr.distill.PREFIX)
+
+
+def distill_term(logits: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(teacher || student at T)``, averaged over rows (Hinton et al., 2015; T^2 keeps the gradient
+    scale independent of T). Single-label: teacher ``(B, C)`` distributions against softmax(z / T);
+    multi-label: per-class Bernoulli KL against sigmoid(z / T), averaged over classes."""
+    z = logits.float() / temperature
+    p = teacher.float()
+    if kind == "single":
+        kl = (torch.xlogy(p, p) - p * F.log_softmax(z, dim=1)).sum(1)
+    else:
+        entropy = torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)
+        kl = (entropy + F.binary_cross_entropy_with_logits(z, p, reduction="none")).mean(1)
+    return kl.mean() * temperature**2
+
+
 class MultiGroupLoss(nn.Module):
-    """Sum of per-group losses with per-group weights."""
+    """Sum of per-group losses with per-group weights; with teacher targets in the batch (``distill:<group>``,
+    see fashattr.distill) ``(1 - w) * that + w * sum_g group_weight * distill_term`` (w = loss.distill_weight)."""
 
     def __init__(self, schema: Schema, cfg: LossConfig, labels: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.group_weights = resolve_group_weights(cfg.group_weights, schema)
+        self.kinds = {g.name: g.kind for g in schema.groups}
+        self.distill_weight, self.temperature = cfg.distill_weight, cfg.distill_temperature
         self.losses = nn.ModuleDict(
             {g.name: GroupLoss(g, cfg, None if labels is None else labels[g.name]) for g in schema.groups}
         )
@@ -151,7 +171,16 @@ class MultiGroupLoss(nn.Module):
     def forward(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = {name: fn(outputs[name], targets[name]) for name, fn in self.losses.items()}
         total = torch.stack([self.group_weights[name] * value for name, value in parts.items()]).sum()
-        return {"loss": total, **parts}
+        soft = {name: targets[DISTILL + name] for name in self.losses if DISTILL + name in targets}
+        if not soft:  # evaluation batches carry labels only: the hard loss, as without distillation
+            return {"loss": total, **parts}
+        terms = {
+            DISTILL + name: distill_term(outputs[name], t, self.kinds[name], self.temperature)
+            for name, t in soft.items()
+        }
+        distilled = torch.stack([self.group_weights[k[len(DISTILL) :]] * v for k, v in terms.items()]).sum()
+        w = self.distill_weight
+        return {"loss": (1.0 - w) * total + w * distilled, **parts, **terms}
 
 
 def create_loss(cfg: LossConfig, schema: Schema, labels: dict[str, np.ndarray] | None = None) -> MultiGroupLoss:

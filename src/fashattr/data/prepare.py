@@ -9,6 +9,7 @@ import numpy as np
 
 from fashattr.config import ConfigError, DataConfig
 from fashattr.data.cache import ImageCache, cache_images
+from fashattr.data.dedup import apply_policy
 from fashattr.data.formats import create_reader
 from fashattr.data.images import fill_color
 from fashattr.data.table import Table, nested_holdouts, stratified_holdout
@@ -116,6 +117,7 @@ def load_train_eval(cfg: DataConfig, progress: bool = True) -> tuple[Schema, Spl
     cache = cache_table(table, cfg, progress)
     # The holdouts are drawn from every listed row, so skipping a bad image never reshuffles them.
     train_rows, eval_rows, test_rows = holdout_rows(table, schema, cfg)
+    train_rows = apply_policy(table, train_rows, cfg.duplicates)  # after the holdouts: they never change
     if cfg.eval_split is None:
         evaluation = _split(HOLDOUT, table, cache, eval_rows)
     else:

@@ -29,6 +29,8 @@ from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
+from fashattr.data.pseudo import add_pseudo_labels
+from fashattr.distill import teacher_targets
 from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
@@ -84,6 +86,8 @@ class Trainer:
             self.schema, self.train, self.eval, self.test = load_train_eval(
                 cfg.data, progress=t.progress and self.dist.main
             )
+        if cfg.data.pseudo_labels:  # self-training: the teacher's confident labels as extra training rows
+            self.train = add_pseudo_labels(self.train, cfg.data, self.schema, t.progress and self.dist.main)
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
         selectable = [*metric_names(self.schema), "eval_loss"]
         if t.select_metric not in selectable:
@@ -99,9 +103,14 @@ class Trainer:
             raise ConfigError(
                 f"train.batch_size {t.batch_size} (global) must divide by the {self.dist.world} processes"
             )
+        targets = dict(self.train.labels)
+        if cfg.loss.distill_from:  # the teachers' soft targets ride with the labels (fashattr.distill)
+            with distributed.rank0_first(self.dist):
+                pixels = self.train.pixels()
+                targets.update(teacher_targets(cfg, self.schema, pixels, run_dir, t.eval_batch_size, str(self.device)))
         self.loader = BatchLoader(
             self.train.images,
-            self.train.labels,
+            targets,
             t.batch_size // self.dist.world,  # each process's share of the global batch
             shuffle=True,
             seed=t.seed,
