@@ -159,6 +159,24 @@ async def open_loop(url: str, images: list[bytes], rate: float, seconds: float, 
     return sorted(out, key=lambda r: r["t"])
 
 
+def model_only(bundle: str, threads: int, seconds: float = 4.0) -> dict[str, float]:
+    """Images/s of the bundle's model alone on random batches of 1 and of 16 (the server's --threads): the
+    most micro-batching can gain is what the model itself gains from batches (decoding is per image)."""
+    from fashattr.deploy.runtime import Runtime
+
+    rt = Runtime.from_bundle(bundle, backend="onnx", threads=threads or None)
+    out = {}
+    for n in (1, 16):
+        x = np.random.default_rng(0).integers(0, 255, (n, rt.image_size, rt.image_size, 3), dtype=np.uint8)
+        rt.logits(x)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            rt.logits(x)
+            done += n
+        out[f"batch{n}"] = round(done / (time.perf_counter() - start), 1)
+    return out
+
+
 def summarise(rate: float, seconds: float, recs: list[dict]) -> dict[str, Any]:
     ok = [r["latency"] * 1000 for r in recs if r["status"] == 200]
     lat = np.array(ok) if ok else np.array([np.inf])
@@ -216,6 +234,8 @@ def main() -> None:
         "max_connections": args.max_connections,
     }
 
+    result["model_only"] = model_only(args.bundle, args.threads)
+    print("model only", result["model_only"], flush=True)
     with Server(args.bundle, batching=False, threads=args.threads, max_connections=args.max_connections) as s:
         print("micro-batching off", flush=True)
         result["off"], result["off_best"] = ladder(s.url, images, rates, args.step_s)
@@ -293,7 +313,9 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
     lines += [
         "",
         f"- Highest rate held with p99 < 500 ms and no errors: **{r['on_best']:g} req/s with micro-batching, "
-        f"{r['off_best']:g} without** (ratio {r['ratio_on_off']}).",
+        f"{r['off_best']:g} without** (ratio {r['ratio_on_off']}). The model alone, same threads: "
+        f"{r['model_only']['batch1']:g} img/s in batches of 1, {r['model_only']['batch16']:g} in batches of 16 "
+        f"(ratio {r['model_only']['batch16'] / r['model_only']['batch1']:.2f}).",
         f"- Overload at {o['rate']:g} req/s (2x): {o['n_503']} of {o['summary']['requests']} answered 503, "
         f"p50 {o['p50_503_ms']} ms, p99 {o['p99_503_ms']} ms for the 503s; 200s p99 {o['summary']['p99_ms']} ms.",
         f"- Recovery: at {o['after']['rate']:g} req/s right after the overload, every request answered 200 under "
