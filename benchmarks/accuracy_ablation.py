@@ -1,0 +1,300 @@
+"""Accuracy ablation: rows of `fashattr train` runs, each on top of the previous, measured on the fixed test holdout.
+
+    python benchmarks/accuracy_ablation.py benchmarks/accuracy_ablation.yaml --seeds 0,1,2
+
+The spec (YAML) names a base config and a list of rows::
+
+    base: configs/recipes/cpu_resnet18.yaml    # or a recipe name (recipe:cpu_quick)
+    rows:
+      - name: baseline
+      - name: label smoothing 0.1
+        overrides: [loss.label_smoothing=0.1]  # added to every earlier row's overrides
+      - name: flip TTA
+        eval: {tta: flip}                      # evaluation options carry on too; no new override: no new training
+      - name: teacher seed 7
+        overrides: [train.seed=7]
+        standalone: true                       # its overrides do not carry to later rows
+      - name: self-training
+        pseudo_label: {from: previous, threshold: 0.9, splits: [val, test]}
+      - name: distilled
+        distill_from: [baseline, teacher seed 7]   # rows whose runs (same seed) are the teachers
+
+Per row and seed: train (a finished run is not trained again; a killed one is resumed), `fashattr calibrate`
+on the selection holdout (the accuracy / balanced decodings), then evaluate on the test holdout: average
+per-class accuracy with the balanced decoding and overall accuracy with the accuracy decoding, each with a
+percentile bootstrap interval (report/stats.py). Writes RESULTS.json and RESULTS.md (default
+benchmarks/results/accuracy_ablation): per row the command, training wall time, both metrics (mean and
+spread over seeds, interval of each seed) and the change against the previous row. The machine's load
+before and after is recorded: the CPU is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = (("avg_class_acc", "balanced"), ("overall_acc", "accuracy"))  # (metric, the decoding that serves it)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "row"
+
+
+def plan(spec: dict[str, Any], extra: list[str]) -> list[dict[str, Any]]:
+    """Each row with its cumulative overrides and evaluation options, and whether it trains a new model."""
+    rows, carried, carried_eval, previous = [], list(extra), {"tta": "none"}, None
+    names = [r["name"] for r in spec["rows"]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"row names must be unique: {names}")
+    for r in spec["rows"]:
+        unknown = set(r) - {"name", "overrides", "eval", "standalone", "pseudo_label", "distill_from"}
+        if unknown:
+            raise SystemExit(f"row {r['name']!r}: unknown keys {sorted(unknown)}")
+        overrides = [*carried, *r.get("overrides", [])]
+        evaluation = {**carried_eval, **(r.get("eval") or {})}
+        own_data = bool(r.get("overrides") or r.get("pseudo_label") or r.get("distill_from"))
+        row = {
+            "name": r["name"],
+            "overrides": overrides,
+            "eval": evaluation,
+            "pseudo_label": r.get("pseudo_label"),
+            "distill_from": r.get("distill_from") or [],
+            # A row that changes only the evaluation reuses the previous row's model.
+            "same_model_as": None if own_data or previous is None else previous["same_model_as"] or previous["name"],
+        }
+        rows.append(row)
+        if not r.get("standalone"):
+            carried, carried_eval, previous = overrides, evaluation, row
+            if r.get("pseudo_label"):
+                carried = [*carried, "__pseudo__"]  # resolved per seed: the pseudo-label file of this row
+            if r.get("distill_from"):
+                carried = [*carried, f"__distill__={','.join(r['distill_from'])}"]
+    return rows
+
+
+def run_cli(args: list[str], log: Path) -> float:
+    """``fashattr ARGS`` in a subprocess, output appended to ``log``; returns its wall time in seconds."""
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ fashattr {shlex.join(args)}\n")
+        f.flush()
+        done = subprocess.run([sys.executable, "-m", "fashattr", *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"`fashattr {shlex.join(args)}` failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def resolve(overrides: list[str], runs: dict[str, Path], pseudo_files: list[Path]) -> list[str]:
+    """Replace the placeholders of pseudo-label files and teacher rows by this seed's paths."""
+    out, pseudo = [], iter(pseudo_files)
+    for o in overrides:
+        if o == "__pseudo__":
+            out.append(f"data.pseudo_labels={next(pseudo)}")
+        elif o.startswith("__distill__="):
+            teachers = [str(runs[name]) for name in o.split("=", 1)[1].split(",")]
+            out.append(f"loss.distill_from=[{','.join(teachers)}]")
+        else:
+            out.append(o)
+    return out
+
+
+def train_row(row: dict[str, Any], base: str, seed: int, out: Path, runs: dict[str, Path], state: dict) -> Path:
+    """Train (or resume, or reuse) this row's run for ``seed``; records the command and wall time in ``state``."""
+    if row["same_model_as"]:
+        return runs[row["same_model_as"]]
+    name = f"{slug(row['name'])}-s{seed}"
+    run_dir = out / name
+    log = out / f"{name}.log"
+    previous = next((r for r in reversed(list(runs)) if r in runs), None)
+    pseudo_files = [Path(p) for p in state.setdefault("pseudo_files", {}).get(str(seed), [])]
+    if row["pseudo_label"]:
+        spec = row["pseudo_label"]
+        source = runs[previous] if spec.get("from", "previous") == "previous" else runs[spec["from"]]
+        target = out / f"pseudo-{name}.json"
+        if not target.is_file():
+            splits = ",".join(spec.get("splits", []))
+            args = ["pseudo-label", str(source), "--threshold", str(spec.get("threshold", 0.9)), "--out", str(target)]
+            run_cli(args + (["--splits", splits] if splits else []), log)
+        if target not in pseudo_files:
+            pseudo_files.append(target)
+            state["pseudo_files"].setdefault(str(seed), []).append(str(target))
+    overrides = resolve(row["overrides"], runs, pseudo_files)
+    if row["pseudo_label"]:
+        overrides.append(f"data.pseudo_labels={pseudo_files[-1]}")
+    if row["distill_from"]:
+        overrides.append(f"loss.distill_from=[{','.join(str(runs[t]) for t in row['distill_from'])}]")
+    # The seed first: a row that sets its own train.seed (an ensemble's teachers) keeps it.
+    args = ["train", base, f"train.seed={seed}", *overrides, f"out_dir={out}", f"name={name}"]
+    key = f"{row['name']}|{seed}"
+    if (run_dir / "summary.json").is_file() and key in state["trained"]:
+        return run_dir  # finished: not trained again
+    resumed = (run_dir / "checkpoint.pt").is_file()
+    if resumed:  # killed: resumed where it stopped; the wall time is then the trainer's own, over its sessions
+        run_cli(["train", "--resume", str(run_dir)], log)
+        wall = float(json.loads((run_dir / "summary.json").read_text())["wall_s"])
+    else:
+        wall = run_cli(args, log)
+    state["trained"][key] = {"command": "fashattr " + shlex.join(args), "wall_s": round(wall, 1), "resumed": resumed}
+    return run_dir
+
+
+def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, Any]:
+    """Both metrics on the test holdout, each with its decoding and a bootstrap interval."""
+    from fashattr.config import load_config
+    from fashattr.data.prepare import TEST_HOLDOUT, load_split
+    from fashattr.metrics import compute_metrics
+    from fashattr.predictor import Predictor
+    from fashattr.report.stats import bootstrap_ci
+    from fashattr.runtime_onnx import decision_logits
+
+    if not (run_dir / "calibration.json").is_file():
+        run_cli(["calibrate", str(run_dir)], log)  # fitted on the selection holdout, never the test holdout
+    cfg = load_config(run_dir / "config.yaml")
+    predictor = Predictor.from_run(run_dir)
+    predictor.runtime.tta = tta
+    _, data = load_split(cfg.data, TEST_HOLDOUT, progress=False)
+    assert data.labels is not None
+    scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
+    out: dict[str, Any] = {"images": len(data)}
+    for metric, mode in METRICS:
+        decided = decision_logits(predictor.runtime.config, scores, mode)
+        value = compute_metrics(predictor.schema, data.labels, decided).summary()[metric]
+        ci = bootstrap_ci(predictor.schema, data.labels, decided, {metric: value}, resamples)[metric]
+        out[metric] = {"decode": mode, "value": value, "lo": ci["lo"], "hi": ci["hi"]}
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    table, before = [], None
+    for row in rows:
+        per_seed = [results[f"{row['name']}|{s}"] for s in seeds if f"{row['name']}|{s}" in results]
+        if not per_seed:
+            continue
+        entry: dict[str, Any] = {"name": row["name"], "seeds": len(per_seed), "command": per_seed[0]["command"]}
+        entry["tta"] = row["eval"]["tta"]
+        entry["train_wall_s"] = float(np.mean([r["train_wall_s"] for r in per_seed]))
+        for metric, _ in METRICS:
+            values = [r["metrics"][metric]["value"] for r in per_seed]
+            entry[metric] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "per_seed": [r["metrics"][metric] for r in per_seed],
+                "change": None if before is None else float(np.mean(values)) - before[metric]["mean"],
+            }
+        table.append(entry)
+        before = entry
+    return table
+
+
+def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Accuracy ablation (test holdout)",
+        "",
+        f"{meta['note']}",
+        "",
+        f"Spec `{meta['spec']}`, seeds {meta['seeds']}, {meta['resamples']} bootstrap resamples, "
+        f"{meta['test_images']} test-holdout images; load average {meta['load_before']} before, "
+        f"{meta['load_after']} after; {meta['cpu']}.",
+        "",
+        "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding "
+        "(both fitted by `fashattr calibrate` on the selection holdout); the interval is seed 0's 95% bootstrap; "
+        "change = against the previous row (mean over seeds).",
+        "",
+        "| row | train wall | avg per-class acc [95% CI] | change | overall acc [95% CI] | change | command |",
+        "|---|---:|---|---:|---|---:|---|",
+    ]
+
+    def cell(m: dict[str, Any]) -> str:
+        first = m["per_seed"][0]
+        spread = f" ± {m['std']:.4f}" if m["std"] is not None else ""
+        return f"{m['mean']:.4f}{spread} [{first['lo']:.3f}, {first['hi']:.3f}]"
+
+    def change(m: dict[str, Any]) -> str:
+        return "" if m["change"] is None else f"{m['change']:+.4f}"
+
+    for e in table:
+        a, o = e["avg_class_acc"], e["overall_acc"]
+        tta = f" (eval --tta {e['tta']})" if e["tta"] != "none" else ""
+        lines.append(
+            f"| {e['name']} | {e['train_wall_s'] / 60:.1f} min | {cell(a)} | {change(a)} | {cell(o)} | {change(o)} "
+            f"| `{e['command']}`{tta} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec", help="the rows (YAML)")
+    ap.add_argument("--seeds", default="0", help="comma-separated train.seed values (>= 3 for run-to-run spread)")
+    ap.add_argument("--out", default="runs/ablation", help="folder of the runs, logs and the resumable state")
+    ap.add_argument("--results", default="benchmarks/results/accuracy_ablation", help="RESULTS.json / RESULTS.md")
+    ap.add_argument("--rows", type=int, help="only the first N rows")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to every row")
+    ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--note", default="", help="a line for the top of the .md (what this run is)")
+    args = ap.parse_args()
+    spec = yaml.safe_load(Path(args.spec).read_text())
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = plan(spec, args.set)[: args.rows]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state.setdefault("trained", {})
+    results: dict[str, Any] = state.setdefault("results", {})
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    test_images = None
+    for seed in seeds:
+        runs: dict[str, Path] = {}
+        for row in rows:
+            key = f"{row['name']}|{seed}"
+            run_dir = train_row(row, spec["base"], seed, out, runs, state)
+            runs[row["name"]] = run_dir
+            state_path.write_text(json.dumps(state, indent=1))
+            if key not in results:
+                trained = state["trained"][f"{row['same_model_as'] or row['name']}|{seed}"]
+                metrics = evaluate(run_dir, row["eval"]["tta"], args.resamples, out / f"{run_dir.name}.log")
+                results[key] = {**trained, "train_wall_s": trained["wall_s"], "run": str(run_dir), "metrics": metrics}
+                state_path.write_text(json.dumps(state, indent=1))
+            test_images = results[key]["metrics"]["images"]
+            m = results[key]["metrics"]
+            print(
+                f"{row['name']:<32} seed {seed}: avg_class_acc {m['avg_class_acc']['value']:.4f}  "
+                f"overall_acc {m['overall_acc']['value']:.4f}  ({results[key]['train_wall_s']:.0f} s training)",
+                flush=True,
+            )
+    table = summarize(rows, results, seeds)
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
+    meta = {
+        "spec": args.spec,
+        "seeds": seeds,
+        "set": args.set,
+        "resamples": args.resamples,
+        "test_images": test_images,
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "note": args.note,
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.results}.json").write_text(json.dumps({"meta": meta, "rows": table}, indent=1) + "\n")
+    Path(f"{args.results}.md").write_text(markdown(table, meta))
+    print(f"written: {args.results}.json and .md")
+
+
+if __name__ == "__main__":
+    main()
