@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from fashattr.config import ConfigError, LossConfig, load_config
 from fashattr.data.dedup import apply_policy, conflicting_duplicates
 from fashattr.data.formats import create_reader
 from fashattr.data.prepare import load_train_eval
-from fashattr.data.pseudo import pseudo_label, threshold_labels
+from fashattr.data.pseudo import add_pseudo_labels, pseudo_label, threshold_labels
 from fashattr.engine.trainer import fit
 from fashattr.losses import create_loss
 from fashattr.schema import Group, Schema
@@ -113,3 +114,19 @@ def test_duplicates_with_conflicting_labels(cache_dir: Path, tmp_path: Path):
     assert test is not None and test2 is not None
     assert held.rows.tolist() == held2.rows.tolist() and test.rows.tolist() == test2.rows.tolist()
     assert train2.rows.tolist() == [r for r in train.rows.tolist() if r not in (5, 6, 7)]
+
+
+def test_a_copy_of_a_holdout_image_in_an_unlabeled_split_is_never_trained_on(cache_dir: Path, tmp_path: Path):
+    root = make_dataset(tmp_path / "FashionDataset", {"train": 40, "val": 4}, seed=5)
+    cfg = load_config(None, tiny_overrides(root, cache_dir, tmp_path, **{"data.test_holdout": 0.2})).data
+    schema, train, held, test = load_train_eval(cfg, progress=False)
+    assert test is not None
+    val = create_reader("ai6126", root).read("val").paths
+    shutil.copyfile(test.table.file(int(test.rows[0])), root / val[1])  # the val split holds a holdout copy
+    labels = {g.name: 0 if g.kind == "single" else [0] * g.num_classes for g in schema.groups}
+    pseudo = {"format": "fashattr-pseudo-labels", "splits": ["val"]}
+    pseudo["images"] = [{"split": "val", "path": p, "labels": labels} for p in val]
+    (tmp_path / "p.json").write_text(json.dumps(pseudo))
+    both = add_pseudo_labels(train, replace(cfg, pseudo_labels=str(tmp_path / "p.json")), schema, False, [held, test])
+    assert both.table.paths == [train.table.paths[r] for r in train.rows] + [val[0], val[2], val[3]]
+    assert len(both.images) == len(train) + 3

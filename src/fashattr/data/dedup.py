@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +18,17 @@ from fashattr.data.table import Table
 
 log = logging.getLogger(__name__)
 POLICIES = ("keep", "drop_conflicting")
+
+
+def file_digests(paths: list[Path]) -> list[str | None]:
+    """The sha256 of each file's bytes (``fashattr data check``'s duplicate key); None for an unreadable file."""
+    out: list[str | None] = []
+    for path in paths:
+        try:
+            out.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError:
+            out.append(None)
+    return out
 
 
 def conflicting_duplicates(table: Table) -> list[list[int]]:
@@ -27,11 +39,9 @@ def conflicting_duplicates(table: Table) -> list[list[int]]:
     if table.labels is None:
         return []
     by_hash: dict[str, list[int]] = defaultdict(list)
-    for i, path in enumerate(table.files()):
-        try:
-            by_hash[hashlib.sha256(path.read_bytes()).hexdigest()].append(i)
-        except OSError:
-            continue
+    for i, digest in enumerate(file_digests(table.files())):
+        if digest is not None:
+            by_hash[digest].append(i)
     out = []
     for rows in by_hash.values():
         if len(rows) < 2:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fashattr.config import ConfigError, DataConfig, load_config
+from fashattr.data.dedup import file_digests
 from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, Split, cache_table, load_split
 from fashattr.data.table import UNKNOWN, Table
 from fashattr.fileio import atomic_write_text
@@ -171,8 +172,14 @@ def read_pseudo_labels(path: str | Path, schema: Schema, cfg: DataConfig) -> tup
     return paths, arrays
 
 
-def add_pseudo_labels(train: Split, cfg: DataConfig, schema: Schema, progress: bool = True) -> Split:
+def add_pseudo_labels(
+    train: Split, cfg: DataConfig, schema: Schema, progress: bool = True, holdouts: list[Split | None] | None = None
+) -> Split:
     """``train`` with the images of ``cfg.pseudo_labels`` appended (pixels decoded through the cache).
+
+    An image of the file whose bytes equal an image of ``holdouts`` (the selection and test holdouts: another
+    split may hold an exact copy of one, as the FashionDataset's test split does of a train image) is left
+    out, with a warning naming both: a holdout image must never be trained on, not even as a copy.
 
     Raises:
         ConfigError: the file names an image of the training split (the test and selection holdouts
@@ -191,9 +198,17 @@ def add_pseudo_labels(train: Split, cfg: DataConfig, schema: Schema, progress: b
         )
     table = Table(root=train.table.root, paths=paths, labels=labels, split="pseudo")
     cache = cache_table(table, cfg, progress)
-    keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
-    if len(keep) < len(paths):
-        log.warning("pseudo-labels: %d unreadable image(s) left out", len(paths) - len(keep))
+    held = {}
+    for split in holdouts or []:
+        if split is not None and len(split):
+            files = [split.table.file(int(r)) for r in split.rows]
+            held.update({d: f for d, f in zip(file_digests(files), files, strict=True) if d is not None})
+    copies = {i: held[d] for i, d in enumerate(file_digests(table.files())) if d in held}
+    for i, f in copies.items():
+        log.warning("pseudo-labels: %s is an exact copy of holdout image %s; left out", table.file(i), f)
+    keep = np.array([i for i in range(len(paths)) if i not in cache.bad and i not in copies], dtype=np.int64)
+    if len(keep) < len(paths) - len(copies):
+        log.warning("pseudo-labels: %d unreadable image(s) left out", len(paths) - len(copies) - len(keep))
     images = np.concatenate([train.pixels(), cache.pixels[keep]])
     merged = {g: np.concatenate([train.labels[g], labels[g][keep]]) for g in train.labels}
     both = Table(

@@ -87,7 +87,8 @@ class Trainer:
                 cfg.data, progress=t.progress and self.dist.main
             )
         if cfg.data.pseudo_labels:  # self-training: the teacher's confident labels as extra training rows
-            self.train = add_pseudo_labels(self.train, cfg.data, self.schema, t.progress and self.dist.main)
+            progress = t.progress and self.dist.main
+            self.train = add_pseudo_labels(self.train, cfg.data, self.schema, progress, [self.eval, self.test])
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
         selectable = [*metric_names(self.schema), "eval_loss"]
         if t.select_metric not in selectable:
