@@ -169,7 +169,7 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     if args.group_threshold:
         thresholds = {k: float(v) for k, v in (item.split("=", 1) for item in args.group_threshold)}
         thresholds = {**dict.fromkeys(thresholds, args.threshold), **thresholds}
-    result = pseudo_label(args.run, splits, thresholds, args.out, args.weights, args.device, args.tta)
+    result = pseudo_label(args.run, splits, thresholds, args.out, args.weights, args.device, args.tta, args.data)
     n = len(result["images"])
     print(f"{n} images of {result['splits']} labeled by {result['teacher']}; written to {args.out}")
     for g, k in result["kept"].items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ def pseudo_label(
     weights: str = "best",
     device: str = "cpu",
     tta: str | None = None,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
     """Label ``splits`` (default: the run's ``data.unlabeled_splits``) with the run's model; write ``out``.
+    ``data_root``: the dataset's root, if not the one in the run's config.
 
     Returns:
         The file's content (``images``: ``{"split", "path", "labels"}`` per image; ``kept``: per group, how
@@ -95,6 +98,8 @@ def pseudo_label(
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
+    if data_root:
+        cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     splits = list(splits or cfg.data.unlabeled_splits)
     if not splits:
         raise ConfigError(f"no splits to label: pass --splits or set data.unlabeled_splits in {run_dir}/config.yaml")
