@@ -85,8 +85,10 @@ def run_local(
     with (
         cf.ThreadPoolExecutor(max(1, workers), thread_name_prefix="fashattr-tag") as pool,
         cf.ThreadPoolExecutor(1, thread_name_prefix="fashattr-tag-write") as writer,
+        # Its own thread: the next chunk hashes while this one decodes, never queued behind the decodes.
+        cf.ThreadPoolExecutor(1, thread_name_prefix="fashattr-tag-hash") as hasher,
     ):
-        reader = Reader(engine, model_id, pool, started)
+        reader = Reader(engine, model_id, hasher, started)
 
         def collect(outstanding: int) -> None:
             """Account for committed writes, waiting until at most ``outstanding`` remain."""

@@ -2,7 +2,7 @@
 
 The unit of work is (content sha256, model id = bundle hash). A run streams the sources:
 
-1. hash files (SHA-256 of their bytes) in threads, a chunk at a time;
+1. hash files (SHA-256 of their bytes) a chunk at a time, the next chunk on its own thread meanwhile;
 2. drop what the database already has for this model (a ``predictions`` or ``errors`` row) and,
    within the run, a content already on its way (the same photo under two names is inferred once;
    every name is recorded in ``image_paths``);
@@ -42,6 +42,19 @@ from fashattr.catalog import db
 from fashattr.catalog.sources import count_sources, iter_sources
 from fashattr.errors import ImageError
 
+IMAGE_COLUMNS = ("sha256", "bytes", "width", "height", "first_seen", "last_seen")
+PATH_COLUMNS = ("sha256", "path", "first_seen", "last_seen")
+PRED_COLUMNS = (
+    "sha256",
+    "model_id",
+    "group_name",
+    "class_name",
+    "class_index",
+    "probability",
+    "top_k",
+    "decoding",
+    "created",
+)
 HASH_CHUNK = 256  # files hashed (and looked up in the database) per step
 TOP_K = 5  # classes kept per single-label group in predictions.top_k
 
@@ -128,29 +141,34 @@ def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], 
     return runtime.decode(logits, TOP_K), features
 
 
-def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any) -> list[dict[str, Any]]:
-    """The ``predictions`` rows of one decoded image (one per group; see db's docstring)."""
-    rows = []
+def prediction_values(record: dict[str, Any]) -> Iterator[tuple[str, str, int, float, list[dict[str, Any]]]]:
+    """``(group, class_name, class_index, probability, top_k)`` per group of one decoded image (see
+    db's docstring: multi-label groups join their classes with ``|``, index -1)."""
     for group, v in record["groups"].items():
         if isinstance(v, list):  # multi-label: every predicted class
             cls, idx, prob, top = "|".join(x["class"] for x in v), -1, max((x["prob"] for x in v), default=0.0), v
         else:
             cls, idx, prob = v["class"], v["index"], v["prob"]
             top = [{k: x[k] for k in ("class", "index", "prob")} for x in v.get("top", [v])]
-        rows.append(
-            {
-                "sha256": sha256,
-                "model_id": model_id,
-                "group_name": group,
-                "class_name": cls,
-                "class_index": idx,
-                "probability": float(prob),
-                "top_k": top,
-                "decoding": record.get("decoding"),
-                "created": now,
-            }
-        )
-    return rows
+        yield group, cls, int(idx), float(prob), top
+
+
+def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any) -> list[dict[str, Any]]:
+    """The ``predictions`` rows of one decoded image (one per group; see db's docstring)."""
+    return [
+        {
+            "sha256": sha256,
+            "model_id": model_id,
+            "group_name": group,
+            "class_name": cls,
+            "class_index": idx,
+            "probability": prob,
+            "top_k": top,
+            "decoding": record.get("decoding"),
+            "created": now,
+        }
+        for group, cls, idx, prob, top in prediction_values(record)
+    ]
 
 
 # --- reading: hash, skip, dedupe, decode ------------------------------------------------------------
@@ -211,18 +229,27 @@ class Reader:
         self.peak = 0  # most contents in flight at once (the memory bound, observed)
 
     def chunks(self, paths: Iterable[Path]) -> Iterator[Plan]:
+        """Plans a chunk at a time; the next chunk is hashed (on ``pool``) while the caller works on this
+        one, so the model never waits for a chunk's hashes."""
         it = iter(paths)
-        while True:
-            t = time.perf_counter()
+
+        def start() -> tuple[list[str], list[cf.Future[tuple[str, int] | str]]]:
             chunk = [str(p) for p in itertools.islice(it, HASH_CHUNK)]
-            plan = self._plan(chunk) if chunk else None
+            return chunk, [self.pool.submit(hash_file, p) for p in chunk]
+
+        t = time.perf_counter()
+        ahead = start()
+        self.seconds += time.perf_counter() - t
+        while ahead[0]:
+            t = time.perf_counter()
+            chunk, futures = ahead
+            hashed = [f.result() for f in futures]
+            ahead = start()
+            plan = self._plan(chunk, hashed)
             self.seconds += time.perf_counter() - t
-            if plan is None:
-                return
             yield plan
 
-    def _plan(self, chunk: list[str]) -> Plan:
-        hashed = list(self.pool.map(hash_file, chunk))
+    def _plan(self, chunk: list[str], hashed: list[tuple[str, int] | str]) -> Plan:
         plan = Plan([], [], [])
         known = self._known([h[0] for h in hashed if isinstance(h, tuple)])
         for path, h in zip(chunk, hashed, strict=True):
@@ -278,32 +305,39 @@ def write_batch(
     """One transaction: images and their paths, predictions and embeddings of ``records`` (keyed by
     sha256; a Work without a record is an error row), paths of already-done contents, unreadable files."""
     now = db.now()
-    image_rows: dict[str, dict[str, Any]] = {}
-    path_rows: dict[tuple[str, str], dict[str, Any]] = {}
-    preds, embs, errs = [], [], []
+    # Plain tuples through the DBAPI's executemany (db.insert_many): SQLAlchemy's per-row parameter
+    # processing was most of the writer's CPU. The shared timestamp is converted once.
+    ts = db.driver_value(engine.dialect, db.predictions.c.created, now)
+    images: dict[str, tuple[Any, ...]] = {}
+    paths: dict[tuple[str, str], None] = {}
+    preds: list[tuple[Any, ...]] = []
+    embs: list[tuple[Any, ...]] = []
+    errs = []
     for w in works:
-        image_rows[w.sha256] = {"sha256": w.sha256, "bytes": w.size, "width": w.width, "height": w.height}
+        images[w.sha256] = (w.sha256, w.size, w.width, w.height, ts, ts)
         for p in w.paths:
-            path_rows[(w.sha256, p)] = {"sha256": w.sha256, "path": p}
+            paths[(w.sha256, p)] = None
         if w.sha256 in records:
             record, emb = records[w.sha256]
-            preds += prediction_rows(w.sha256, model_id, record, now)
+            mode = record.get("decoding")
+            for group, cls, idx, prob, top in prediction_values(record):
+                preds.append((w.sha256, model_id, group, cls, idx, prob, json.dumps(top), mode, ts))
             if emb is not None:
                 vec = np.ascontiguousarray(emb, dtype="<f4")
-                embs.append({"sha256": w.sha256, "model_id": model_id, "dim": vec.size, "vector": vec.tobytes()})
+                embs.append((w.sha256, model_id, vec.size, vec.tobytes()))
         else:
             reason = w.error or "not tagged"
             errs.append({"sha256": w.sha256, "path": w.path, "model_id": model_id, "reason": reason, "seen": now})
     for sha, p, size in done:
-        image_rows.setdefault(sha, {"sha256": sha, "bytes": size, "width": None, "height": None})
-        path_rows[(sha, p)] = {"sha256": sha, "path": p}
-    stamp = {"first_seen": now, "last_seen": now}
+        images.setdefault(sha, (sha, size, None, None, ts, ts))
+        paths[(sha, p)] = None
     with engine.begin() as conn:
         # Sorted keys: two writers touching the same rows lock them in the same order (no deadlock).
-        db.touch(conn, db.images, [image_rows[k] | stamp for k in sorted(image_rows)], ["sha256"])
-        db.touch(conn, db.image_paths, [path_rows[k] | stamp for k in sorted(path_rows)], ["sha256", "path"])
-        db.insert_ignore(conn, db.predictions, preds)
-        db.insert_ignore(conn, db.embeddings, embs)
+        db.insert_many(conn, db.images, IMAGE_COLUMNS, [images[k] for k in sorted(images)], ["sha256"])
+        path_rows = [(sha, p, ts, ts) for sha, p in sorted(paths)]
+        db.insert_many(conn, db.image_paths, PATH_COLUMNS, path_rows, ["sha256", "path"])
+        db.insert_many(conn, db.predictions, PRED_COLUMNS, preds)
+        db.insert_many(conn, db.embeddings, ("sha256", "model_id", "dim", "vector"), embs)
         db.insert_ignore(conn, db.errors, errs)
         for path, reason in unreadable:  # no content hash: keyed by path, by hand
             hit = sa.select(db.errors.c.id).where(
