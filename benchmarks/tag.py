@@ -58,14 +58,19 @@ class Phase:
         self.busy_cores = cores * (busy1 - self.c0[0]) / max(1, total1 - self.c0[1])
 
 
+CPU_MS: list[float] = []  # model-only CPU milliseconds per image of each model_only call
+
+
 def model_only(runtime: Any, batch: int, steps: int) -> float:
-    """Images/s of ``Runtime.logits`` on random uint8 batches (after one warm-up batch)."""
+    """Images/s of ``Runtime.logits`` on random uint8 batches (after one warm-up batch); its CPU
+    milliseconds per image (this process, all model threads) are appended to ``CPU_MS``."""
     s = runtime.image_size
     x = np.random.default_rng(0).integers(0, 256, size=(batch, s, s, 3), dtype=np.uint8)
     runtime.logits(x)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         runtime.logits(x)
+    CPU_MS.append((time.process_time() - c) / (batch * steps) * 1e3)
     return batch * steps / (time.perf_counter() - t)
 
 
@@ -115,6 +120,7 @@ def main() -> None:
             for dbname, make_url in urls.items():
                 url = make_url(f"{engine}_{dbname}")
                 workers = 2
+                cpu = time.process_time()
                 with Phase() as ph:
                     s = tag(
                         args.bundle,
@@ -127,6 +133,7 @@ def main() -> None:
                         engine=engine,
                         progress=False,
                     )
+                cpu = time.process_time() - cpu
                 after = model_only(runtime, args.batch_size, args.model_steps)
                 e2e = s.tagged / ph.seconds
                 ref = (before + after) / 2
@@ -141,6 +148,9 @@ def main() -> None:
                     "model_only_after": round(after, 1),
                     "ratio": round(e2e / ref, 3),
                     "busy_cores": round(ph.busy_cores, 2),
+                    # CPU of this process per image (not PostgreSQL's server, not Ray's actors) vs the model's.
+                    "cpu_ms_per_image": round(cpu / max(1, s.tagged) * 1e3, 2),
+                    "model_only_cpu_ms_per_image": round((CPU_MS[-2] + CPU_MS[-1]) / 2, 2),
                     "driver_seconds": {k: round(v, 2) for k, v in sorted(s.timings.items())},
                 }
                 print(json.dumps(row), flush=True)
@@ -185,13 +195,15 @@ def markdown(r: dict[str, Any]) -> str:
         f"{', '.join(f'{v:.1f}' for v in r['machine']['load_at_end'])}"
         + (f"; Ray start-up {r['ray_init_s']} s (not in the times)" if "ray_init_s" in r else ""),
         "",
-        "| engine | database | images/s end to end | model only (before, after) | ratio | busy cores |",
-        "|---|---|---|---|---|---|",
+        "| engine | database | images/s end to end | model only (before, after) | ratio | busy cores "
+        "| CPU ms/image: this process, model only |",
+        "|---|---|---|---|---|---|---|",
     ]
     for x in r["runs"]:
         lines.append(
             f"| {x['engine']} | {x['db']} | {x['images_per_s']} | {x['model_only_before']}, {x['model_only_after']} "
-            f"| **{x['ratio']}** | {x['busy_cores']} |"
+            f"| **{x['ratio']}** | {x['busy_cores']} "
+            f"| {x.get('cpu_ms_per_image', '-')}, {x.get('model_only_cpu_ms_per_image', '-')} |"
         )
     if r.get("full"):
         lines += [
