@@ -185,6 +185,7 @@ def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[i
             continue
         entry: dict[str, Any] = {"name": row["name"], "seeds": len(per_seed), "command": per_seed[0]["command"]}
         entry["tta"] = row["eval"]["tta"]
+        entry["same_model_as"] = row["same_model_as"]
         entry["train_wall_s"] = float(np.mean([r["train_wall_s"] for r in per_seed]))
         for metric, _ in METRICS:
             values = [r["metrics"][metric]["value"] for r in per_seed]
@@ -228,9 +229,9 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for e in table:
         a, o = e["avg_class_acc"], e["overall_acc"]
         tta = f" (eval --tta {e['tta']})" if e["tta"] != "none" else ""
+        wall = f"{e['train_wall_s'] / 60:.1f} min" if not e["same_model_as"] else f"({e['same_model_as']}'s model)"
         lines.append(
-            f"| {e['name']} | {e['train_wall_s'] / 60:.1f} min | {cell(a)} | {change(a)} | {cell(o)} | {change(o)} "
-            f"| `{e['command']}`{tta} |"
+            f"| {e['name']} | {wall} | {cell(a)} | {change(a)} | {cell(o)} | {change(o)} | `{e['command']}`{tta} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -211,9 +211,19 @@ def add_pseudo_labels(
     copies = {i: held[d] for i, d in enumerate(file_digests(table.files())) if d in held}
     for i, f in copies.items():
         log.warning("pseudo-labels: %s is an exact copy of holdout image %s; left out", table.file(i), f)
-    keep = np.array([i for i in range(len(paths)) if i not in cache.bad and i not in copies], dtype=np.int64)
-    if len(keep) < len(paths) - len(copies):
-        log.warning("pseudo-labels: %d unreadable image(s) left out", len(paths) - len(copies) - len(keep))
+    # An image with no group above its threshold teaches nothing: it would only cost a forward pass.
+    known = np.zeros(len(paths), dtype=bool)
+    for g in schema.groups:
+        y = labels[g.name]
+        known |= (y >= 0) if y.ndim == 1 else (y >= 0).any(1)
+    usable = [i for i in range(len(paths)) if known[i] and i not in copies]
+    keep = np.array([i for i in usable if i not in cache.bad], dtype=np.int64)
+    if len(keep) < len(usable):
+        log.warning("pseudo-labels: %d unreadable image(s) left out", len(usable) - len(keep))
+    if not known.all():
+        log.info(
+            "pseudo-labels: %d of %d images have no label above its threshold; left out", (~known).sum(), len(paths)
+        )
     images = np.concatenate([train.pixels(), cache.pixels[keep]])
     merged = {g: np.concatenate([train.labels[g], labels[g][keep]]) for g in train.labels}
     both = Table(
