@@ -63,6 +63,18 @@ class DataConfig:
     # "keep" trains on them as listed; "drop_conflicting" leaves every copy out of the training rows (the
     # holdouts are never changed, so every recipe is measured on the same images).
     duplicates: Literal["keep", "drop_conflicting"] = "keep"
+    # Background removal (data/background.py), done once in the decode cache and by every runtime: "remove"
+    # paints the background in background_fill (null: the letterbox fill). "grabcut" (OpenCV, no weights)
+    # starts from the box when there is one, else a rectangle grabcut_margin in from each side, at
+    # grabcut_size px on the long side; "rembg" runs a local U²-Net ONNX file (background_model; never a
+    # download). Extra: pip install 'fashattr[background]'.
+    background: Literal["keep", "remove"] = "keep"
+    background_method: Literal["grabcut", "rembg"] = "grabcut"
+    background_model: str | None = None
+    background_fill: tuple[int, int, int] | None = None
+    grabcut_iterations: int = 3
+    grabcut_margin: float = 0.05
+    grabcut_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -420,6 +432,7 @@ def _check(cfg: Config) -> None:
             f"data.unlabeled_splits {cfg.data.unlabeled_splits} names {clash}"
             ": the training split, the selection split and the holdouts carved from them are never pseudo-labeled"
         )
+    _check_background(cfg.data)
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.model.head_layers < 0:
@@ -445,3 +458,29 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay} must be in [0, 1)")
     if cfg.train.freeze_epochs < 0 or (cfg.train.trainable_stages or 0) < 0:
         raise ConfigError("train.freeze_epochs and train.trainable_stages must be >= 0")
+
+
+def _check_background(d: DataConfig) -> None:
+    """Background-removal options: values in range, and rembg's local model file present."""
+    if d.background_fill is not None and not all(0 <= v <= 255 for v in d.background_fill):
+        raise ConfigError(f"data.background_fill: {list(d.background_fill)} must be RGB values in [0, 255] (or null)")
+    if d.grabcut_iterations < 1 or not 0.0 <= d.grabcut_margin < 0.5 or d.grabcut_size < 16:
+        raise ConfigError(
+            f"data.grabcut_iterations ({d.grabcut_iterations}) must be >= 1, data.grabcut_margin "
+            f"({d.grabcut_margin}) in [0, 0.5), data.grabcut_size ({d.grabcut_size}) >= 16"
+        )
+    if d.background_model is not None and d.background_method != "rembg":
+        raise ConfigError(
+            f"data.background_model is for data.background_method=rembg (the method is {d.background_method!r})"
+        )
+    if d.background == "keep" or d.background_method != "rembg":
+        return
+    where = (
+        "put a U²-Net ONNX file (e.g. rembg's u2net.onnx, copied from a machine that has it) on this machine "
+        "and give its path; fashattr never downloads a model"
+    )
+    if d.background_model is None:
+        raise ConfigError(f"data.background_method=rembg needs data.background_model: {where}")
+    path = Path(d.background_model).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"data.background_model: {path} not found: {where}")

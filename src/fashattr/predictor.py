@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fashattr.config import Config, DataConfig, load_config
+from fashattr.data.background import background_for
 from fashattr.data.images import fill_color
 from fashattr.deploy.output import IMAGE_SUFFIXES, PredictionWriter
 from fashattr.deploy.output import expand_paths as expand_paths  # re-exported: its old home
@@ -45,7 +46,11 @@ class Predictor:
     ) -> None:
         config = {
             "schema": schema.to_dict(),
-            "preprocess": {"image_size": data.image_size, "fill": list(fill_color(data.mean))},
+            "preprocess": {
+                "image_size": data.image_size,
+                "fill": list(fill_color(data.mean)),
+                **({"background": step.to_json()} if (step := background_for(data)) is not None else {}),
+            },
             "decoding": {"multi_label_threshold_logit": 0.0, "calibration": None, "logit_adjust": None},
         }
         backend = TorchBackend(model, data.mean, data.std, str(device), channels_last)

@@ -179,13 +179,17 @@ def load_presized(
     bbox: tuple[float, float, float, float] | None = None,
     margin: float = 0.0,
     fill: tuple[int, int, int] = PAD_COLOR,
+    background: Any = None,
 ) -> np.ndarray:
-    """Decode, optionally crop to ``bbox`` (+ margin), letterbox to ``size`` x ``size``.
+    """Decode, optionally crop to ``bbox`` (+ margin), optionally remove the background, letterbox to
+    ``size`` x ``size``.
 
     The aspect ratio is kept and the short side padded with ``fill`` (pass
     ``fill_color(cfg.data.mean)``), so garments are never stretched. Boxes are
     ``(x1, y1, x2, y2)`` in pixels of the EXIF-oriented image. The result depends only on
     the decoded pixels: a JPEG and a lossless copy of its pixels in any format give the same array.
+    ``background`` (a ``fashattr.data.background.Background``, see :func:`background_step`) paints the
+    background of the (cropped) photo in its fill before the letterbox; GrabCut starts from ``bbox``.
 
     Returns:
         uint8 array of shape ``(size, size, 3)``.
@@ -200,14 +204,70 @@ def load_presized(
             box = expand_box(bbox, margin, img.width, img.height)
         except ValueError as e:
             raise ImageError(path, f"bad bbox {bbox}: {e}") from None
+    if background is not None:
+        rect = None
+        if box is not None:  # the crop first; GrabCut's rectangle is the box itself, inside its margin
+            img = img.crop(box)
+            assert bbox is not None
+            rect = (bbox[0] - box[0], bbox[1] - box[1], bbox[2] - box[0], bbox[3] - box[1])
+        try:
+            img, box = background.apply(img, rect), None
+        except ValueError as e:
+            raise ImageError(path, str(e)) from None
     return letterbox(img, size, fill, box)
 
 
-def preprocess(config: dict[str, Any], path: str | Path) -> np.ndarray:
-    """One image file as the bundle's model takes it: uint8 ``(S, S, 3)``, letterboxed with its fill."""
+def background_step(config: dict[str, Any], root: str | Path | None = None) -> Any:
+    """The background-removal step of a bundle's ``preprocess.background`` (None for bundles without one):
+    a ``fashattr.data.background.Background``, or, where fashattr is not installed, the same class from the
+    bundle's copy of that module (``fashattr_background.py`` beside this file). ``root``: where a relative
+    model file is (the bundle folder).
+
+    Raises:
+        BundleError: the step names a model file that is not there, or an unknown method.
+    """
+    spec = config["preprocess"].get("background")
+    if not spec:
+        return None
+    try:
+        from fashattr.data.background import Background
+    except ImportError:  # predict_onnx.py in a bundle, without fashattr: the bundle's copy of the module
+        Background = _bundled_background(Path(root) if root is not None else Path(__file__).resolve().parent)
+    try:
+        step = Background.from_json(spec, root)
+        step.load()  # rembg: its session now, so a missing package or changed file fails before any image
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(Path(root or ".") / "config.json", f"preprocess.background: {e}") from None
+    return step
+
+
+def _bundled_background(root: Path) -> Any:
+    """The ``Background`` class of a bundle's ``fashattr_background.py``, imported without writing a
+    ``__pycache__`` into the bundle (a file its hashes do not list would fail the next verification)."""
+    import importlib.util
+
+    path = root / "fashattr_background.py"
+    spec = importlib.util.spec_from_file_location("fashattr_background", path)
+    if not path.is_file() or spec is None or spec.loader is None:
+        raise BundleError(
+            path, "missing: this model removes backgrounds, and without fashattr installed its code is here"
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = before
+    return module.Background
+
+
+def preprocess(config: dict[str, Any], path: str | Path, background: Any = None) -> np.ndarray:
+    """One image file as the bundle's model takes it: uint8 ``(S, S, 3)``, letterboxed with its fill, its
+    background removed by ``background`` (:func:`background_step` of the same config) when given."""
     pre = config["preprocess"]
     r, g, b = pre["fill"]
-    return load_presized(path, int(pre["image_size"]), fill=(int(r), int(g), int(b)))
+    return load_presized(path, int(pre["image_size"]), fill=(int(r), int(g), int(b)), background=background)
 
 
 # ---------------------------------------------------------------------------------------------- test-time augmentation
@@ -463,6 +523,7 @@ class OnnxRunner:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.image_size = int(self.config["preprocess"]["image_size"])
+        self.background = background_step(self.config, self.bundle_dir)  # None unless the model removes it
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per group, float32 ``(N, C)``, for uint8 ``(N, S, S, 3)`` letterboxed pixels."""
@@ -669,7 +730,7 @@ def predict_files(
 
     def load(path: str | Path) -> np.ndarray | ImageError:
         try:
-            return preprocess(runner.config, path)
+            return preprocess(runner.config, path, runner.background)
         except ImageError as e:
             return e
 

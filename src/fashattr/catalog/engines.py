@@ -132,7 +132,7 @@ def run_local(
             write(works, records)
 
         def submit(works: list[Work]) -> None:
-            futures = [pool.submit(decode_work, w, runtime.image_size, runtime.fill) for w in works]
+            futures = [pool.submit(decode_work, w, runtime.image_size, runtime.fill, runtime.background) for w in works]
             pending.append((works, futures))
             while len(pending) > ahead:
                 finish()
@@ -182,7 +182,7 @@ class Tagger:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         works = [Work(str(s), str(p), 0) for s, p in zip(batch["sha256"], batch["path"], strict=True)]
-        arrays = [decode_work(w, self.runtime.image_size, self.runtime.fill) for w in works]
+        arrays = [decode_work(w, self.runtime.image_size, self.runtime.fill, self.runtime.background) for w in works]
         good = [i for i, a in enumerate(arrays) if a is not None]
         records: list[str] = [""] * len(works)
         embs: list[bytes] = [b""] * len(works)

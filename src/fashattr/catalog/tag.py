@@ -192,14 +192,20 @@ def hash_file(path: str) -> tuple[str, int] | str:
     return h.hexdigest(), size
 
 
-def decode_work(work: Work, size: int, fill: tuple[int, int, int]) -> np.ndarray | None:
-    """Letterboxed pixels (as ``runtime_onnx.load_presized``), recording width/height or the error."""
+def decode_work(work: Work, size: int, fill: tuple[int, int, int], background: Any = None) -> np.ndarray | None:
+    """Letterboxed pixels (as ``runtime_onnx.load_presized``, with the runtime's ``background`` removal),
+    recording width/height or the error."""
     try:
         img = runtime_onnx.open_image(work.path)
+        work.width, work.height = img.width, img.height
+        if background is not None:
+            img = background.apply(img)
     except ImageError as e:
         work.error = e.message
         return None
-    work.width, work.height = img.width, img.height
+    except ValueError as e:  # background removal of an image too small for it: an error of this image
+        work.error = str(e)
+        return None
     return runtime_onnx.letterbox(img, size, fill)
 
 

@@ -1,8 +1,9 @@
 """Decode-once image cache: presized uint8 arrays in a memory-mapped file.
 
 The cache is keyed by a fingerprint of the file list (paths, sizes, modification times),
-the boxes, the crop settings, the size and the letterbox fill colour, so a stale cache is never read and a valid one
-is shared by every run and process that asks for the same images.
+the boxes, the crop settings, the size, the letterbox fill colour and the background-removal step (its method,
+options and model file's sha256), so a stale cache is never read and a valid one is shared by every run and
+process that asks for the same images.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fashattr.data.background import Background
 from fashattr.data.images import PAD_COLOR, load_presized
 from fashattr.data.table import Table
 from fashattr.errors import ImageError
@@ -33,9 +35,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FASHATTR_CACHE", Path.home() / ".cache" / "fashattr"))
 
 
-def fingerprint(table: Table, size: int, crop: bool, margin: float, fill: tuple[int, int, int] = PAD_COLOR) -> str:
+def fingerprint(
+    table: Table,
+    size: int,
+    crop: bool,
+    margin: float,
+    fill: tuple[int, int, int] = PAD_COLOR,
+    background: Background | None = None,
+) -> str:
     """A digest of everything the cached pixels depend on."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{crop}|{margin if crop else 0}|{tuple(fill)}".encode())
+    if background is not None:  # only then: caches of photos kept as they are keep their keys
+        h.update(f"|background={background.key()}".encode())
     for i, path in enumerate(table.files()):
         try:
             st = path.stat()
@@ -47,26 +58,28 @@ def fingerprint(table: Table, size: int, crop: bool, margin: float, fill: tuple[
     return h.hexdigest()[:24]
 
 
-Job = tuple[int, str, tuple[float, float, float, float] | None, int, float, tuple[int, int, int]]
+Job = tuple[int, str, tuple[float, float, float, float] | None, int, float, tuple[int, int, int], Background | None]
 
 
 def _decode(job: Job) -> tuple[int, np.ndarray | str]:
     """Worker: one image to its presized array, or the error message (errors stay values
     so the parent raises them with the file named, whatever the process start method)."""
-    i, path, box, size, margin, fill = job
+    i, path, box, size, margin, fill, background = job
     try:
-        return i, load_presized(path, size, box, margin, fill)
+        return i, load_presized(path, size, box, margin, fill, background)
     except ImageError as e:
         return i, str(e)
 
 
-def _jobs(table: Table, size: int, crop: bool, margin: float, fill: tuple[int, int, int]) -> list[Job]:
+def _jobs(
+    table: Table, size: int, crop: bool, margin: float, fill: tuple[int, int, int], background: Background | None
+) -> list[Job]:
     boxes: Sequence[Any] = list(table.bboxes) if (crop and table.bboxes is not None) else [None] * len(table)
     jobs: list[Job] = []
     for i, (p, b) in enumerate(zip(table.files(), boxes, strict=True)):
         # A row without a box (NaN, e.g. an empty CSV cell) is used whole.
         box = None if b is None or np.isnan(b).any() else (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-        jobs.append((i, str(p), box, size, margin, fill))
+        jobs.append((i, str(p), box, size, margin, fill, background))
     return jobs
 
 
@@ -109,6 +122,7 @@ def cache_images(
     progress: bool = True,
     on_bad: str = "error",
     fill: tuple[int, int, int] = PAD_COLOR,
+    background: Background | None = None,
 ) -> ImageCache:
     """Presized pixels for ``table``, decoding only on a cache miss.
 
@@ -122,6 +136,8 @@ def cache_images(
             one; ``skip`` records every one in ``ImageCache.bad`` (a cache hit reports them
             too) for the caller to count and list.
         fill: letterbox colour, ``fill_color(data.mean)``; part of the cache key.
+        background: background removal (``data.background.background_for(data)``), after the crop and
+            before the letterbox; its method, options and model sha256 are part of the cache key.
 
     Raises:
         ImageError: images cannot be decoded and ``on_bad`` is ``error``; the message names
@@ -131,7 +147,7 @@ def cache_images(
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = fingerprint(table, size, crop, margin, fill)
+    key = fingerprint(table, size, crop, margin, fill, background)
     data_path, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
     shape = (len(table), size, size, 3)
     cached = _read_hit(data_path, meta_path, shape)
@@ -139,7 +155,7 @@ def cache_images(
         log.info("image cache hit %s (%d images at %d px)", data_path, len(table), size)
         result = ImageCache(np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), cached)
     else:
-        result = _build(table, size, crop, margin, fill, folder, key, shape, workers, progress, on_bad)
+        result = _build(table, size, crop, margin, fill, folder, key, shape, workers, progress, on_bad, background)
     if result.bad and on_bad == "error":
         raise bad_images_error(table, result.bad)
     return result
@@ -167,10 +183,11 @@ def _build(
     workers: int,
     progress: bool,
     on_bad: str,
+    background: Background | None = None,
 ) -> ImageCache:
     tmp = folder / f"{key}.u8.tmp{os.getpid()}"
     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-    jobs = _jobs(table, size, crop, margin, fill)
+    jobs = _jobs(table, size, crop, margin, fill, background)
     n_proc = min(workers or os.cpu_count() or 1, max(1, len(jobs) // 64))
     bar = tqdm(total=len(jobs), desc=f"decode {table.split or 'images'} @{size}px", disable=not progress, unit="img")
     bad: dict[int, str] = {}
@@ -194,6 +211,7 @@ def _build(
             "size": size,
             "crop": crop,
             "fill": list(fill),
+            **({"background": background.to_json()} if background is not None else {}),
             "bad": {str(i): why for i, why in sorted(bad.items())},
         }
         atomic_write_text(folder / f"{key}.json", json.dumps(meta, indent=1))  # first: a hit needs it

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fashattr.config import ConfigError, DataConfig
+from fashattr.data.background import background_for
 from fashattr.data.cache import ImageCache, cache_images
 from fashattr.data.dedup import apply_policy
 from fashattr.data.formats import create_reader
@@ -52,6 +53,7 @@ def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> ImageCa
         progress,
         cfg.on_bad_image,
         fill_color(cfg.mean),  # letterbox bars in the colour of augmentation borders
+        background_for(cfg),  # None unless data.background=remove
     )
 
 

@@ -95,6 +95,7 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
             "bbox_margin": d.bbox_margin,
             "resample": "bilinear",
             "letterbox": "fashattr-v1",  # data.images.letterbox_geometry: long side -> size, centred, fill
+            **_background_entry(d),
         },
         "decoding": bundle_decoding(load_calibration(run_dir, weights) if calibration else None),
         "metrics": {
@@ -123,6 +124,35 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
             "channels_last": cfg.train.channels_last,
         },
     }
+
+
+def _background_entry(data: Any) -> dict[str, Any]:
+    """``{"background": step}`` when the run removes backgrounds (``data.background=remove``), else ``{}``
+    (so bundles of other runs are unchanged). Its ``model`` is the run's model file here; ``write_bundle``
+    copies that file into the bundle and records its name instead."""
+    from fashattr.data.background import background_for
+
+    step = background_for(data)
+    return {} if step is None else {"background": step.to_json()}
+
+
+def _copy_background(config: dict[str, Any], folder: Path) -> None:
+    """Make the bundle's background step stand alone: its model file copied in (hashed with the other
+    files; its sha256 checked against the one the cache key used) and, beside an ONNX bundle's
+    ``predict_onnx.py``, the step's code (``data/background.py``), which that runner imports without fashattr."""
+    from fashattr.data import background as bg
+
+    step = config["preprocess"].get("background")
+    if not step:
+        return
+    if step.get("model"):
+        shutil.copyfile(step["model"], folder / bg.BUNDLE_MODEL)
+        found = bg.file_sha256(folder / bg.BUNDLE_MODEL)
+        if found != step["model_sha256"]:
+            raise ValueError(f"{step['model']} changed during export: sha256 {found}, expected {step['model_sha256']}")
+        step["model"] = bg.BUNDLE_MODEL
+    if (folder / STANDALONE).is_file():
+        shutil.copyfile(bg.__file__, folder / bg.MODULE_COPY)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -194,6 +224,7 @@ def write_bundle(
         model = _torch_model(config, tmp / WEIGHTS)  # the copy loads into the model it describes
         if "onnx" in formats or "onnx-int8" in formats:
             config["onnx"] = _export_onnx(model, config, tmp, run_dir, "onnx-int8" in formats, calib_images, opset)
+        _copy_background(config, tmp)
         config["files_mb"] = {p.name: round(p.stat().st_size / 1e6, 3) for p in sorted(tmp.iterdir())}
         _check_budget(config, tmp)
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")

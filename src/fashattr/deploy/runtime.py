@@ -113,6 +113,9 @@ class Runtime:
         pre = config["preprocess"]
         self.image_size: int = int(pre["image_size"])
         self.fill: tuple[int, int, int] = tuple(int(v) for v in pre["fill"])  # type: ignore[assignment]
+        # Background removal (preprocess.background; None when the model was trained on photos as they are):
+        # the same step the training cache ran, its model file found in the bundle folder.
+        self.background: Any = runtime_onnx.background_step(config, source)
         # The decoding modes the model carries (`fashattr calibrate`: "accuracy", "balanced"; [] for none; "none",
         # the raw model, is accepted besides them) and the one used when a caller names none (settable:
         # `fashattr predict --decode` sets it, so every path through this runtime decodes alike).
@@ -192,8 +195,9 @@ class Runtime:
     # --- the steps --------------------------------------------------------------------------
 
     def preprocess(self, path: str | Path) -> np.ndarray:
-        """One image file as the training cache prepares it: ``(S, S, 3)`` uint8 (no box)."""
-        return runtime_onnx.load_presized(path, self.image_size, fill=self.fill)
+        """One image file as the training cache prepares it: ``(S, S, 3)`` uint8 (no box; the background
+        removed when the model was trained so)."""
+        return runtime_onnx.load_presized(path, self.image_size, fill=self.fill, background=self.background)
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per group for ``(N, S, S, 3)`` uint8 pixels from :meth:`preprocess` (averaged over the
