@@ -160,8 +160,12 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
     from fashattr.report.stats import bootstrap_ci
     from fashattr.runtime_onnx import decision_logits
 
-    if not (run_dir / "calibration.json").is_file():
-        run_cli(["calibrate", str(run_dir)], log)  # fitted on the selection holdout, never the test holdout
+    # The decodings are fitted on the selection holdout (never the test holdout), on the logits this row
+    # evaluates: with its TTA. A row that reuses a model with another TTA fits them again.
+    cal = run_dir / "calibration.json"
+    fitted = json.loads(cal.read_text())["fitted_on"].get("tta", "none") if cal.is_file() else None
+    if fitted != tta:
+        run_cli(["calibrate", str(run_dir), "--tta", tta], log)
     cfg = load_config(run_dir / "config.yaml")
     predictor = Predictor.from_run(run_dir)
     predictor.runtime.tta = tta
@@ -211,7 +215,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['load_after']} after; {meta['cpu']}.",
         "",
         "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding "
-        "(both fitted by `fashattr calibrate` on the selection holdout); the interval is seed 0's 95% bootstrap; "
+        "(both fitted by `fashattr calibrate --tta` on the selection holdout); the interval is seed 0's 95% bootstrap; "
         "change = against the previous row (mean over seeds).",
         "",
         "| row | train wall | avg per-class acc [95% CI] | change | overall acc [95% CI] | change | command |",

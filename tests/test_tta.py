@@ -102,3 +102,14 @@ def test_cli_tta_on_eval_predict_and_export(run: Path, tiny_data: Path, tmp_path
     assert len(out.read_text().splitlines()) == 2
     assert cli(["export", str(run), "--tta", "flop", "--out", str(tmp_path / "x")]) == 2  # a clear error
     assert not (tmp_path / "x").exists()
+
+
+def test_calibrate_fits_on_tta_logits(run: Path, tmp_path: Path):
+    temps = {}
+    for tta in ("none", "flip"):
+        assert cli(["calibrate", str(run), "--tta", tta, "--folds", "2"]) == 0
+        cal = json.loads((run / "calibration.json").read_text())
+        assert cal["fitted_on"]["tta"] == tta
+        temps[tta] = cal["modes"][cal["default"]]["temperature"]
+    assert temps["none"] != temps["flip"]  # fitted on other logits
+    (run / "calibration.json").unlink()  # the module's other tests expect an uncalibrated run

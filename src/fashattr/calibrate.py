@@ -36,7 +36,7 @@ import numpy as np
 
 from fashattr.errors import FashattrError
 from fashattr.fileio import atomic_write_text
-from fashattr.runtime_onnx import file_sha256
+from fashattr.runtime_onnx import file_sha256, tta_apply
 
 log = logging.getLogger("fashattr")
 
@@ -359,6 +359,7 @@ def calibrate_run(
     seed: int = 0,
     device: str = "cpu",
     objective: str = "nll",
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``run_dir``'s decoding on its selection split and write ``run_dir/calibration.json``.
 
@@ -372,6 +373,8 @@ def calibrate_run(
         seed: the folds' random assignment.
         device: where the model runs.
         objective: what :func:`fit_tau` optimises: ``nll`` (default) or ``metric``.
+        tta: fit on test-time-augmented logits (``runtime_onnx.tta_views``: ``flip``, ...), for a model that
+            is evaluated and exported with the same ``--tta``; recorded as ``fitted_on.tta``.
 
     Returns:
         What was written.
@@ -415,7 +418,7 @@ def calibrate_run(
     pixels = data.pixels()
     chunks: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(pixels), cfg.train.eval_batch_size):
-        for g, v in backend.logits(pixels[i : i + cfg.train.eval_batch_size]).items():
+        for g, v in tta_apply(backend.logits, pixels[i : i + cfg.train.eval_batch_size], tta).items():
             chunks.setdefault(g, []).append(v)
     logits = {g: np.concatenate(v) for g, v in chunks.items()}
     summary = _read_json(run_dir / "summary.json")
@@ -434,6 +437,7 @@ def calibrate_run(
             "weights": path.name,
             "weights_sha256": file_sha256(path),
             "select_metric": select_metric,
+            "tta": tta or "none",
             "fashattr_version": fashattr.__version__,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },

@@ -146,7 +146,7 @@ def _calibrate(args: argparse.Namespace) -> None:
     from fashattr.calibrate import CALIBRATION, calibrate_run
 
     cal = calibrate_run(
-        args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device, args.objective
+        args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device, args.objective, args.tta
     )
     fitted, cross = cal["fitted_on"], cal["cross_fit"]
     print(f"fitted on {fitted['images']} images of split {fitted['split']!r} ({fitted['weights']})")
@@ -505,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["nll", "metric"],
         help="how tau is chosen on its grid: smallest (class-balanced for 'balanced') NLL, or largest metric",
     )
+    p.add_argument("--tta", help=TTA_HELP + "; fit on the logits the model will be evaluated with (default none)")
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser(
