@@ -93,3 +93,19 @@ def test_distill_from_two_teachers(tiny_data: Path, cache_dir: Path, tmp_path: P
     other = fit(load_config(None, [*over, "name=t9", "data.test_holdout_seed=9"]))
     with pytest.raises(ConfigError, match=r"has data.test_holdout_seed=9, this run 1234: it would leak"):
         fit(load_config(None, [*over, "name=s2", f"loss.distill_from=[{other}]"]))
+
+
+def test_mixup_mixes_the_soft_targets_like_the_images():
+    from fashattr.config import AugmentConfig
+    from fashattr.data.augment import BatchAugment
+
+    aug = BatchAugment(AugmentConfig(mixup=0.4), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), {"a": 2})
+    soft = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8]])
+    x = torch.randn(4, 3, 8, 8)
+    _, t = aug.mix(x, {"a": torch.tensor([0, 1, 1, 0]), "distill:a": soft}, torch.Generator().manual_seed(3))
+    # the draws mix() makes, in its order: a seed for the Beta(0.4, 0.4) lam, then the partner permutation
+    g = torch.Generator().manual_seed(3)
+    lam = float(np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g))).beta(0.4, 0.4))
+    perm = torch.randperm(4, generator=g)
+    assert torch.allclose(t["distill:a"], lam * soft + (1 - lam) * soft[perm], atol=1e-6)
+    assert torch.allclose(t["distill:a"].sum(1), torch.ones(4))
