@@ -229,12 +229,13 @@ def background_step(config: dict[str, Any], root: str | Path | None = None) -> A
     spec = config["preprocess"].get("background")
     if not spec:
         return None
+    step_class: Any
     try:
-        from fashattr.data.background import Background
+        from fashattr.data.background import Background as step_class
     except ImportError:  # predict_onnx.py in a bundle, without fashattr: the bundle's copy of the module
-        Background = _bundled_background(Path(root) if root is not None else Path(__file__).resolve().parent)
+        step_class = _bundled_background(Path(root) if root is not None else Path(__file__).resolve().parent)
     try:
-        step = Background.from_json(spec, root)
+        step = step_class.from_json(spec, root)
         step.load()  # rembg: its session now, so a missing package or changed file fails before any image
     except (ValueError, KeyError, TypeError) as e:
         raise BundleError(Path(root or ".") / "config.json", f"preprocess.background: {e}") from None
