@@ -297,6 +297,7 @@ def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Pat
     config = json.loads((bundle / "config.json").read_text())
     step = config["preprocess"]["background"]
     assert step["method"] == method
+    assert f"background removed ({method}) and painted (124, 116, 104)" in (bundle / "README.md").read_text()
     if method == "rembg":  # the model travels with the bundle, hashed like its other files
         assert step["model"] == "background.onnx" and step["model_sha256"] == model_sha256(u2net)
         assert json.loads((bundle / "hashes.json").read_text())["files"]["background.onnx"] == model_sha256(u2net)

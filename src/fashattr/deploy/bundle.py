@@ -332,7 +332,12 @@ def model_card(config: dict[str, Any]) -> str:
         f" (logit adjustment tau {src['loss']['logit_adjust_tau']}); {src['optim']['name']} lr {src['optim']['lr']}",
         f"- input: {pre['image_size']} px square, letterboxed (aspect kept, bars {tuple(pre['fill'])}), mean"
         f" {pre['mean']}, std {pre['std']}"
-        + (f", cropped to the garment box + {pre['bbox_margin']}" if pre["bbox_crop"] else ""),
+        + (f", cropped to the garment box + {pre['bbox_margin']}" if pre["bbox_crop"] else "")
+        + (
+            f"; background removed ({pre['background']['method']}) and painted {tuple(pre['background']['fill'])}"
+            if pre.get("background")
+            else ""
+        ),
         "",
         "## Metrics",
         "",
