@@ -146,3 +146,24 @@ def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def untrained_run(root: Path, out: Path, overrides: list[str] | tuple[str, ...] = (), size: int = 64) -> Path:
+    """A run folder for the dataset at ``root`` (config, schema, random-init test_resnet weights), without
+    training: what runtime, bundle and pixel tests need from a run."""
+    import torch
+
+    from fashattr.config import load_config, save_config
+    from fashattr.engine.checkpoint import save_weights
+    from fashattr.models import create_model
+    from fashattr.schema import ai6126_schema
+
+    base = [f"data.root={root}", f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"]
+    cfg = load_config(None, [*base, *overrides])
+    run = out / "run"
+    run.mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    ai6126_schema().save(run / "schema.yaml")
+    torch.manual_seed(0)
+    save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
+    return run

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset
+from conftest import make_dataset, untrained_run
 from PIL import Image, ImageDraw
 
-from fashattr.config import ConfigError, load_config, save_config
+from fashattr.config import ConfigError, load_config
 from fashattr.data.background import Background, composite, grabcut_mask, grabcut_rect, model_sha256
 from fashattr.data.cache import fingerprint
 from fashattr.data.formats import create_reader
@@ -31,10 +31,7 @@ from fashattr.data.prepare import cache_table
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.isolated import onnx_only_venv, run_standalone
 from fashattr.deploy.runtime import Runtime
-from fashattr.engine.checkpoint import save_weights
 from fashattr.errors import BundleError
-from fashattr.models import create_model
-from fashattr.schema import ai6126_schema
 
 FILL = (10, 200, 30)
 IOU_BAR, IOU_MEAN_BAR = 0.93, 0.96  # measured: 0.951 worst, 0.974 mean over the 8 garments (both rectangles)
@@ -251,27 +248,6 @@ def test_cache_removes_backgrounds_after_the_box_crop(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------------------------- one set of pixels
-def untrained_run(root: Path, out: Path, overrides: list[str], size: int = 48) -> Path:
-    """A run folder (config, schema, random-init weights) without training."""
-    cfg = load_config(
-        None,
-        [
-            f"data.root={root}",
-            f"data.image_size={size}",
-            "model.backbone=test_resnet",
-            f"data.cache_dir={out / 'c'}",
-            *overrides,
-        ],
-    )
-    run = out / "run"
-    run.mkdir(parents=True)
-    save_config(cfg, run / "config.yaml")
-    ai6126_schema().save(run / "schema.yaml")
-    torch.manual_seed(0)
-    save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
-    return run
-
-
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", ["grabcut", "rembg"])
 def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Path, tmp_path: Path, method: str):
@@ -284,7 +260,7 @@ def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Pat
     from fashattr.predictor import Predictor
 
     extra = [f"data.background_method={method}"] + ([f"data.background_model={u2net}"] if method == "rembg" else [])
-    run = untrained_run(real_data, tmp_path, ["data.background=remove", *extra])
+    run = untrained_run(real_data, tmp_path, ["data.background=remove", *extra], size=48)
     cfg = load_config(run / "config.yaml")
     full = create_reader("ai6126", str(real_data), {}).read("train")
     rows = [0, 1, 777, 2500, 4999]  # portrait and landscape photos

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_overrides
+from conftest import tiny_overrides, untrained_run
 
-from fashattr.config import load_config, save_config
+from fashattr.config import load_config
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.runtime import Runtime
-from fashattr.engine.checkpoint import save_weights
 from fashattr.engine.trainer import fit
-from fashattr.models import create_model
 from fashattr.schema import ai6126_schema
 
 FORBIDDEN = (
@@ -43,21 +40,6 @@ def onnx_bundle(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_bundle(run, tmp_path_factory.mktemp("bundles") / "b", formats=("onnx",))
 
 
-def real_run(root: Path, out: Path, size: int = 64) -> Path:
-    """A run folder (config, schema, random-init weights) for the real FashionDataset, without training."""
-    cfg = load_config(
-        None,
-        [f"data.root={root}", f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"],
-    )
-    run = out / "run"
-    run.mkdir(parents=True)
-    save_config(cfg, run / "config.yaml")
-    ai6126_schema().save(run / "schema.yaml")
-    torch.manual_seed(0)
-    save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
-    return run
-
-
 @pytest.mark.realdata
 def test_pixels_and_logits_equal_training_time_evaluation(real_data: Path, tmp_path: Path):
     from fashattr.data.formats import create_reader
@@ -65,7 +47,7 @@ def test_pixels_and_logits_equal_training_time_evaluation(real_data: Path, tmp_p
     from fashattr.data.table import Table
     from fashattr.evaluate import predict_scores
 
-    run = real_run(real_data, tmp_path)
+    run = untrained_run(real_data, tmp_path)
     cfg = load_config(run / "config.yaml")
     table = create_reader("ai6126", str(real_data), {}).read("train")
     rows = np.arange(0, 5000, 50)  # 100 real photos, portrait and landscape
