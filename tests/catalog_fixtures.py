@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from conftest import draw
+from conftest import draw, untrained_run
 from PIL import Image
 
 from fashattr.catalog import db
@@ -20,21 +20,9 @@ BAD = {"bad/not_an_image.jpg": "not an image Pillow can identify", "bad/truncate
 
 def make_bundle(out: Path, seed: int = 0, size: int = 32, formats: tuple[str, ...] = ("onnx",)) -> Path:
     """A bundle (with ONNX by default) of a random-init test_resnet for the ai6126 schema (no training)."""
-    import torch
-
-    from fashattr.config import load_config, save_config
     from fashattr.deploy.bundle import write_bundle
-    from fashattr.engine.checkpoint import save_weights
-    from fashattr.models import create_model
-    from fashattr.schema import ai6126_schema
 
-    cfg = load_config(None, [f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"])
-    run = out / f"run{seed}"
-    run.mkdir(parents=True)
-    save_config(cfg, run / "config.yaml")
-    ai6126_schema().save(run / "schema.yaml")
-    torch.manual_seed(seed)
-    save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
+    run = untrained_run(None, out, size=size, seed=seed, name=f"run{seed}")
     return write_bundle(run, out / f"bundle{seed}", formats=formats)
 
 

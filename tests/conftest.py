@@ -148,9 +148,17 @@ def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def untrained_run(root: Path, out: Path, overrides: list[str] | tuple[str, ...] = (), size: int = 64) -> Path:
-    """A run folder for the dataset at ``root`` (config, schema, random-init test_resnet weights), without
-    training: what runtime, bundle and pixel tests need from a run."""
+def untrained_run(
+    root: Path | None,
+    out: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    size: int = 64,
+    seed: int = 0,
+    name: str = "run",
+) -> Path:
+    """A run folder ``out/name`` (config, schema, random-init test_resnet weights from ``seed``) for the
+    dataset at ``root`` (None: the config's default root), without training: what runtime, bundle, serve
+    and pixel tests need from a run."""
     import torch
 
     from fashattr.config import load_config, save_config
@@ -158,12 +166,14 @@ def untrained_run(root: Path, out: Path, overrides: list[str] | tuple[str, ...] 
     from fashattr.models import create_model
     from fashattr.schema import ai6126_schema
 
-    base = [f"data.root={root}", f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"]
+    base = [f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"]
+    if root is not None:
+        base.insert(0, f"data.root={root}")
     cfg = load_config(None, [*base, *overrides])
-    run = out / "run"
+    run = out / name
     run.mkdir(parents=True)
     save_config(cfg, run / "config.yaml")
     ai6126_schema().save(run / "schema.yaml")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
     return run

@@ -17,14 +17,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import torch
+from conftest import untrained_run
 from PIL import Image
 
-from fashattr.config import load_config, save_config
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.runtime import Runtime
-from fashattr.engine.checkpoint import save_weights
-from fashattr.models import create_model
 from fashattr.schema import ai6126_schema
 from fashattr.serve import ServeSettings, create_app
 from fashattr.serve.settings import is_loopback, read_token_file
@@ -35,14 +32,7 @@ pytest.importorskip("onnxruntime")
 
 def make_bundle(out: Path, size: int = 32) -> Path:
     """A bundle (safetensors + ONNX) of a random-init test_resnet for the ai6126 schema: no training."""
-    cfg = load_config(None, [f"data.image_size={size}", "model.backbone=test_resnet", f"data.cache_dir={out / 'c'}"])
-    run = out / "run"
-    run.mkdir(parents=True)
-    save_config(cfg, run / "config.yaml")
-    ai6126_schema().save(run / "schema.yaml")
-    torch.manual_seed(0)
-    save_weights(create_model(cfg.model, ai6126_schema(), size), run / "best.safetensors")
-    return write_bundle(run, out / "bundle", formats=("onnx",))
+    return write_bundle(untrained_run(None, out, size=size), out / "bundle", formats=("onnx",))
 
 
 class LiveServer:
