@@ -36,6 +36,7 @@ def test_tag_a_folder_then_rerun_move_and_new_model(bundle: Path, photos: Path, 
     s = tag(bundle, [photos], url, backend="onnx", batch_size=8, progress=False)
     mid = bundle_hash(bundle)
     assert (s.model_id, s.tagged, s.duplicates, s.skipped_done) == (mid, N_GOOD, 1, 0)
+    assert s.first_result_s is not None and 0 < s.first_result_s < s.seconds  # 5 batches: the first before the end
     assert dict(s.errors) == {BAD["bad/not_an_image.jpg"]: 1, BAD["bad/truncated.jpg"] + ": Truncated File Read": 1}
     # 40 photos + 2 bad contents; 43 paths (the copy is a second path of one content); 6 groups each.
     assert table_counts(url) == {"images": 42, "image_paths": 43, "predictions": 6 * N_GOOD, "errors": 2}
@@ -55,6 +56,7 @@ def test_tag_a_folder_then_rerun_move_and_new_model(bundle: Path, photos: Path, 
     shutil.move(photos / "a" / "0001.jpg", photos / "moved.jpg")
     s = tag(bundle, [photos], url, backend="onnx", batch_size=8, progress=False)
     assert (s.tagged, s.skipped_done, s.duplicates, sum(s.errors.values())) == (0, 43, 0, 0)
+    assert s.first_result_s is None  # nothing was tagged
     counts = table_counts(url)
     assert counts == {"images": 42, "image_paths": 44, "predictions": 6 * N_GOOD, "errors": 2}
 

@@ -87,6 +87,9 @@ class TagSummary:
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0
     peak_in_flight: int = 0  # most contents between hashing and commit at once (bounded: constant memory)
+    # Seconds from the start to the first committed predictions: the fixed cost (model load; on Ray, the
+    # actor pool's start) that a large catalog amortises. None when nothing was tagged.
+    first_result_s: float | None = None
     # Seconds on the driver thread: read (list, hash, look up), decode_wait, model, write.
     timings: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
 
@@ -406,6 +409,8 @@ def tag(
     bar.set_postfix(errors=0)
 
     def on_progress(n: int, s: TagSummary) -> None:
+        if s.first_result_s is None and s.tagged:
+            s.first_result_s = time.perf_counter() - start
         bar.set_postfix(errors=sum(s.errors.values()), refresh=False)
         bar.update(n)
 
