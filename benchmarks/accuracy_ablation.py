@@ -24,7 +24,8 @@ on the selection holdout (the accuracy / balanced decodings), then evaluate on t
 per-class accuracy with the balanced decoding and overall accuracy with the accuracy decoding, each with a
 percentile bootstrap interval (report/stats.py). Writes RESULTS.json and RESULTS.md (default
 benchmarks/results/accuracy_ablation): per row the command, training wall time, both metrics (mean and
-spread over seeds, interval of each seed) and the change against the previous row. The machine's load
+spread over seeds, interval of each seed) and the change against the row it builds on (the previous
+row that is not standalone). The machine's load
 before and after is recorded: the CPU is shared.
 """
 
@@ -72,6 +73,8 @@ def plan(spec: dict[str, Any], extra: list[str]) -> list[dict[str, Any]]:
             "eval": evaluation,
             "pseudo_label": r.get("pseudo_label"),
             "distill_from": r.get("distill_from") or [],
+            # The row this one is built on (the last earlier row that is not standalone): its change is against it.
+            "builds_on": None if previous is None else previous["name"],
             # A row that changes only the evaluation reuses the previous row's model.
             "same_model_as": None if own_data or previous is None else previous["same_model_as"] or previous["name"],
         }
@@ -182,7 +185,8 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
 
 
 def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
-    table, before = [], None
+    table: list[dict[str, Any]] = []
+    done: dict[str, dict[str, Any]] = {}
     for row in rows:
         per_seed = [results[f"{row['name']}|{s}"] for s in seeds if f"{row['name']}|{s}" in results]
         if not per_seed:
@@ -190,6 +194,8 @@ def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[i
         entry: dict[str, Any] = {"name": row["name"], "seeds": len(per_seed), "command": per_seed[0]["command"]}
         entry["tta"] = row["eval"]["tta"]
         entry["same_model_as"] = row["same_model_as"]
+        entry["builds_on"] = row["builds_on"]
+        before = done.get(row["builds_on"] or "")
         entry["train_wall_s"] = float(np.mean([r["train_wall_s"] for r in per_seed]))
         for metric, _ in METRICS:
             values = [r["metrics"][metric]["value"] for r in per_seed]
@@ -200,7 +206,7 @@ def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[i
                 "change": None if before is None else float(np.mean(values)) - before[metric]["mean"],
             }
         table.append(entry)
-        before = entry
+        done[row["name"]] = entry
     return table
 
 
@@ -216,7 +222,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding "
         "(both fitted by `fashattr calibrate --tta` on the selection holdout); the interval is seed 0's 95% bootstrap; "
-        "change = against the previous row (mean over seeds).",
+        "change = against the row it builds on (mean over seeds): the previous row, leaving out rows marked "
+        "standalone (a lever that did not help, or a teacher), which later rows do not carry.",
         "",
         "| row | train wall | avg per-class acc [95% CI] | change | overall acc [95% CI] | change | command |",
         "|---|---:|---|---:|---|---:|---|",

@@ -1,0 +1,87 @@
+"""benchmarks/accuracy_ablation.py's planning and summary: cumulative rows, standalone rows, and each change
+measured against the row it builds on (values computed by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ablation() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("accuracy_ablation", ROOT / "benchmarks" / "accuracy_ablation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SPEC = {
+    "base": "configs/recipes/cpu_resnet18.yaml",
+    "rows": [
+        {"name": "base"},
+        {"name": "ce", "overrides": ["loss.logit_adjust_tau=0.0"], "standalone": True},
+        {"name": "ls", "overrides": ["loss.label_smoothing=0.1"]},
+        {"name": "flip", "eval": {"tta": "flip"}},
+        {"name": "teacher", "overrides": ["train.seed=11"], "standalone": True},
+        {"name": "ema", "overrides": ["train.ema_decay=0.998"]},
+    ],
+}
+
+
+def test_rows_carry_what_helped_and_leave_standalone_rows_out(ablation: ModuleType) -> None:
+    rows = {r["name"]: r for r in ablation.plan(SPEC, ["data.image_size=64"])}
+    assert rows["ce"]["overrides"] == ["data.image_size=64", "loss.logit_adjust_tau=0.0"]
+    # 'ls' is built on 'base', not on the standalone 'ce': cross-entropy is not carried.
+    assert rows["ls"]["overrides"] == ["data.image_size=64", "loss.label_smoothing=0.1"]
+    assert rows["flip"]["same_model_as"] == "ls" and rows["flip"]["eval"] == {"tta": "flip"}
+    assert rows["teacher"]["eval"] == {"tta": "flip"} and rows["teacher"]["builds_on"] == "flip"
+    assert rows["ema"]["overrides"] == ["data.image_size=64", "loss.label_smoothing=0.1", "train.ema_decay=0.998"]
+    assert rows["ema"]["eval"] == {"tta": "flip"}
+    assert [rows[n]["builds_on"] for n in ("base", "ce", "ls", "flip", "teacher", "ema")] == [
+        None,
+        "base",
+        "base",
+        "ls",
+        "flip",
+        "flip",
+    ]
+
+
+def _result(avg: float, overall: float) -> dict[str, Any]:
+    metric = {"lo": 0.0, "hi": 1.0}
+    return {
+        "command": "fashattr train ...",
+        "train_wall_s": 60.0,
+        "metrics": {"avg_class_acc": {**metric, "value": avg}, "overall_acc": {**metric, "value": overall}},
+    }
+
+
+def test_each_change_is_against_the_row_it_builds_on(ablation: ModuleType) -> None:
+    rows = ablation.plan(SPEC, [])
+    results = {
+        "base|0": _result(0.50, 0.70),
+        "ce|0": _result(0.47, 0.69),
+        "ls|0": _result(0.52, 0.71),
+        "flip|0": _result(0.53, 0.705),
+        "teacher|0": _result(0.51, 0.70),
+        "ema|0": _result(0.56, 0.72),
+    }
+    table = {e["name"]: e for e in ablation.summarize(rows, results, [0])}
+    changes = {n: (e["avg_class_acc"]["change"], e["overall_acc"]["change"]) for n, e in table.items()}
+    assert changes["base"] == (None, None)
+    assert changes["ce"] == pytest.approx((-0.03, -0.01))
+    assert changes["ls"] == pytest.approx((0.02, 0.01))  # against base (0.50, 0.70), not against ce
+    assert changes["flip"] == pytest.approx((0.01, -0.005))
+    assert changes["teacher"] == pytest.approx((-0.02, -0.005))
+    assert changes["ema"] == pytest.approx((0.03, 0.015))  # against flip, not against the teacher
+    # Two seeds: the mean, and the sample standard deviation.
+    results["base|1"] = _result(0.54, 0.72)
+    two = ablation.summarize(rows[:1], results, [0, 1])[0]["avg_class_acc"]
+    assert two["mean"] == pytest.approx(0.52) and two["std"] == pytest.approx(0.0282843, abs=1e-6)
