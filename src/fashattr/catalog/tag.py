@@ -87,8 +87,9 @@ class TagSummary:
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     seconds: float = 0.0
     peak_in_flight: int = 0  # most contents between hashing and commit at once (bounded: constant memory)
-    # Seconds from the start to the first committed predictions: the fixed cost (model load; on Ray, the
-    # actor pool's start) that a large catalog amortises. None when nothing was tagged.
+    # Seconds from the start (the local engine's model already loaded) to the first committed predictions:
+    # the first batch, and on Ray the actor pool's start (a process per actor, each loading the model); a
+    # fixed cost that a large catalog amortises. None when nothing was tagged.
     first_result_s: float | None = None
     # Seconds on the driver thread: read (list, hash, look up), decode_wait, model, write.
     timings: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
