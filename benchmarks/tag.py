@@ -202,7 +202,8 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for x in r["runs"]:
         lines.append(
-            f"| {x['engine']} | {x['db']} | {x['images_per_s']} | {x.get('first_result_s', '-')} s "
+            f"| {x['engine']} | {x['db']} | {x['images_per_s']} "
+            f"| {'-' if x.get('first_result_s') is None else str(x['first_result_s']) + ' s'} "
             f"| {x['model_only_before']}, {x['model_only_after']} "
             f"| **{x['ratio']}** | {x['busy_cores']} "
             f"| {x.get('cpu_ms_per_image', '-')}, {x.get('model_only_cpu_ms_per_image', '-')} |"
