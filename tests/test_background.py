@@ -255,7 +255,7 @@ def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Pat
     bundle (torch and ONNX backends), the standalone ONNX runner's and catalog tagging's."""
     pytest.importorskip("cv2" if method == "grabcut" else "rembg")
     from fashattr import runtime_onnx
-    from fashattr.catalog.tag import Work, decode_work
+    from fashattr.catalog.work import Work, decode_work
     from fashattr.data.table import Table
     from fashattr.predictor import Predictor
 

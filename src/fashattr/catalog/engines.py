@@ -7,9 +7,9 @@ Ray: the driver does what needs the database: it hashes the sources, drops what 
 already on its way (``tag.Reader``, as the local engine), and writes every batch that comes back
 in one transaction (``tag.write_batch``: keyed inserts, so a batch that a retried task returns
 twice leaves one copy). Ray Data does the rest: ``from_items`` of (sha256, path) ->
-``map_batches`` with an actor pool (``workers`` actors) whose actors each hold a
-:class:`~fashattr.deploy.runtime.Runtime`, decode the files and run the model. A killed actor
-is restarted and its task retried (``max_restarts``/``max_task_retries``); nothing is lost and
+``map_batches`` with an actor pool (``workers`` actors, :class:`~fashattr.catalog.work.Tagger`) whose
+actors each hold a :class:`~fashattr.deploy.runtime.Runtime`, decode the files and run the model. A killed actor
+is restarted and its task retried (Ray Data's defaults for an actor pool); nothing is lost and
 nothing doubles.
 
 The work goes to Ray a window at a time (``window`` contents, e.g. 8192), so the driver's memory
@@ -35,7 +35,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from fashattr.catalog import db
-from fashattr.catalog.tag import HASH_CHUNK, Reader, TagSummary, Work, decode_work, infer_rows, write_batch
+from fashattr.catalog.tag import HASH_CHUNK, Reader, TagSummary, write_batch
+from fashattr.catalog.work import Tagger, Work, decode_work, infer_rows
 
 WINDOW = 8192
 
@@ -172,36 +173,6 @@ def run_local(
 # --- the Ray engine ---------------------------------------------------------------------------------
 
 
-class Tagger:
-    """A Ray Data actor: one Runtime, called on batches ``{"sha256", "path"}`` -> decoded rows."""
-
-    def __init__(self, bundle: str, backend: str, threads: int | None) -> None:
-        from fashattr.deploy.runtime import Runtime
-
-        self.runtime = Runtime.from_bundle(bundle, backend, threads=threads)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        works = [Work(str(s), str(p), 0) for s, p in zip(batch["sha256"], batch["path"], strict=True)]
-        arrays = [decode_work(w, self.runtime.image_size, self.runtime.fill, self.runtime.background) for w in works]
-        good = [i for i, a in enumerate(arrays) if a is not None]
-        records: list[str] = [""] * len(works)
-        embs: list[bytes] = [b""] * len(works)
-        if good:
-            decoded, feats = infer_rows(self.runtime, np.stack([arrays[i] for i in good]))  # type: ignore[misc]
-            for j, i in enumerate(good):
-                records[i] = json.dumps(decoded[j])
-                if feats is not None:
-                    embs[i] = np.ascontiguousarray(feats[j], dtype="<f4").tobytes()
-        return {
-            "sha256": np.array([w.sha256 for w in works], dtype=object),
-            "width": np.array([w.width if w.width is not None else -1 for w in works]),
-            "height": np.array([w.height if w.height is not None else -1 for w in works]),
-            "error": np.array([w.error or "" for w in works], dtype=object),
-            "record": np.array(records, dtype=object),
-            "embedding": np.array(embs, dtype=object),
-        }
-
-
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a local Ray (once per process)."""
     import logging
@@ -296,9 +267,8 @@ def _run_window(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=1,
-        # A killed actor comes back and its batch is run again: the driver's keyed inserts drop repeats.
-        max_restarts=-1,
-        max_task_retries=-1,
+        # A killed actor comes back and its batch is run again (Ray Data's actor-pool default:
+        # max_restarts=-1, max_task_retries=-1; tested by killing a worker): the keyed inserts drop repeats.
     )
     for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
         works, records = [], {}

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from fashattr import runtime_onnx
 from fashattr.catalog import db
 from fashattr.catalog.sources import count_sources, iter_sources
-from fashattr.errors import ImageError
+from fashattr.catalog.work import Work
 
 IMAGE_COLUMNS = ("sha256", "bytes", "width", "height", "first_seen", "last_seen")
 PATH_COLUMNS = ("sha256", "path", "first_seen", "last_seen")
@@ -56,24 +56,6 @@ PRED_COLUMNS = (
     "created",
 )
 HASH_CHUNK = 256  # files hashed (and looked up in the database) per step
-TOP_K = 5  # classes kept per single-label group in predictions.top_k
-
-
-@dataclass
-class Work:
-    """One content to tag: its hash, size, first path, and other paths with the same bytes."""
-
-    sha256: str
-    path: str
-    size: int
-    more_paths: list[str] = field(default_factory=list)
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None
-
-    @property
-    def paths(self) -> list[str]:
-        return [self.path, *self.more_paths]
 
 
 @dataclass
@@ -136,15 +118,6 @@ def recorded_hash(bundle: Path) -> str:
     return str(json.loads((bundle / "hashes.json").read_text())["bundle_hash"])
 
 
-def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray | None]:
-    """Decoded records and embeddings (or None) for a batch of pixels: one forward pass."""
-    if getattr(runtime, "has_features", False):
-        logits, features = runtime.infer(pixels)
-    else:
-        logits, features = runtime.logits(pixels), None
-    return runtime.decode(logits, TOP_K), features
-
-
 def prediction_values(record: dict[str, Any]) -> Iterator[tuple[str, str, int, float, list[dict[str, Any]]]]:
     """``(group, class_name, class_index, probability, top_k)`` per group of one decoded image (see
     db's docstring: multi-label groups join their classes with ``|``, index -1)."""
@@ -194,23 +167,6 @@ def hash_file(path: str) -> tuple[str, int] | str:
     except OSError as e:
         return f"cannot read: {e.strerror or e}"
     return h.hexdigest(), size
-
-
-def decode_work(work: Work, size: int, fill: tuple[int, int, int], background: Any = None) -> np.ndarray | None:
-    """Letterboxed pixels (as ``runtime_onnx.load_presized``, with the runtime's ``background`` removal),
-    recording width/height or the error."""
-    try:
-        img = runtime_onnx.open_image(work.path)
-        work.width, work.height = img.width, img.height
-        if background is not None:
-            img = background.apply(img)
-    except ImageError as e:
-        work.error = e.message
-        return None
-    except ValueError as e:  # background removal of an image too small for it: an error of this image
-        work.error = str(e)
-        return None
-    return runtime_onnx.letterbox(img, size, fill)
 
 
 @dataclass
