@@ -27,7 +27,7 @@ system:
 	tools/system-deps.sh
 
 test: lint system
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
 	rm -rf $(VENV) runs

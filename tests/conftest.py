@@ -8,6 +8,14 @@ Tests marked ``realdata`` read the real FashionDataset (``$FASHATTR_DATA``, else
 from __future__ import annotations
 
 import os
+
+# `make test` runs pytest-xdist workers side by side. Each worker's math libraries would start
+# one thread per core, oversubscribing the machine, so split the cores between the workers.
+# Set before NumPy and PyTorch load (they read it once); subprocesses the tests start inherit it.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
 from collections.abc import Generator
 from pathlib import Path
 
