@@ -63,7 +63,10 @@ def main() -> None:
         "--ref-epoch-s",
         type=float,
         default=155.1,
-        help="seconds per epoch of the reference (first model, first size) in a real run: the ablation row '20 epochs' took 3102 s for 20 epochs here, per-epoch holdout evaluation included",
+        help=(
+            "seconds per epoch of the reference (first model, first size) in a real run: the ablation's "
+            "'20 epochs' row took 3102 s for 20 epochs here, per-epoch holdout evaluation included"
+        ),
     )
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "backbones"))
