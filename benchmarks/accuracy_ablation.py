@@ -16,6 +16,9 @@ The spec (YAML) names a base config and a list of rows::
         standalone: true                       # its overrides do not carry to later rows
       - name: self-training
         pseudo_label: {from: previous, threshold: 0.9, splits: [val, test]}
+      - name: self-training, rare groups looser
+        pseudo_label: {from: baseline, threshold: 0.9, group_thresholds: {fabric: 0.7}, splits: [val, test]}
+        standalone: true
       - name: distilled
         distill_from: [baseline, teacher seed 7]   # rows whose runs (same seed) are the teachers
 
@@ -64,6 +67,11 @@ def plan(spec: dict[str, Any], extra: list[str]) -> list[dict[str, Any]]:
         unknown = set(r) - {"name", "overrides", "eval", "standalone", "pseudo_label", "distill_from"}
         if unknown:
             raise SystemExit(f"row {r['name']!r}: unknown keys {sorted(unknown)}")
+        if r.get("pseudo_label") is not None:
+            check_pseudo_spec(r["name"], r["pseudo_label"], names[: names.index(r["name"])])
+        for teacher in r.get("distill_from") or []:
+            if teacher not in names[: names.index(r["name"])]:
+                raise SystemExit(f"row {r['name']!r}: distill_from names {teacher!r}, which is not an earlier row")
         overrides = [*carried, *r.get("overrides", [])]
         evaluation = {**carried_eval, **(r.get("eval") or {})}
         own_data = bool(r.get("overrides") or r.get("pseudo_label") or r.get("distill_from"))
@@ -86,6 +94,27 @@ def plan(spec: dict[str, Any], extra: list[str]) -> list[dict[str, Any]]:
             if r.get("distill_from"):
                 carried = [*carried, f"__distill__={','.join(r['distill_from'])}"]
     return rows
+
+
+def check_pseudo_spec(row: str, spec: dict[str, Any], earlier: list[str]) -> None:
+    """Refuse a ``pseudo_label`` spec with unknown keys or a source that is no earlier row, before any training."""
+    unknown = set(spec) - {"from", "threshold", "group_thresholds", "splits"}
+    if unknown:
+        raise SystemExit(f"row {row!r}: unknown pseudo_label keys {sorted(unknown)}")
+    source = spec.get("from", "previous")
+    if source != "previous" and source not in earlier:
+        raise SystemExit(f"row {row!r}: pseudo_label from {source!r}, which is not an earlier row ({earlier})")
+    if source == "previous" and not earlier:
+        raise SystemExit(f"row {row!r}: pseudo_label from the previous row, but it is the first row")
+
+
+def pseudo_args(spec: dict[str, Any], source: Path, target: Path) -> list[str]:
+    """The ``fashattr pseudo-label`` arguments of a row's ``pseudo_label`` spec."""
+    args = ["pseudo-label", str(source), "--threshold", str(spec.get("threshold", 0.9)), "--out", str(target)]
+    for group, threshold in (spec.get("group_thresholds") or {}).items():
+        args += ["--group-threshold", f"{group}={threshold}"]
+    splits = ",".join(spec.get("splits", []))
+    return args + (["--splits", splits] if splits else [])
 
 
 def run_cli(args: list[str], log: Path) -> float:
@@ -128,9 +157,7 @@ def train_row(row: dict[str, Any], base: str, seed: int, out: Path, runs: dict[s
         source = runs[previous] if spec.get("from", "previous") == "previous" else runs[spec["from"]]
         target = out / f"pseudo-{name}.json"
         if not target.is_file():
-            splits = ",".join(spec.get("splits", []))
-            args = ["pseudo-label", str(source), "--threshold", str(spec.get("threshold", 0.9)), "--out", str(target)]
-            run_cli(args + (["--splits", splits] if splits else []), log)
+            run_cli(pseudo_args(spec, source, target), log)
         if target not in pseudo_files:
             pseudo_files.append(target)
             state["pseudo_files"].setdefault(str(seed), []).append(str(target))

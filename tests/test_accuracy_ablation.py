@@ -4,6 +4,7 @@ measured against the row it builds on (values computed by hand)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -85,3 +86,52 @@ def test_each_change_is_against_the_row_it_builds_on(ablation: ModuleType) -> No
     results["base|1"] = _result(0.54, 0.72)
     two = ablation.summarize(rows[:1], results, [0, 1])[0]["avg_class_acc"]
     assert two["mean"] == pytest.approx(0.52) and two["std"] == pytest.approx(0.0282843, abs=1e-6)
+
+
+def test_pseudo_label_spec_becomes_the_cli_arguments(ablation: ModuleType) -> None:
+    spec = {
+        "from": "base",
+        "threshold": 0.9,
+        "group_thresholds": {"fabric": 0.7, "fit": 0.6},
+        "splits": ["val", "test"],
+    }
+    args = ablation.pseudo_args(spec, Path("runs/base"), Path("runs/pseudo.json"))
+    assert args == [
+        "pseudo-label",
+        "runs/base",
+        "--threshold",
+        "0.9",
+        "--out",
+        "runs/pseudo.json",
+        "--group-threshold",
+        "fabric=0.7",
+        "--group-threshold",
+        "fit=0.6",
+        "--splits",
+        "val,test",
+    ]
+    assert ablation.pseudo_args({}, Path("r"), Path("p.json")) == [
+        "pseudo-label",
+        "r",
+        "--threshold",
+        "0.9",
+        "--out",
+        "p.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"name": "st", "pseudo_label": {"from": "nope"}}, "pseudo_label from 'nope', which is not an earlier row"),
+        ({"name": "st", "pseudo_label": {"threshold": 0.9, "thresh": 1}}, "unknown pseudo_label keys ['thresh']"),
+        ({"name": "kd", "distill_from": ["base", "later"]}, "distill_from names 'later', which is not an earlier row"),
+    ],
+)
+def test_bad_rows_are_refused_before_any_training(ablation: ModuleType, row: dict[str, Any], message: str) -> None:
+    spec = {"base": "b.yaml", "rows": [{"name": "base"}, row, {"name": "later"}]}
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        ablation.plan(spec, [])
+    first = {"base": "b.yaml", "rows": [{"name": "st", "pseudo_label": {}}]}
+    with pytest.raises(SystemExit, match="it is the first row"):
+        ablation.plan(first, [])
