@@ -12,7 +12,7 @@ import yaml
 from conftest import tiny_overrides
 
 from fashattr.config import ConfigError, load_config
-from fashattr.tune import load_spec, suggest
+from fashattr.tune import base_params, load_spec, suggest
 
 
 def write_config(path: Path, data: Path, cache: Path, out: Path, tune: dict) -> Path:
@@ -111,3 +111,33 @@ def test_two_workers_share_one_study(tiny_data: Path, cache_dir: Path, tmp_path:
     assert sorted({t.user_attrs["sampler_seed"] for t in trials})[0] == 0
     assert len({t.user_attrs["sampler_seed"] for t in trials}) == 2
     assert len({t.params["optim.lr"] for t in trials}) == len(trials)
+
+
+def test_baseline_trial_is_the_configs_own_values_and_is_queued_once(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    tune = {"space": SPACE, "pruner": "none", "seed": 5}
+    config = write_config(tmp_path / "base.yaml", tiny_data, cache_dir, tmp_path, tune)
+    assert base_params(load_spec(config)) == {"optim.lr": 3e-3, "model.backbone": "test_resnet"}
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "fashattr", "tune", str(config), "--baseline", "--out", str(out)]
+    first = subprocess.run([*cmd, "--trials", "1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "the config's own values" in first.stdout
+    again = subprocess.run([*cmd, "--trials", "2"], capture_output=True, text=True)  # resumed: not queued again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "queues nothing" in again.stderr
+    trials = optuna.load_study(study_name="base", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert [t.user_attrs.get("baseline", False) for t in trials] == [True, False]
+    assert trials[0].params == {"optim.lr": 3e-3, "model.backbone": "test_resnet"}
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert load_config(Path(trials[0].user_attrs["run"]) / "config.yaml").optim.lr == 3e-3  # trained as the config
+
+
+def test_baseline_outside_the_space_is_refused(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    narrow = {"space": {"optim.lr": {"type": "float", "low": 1e-2, "high": 1e-1, "log": True}}}
+    config = write_config(tmp_path / "narrow.yaml", tiny_data, cache_dir, tmp_path, narrow)
+    with pytest.raises(ConfigError, match=r"--baseline: the config's optim.lr = 0.003 is not in \[0.01, 0.1\]"):
+        base_params(load_spec(config))
+    choices = {"space": {"model.backbone": {"type": "categorical", "choices": ["resnet18"]}}}
+    config = write_config(tmp_path / "choices.yaml", tiny_data, cache_dir, tmp_path, choices)
+    with pytest.raises(ConfigError, match=r"model.backbone = 'test_resnet' is not one of \['resnet18'\]"):
+        base_params(load_spec(config))

@@ -121,7 +121,7 @@ def _tune(args: argparse.Namespace) -> None:
 
     config = resolve_config(args.config)
     spec = load_spec(config, args.overrides)
-    study = run_study(spec, args.trials, args.out, args.storage, args.study or config.stem)
+    study = run_study(spec, args.trials, args.out, args.storage, args.study or config.stem, args.baseline)
     print(trials_table(study))
     if any(t.value is not None for t in study.trials):
         best, recipe = study.best_trial, write_best(study, spec, args.out)
@@ -445,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out); share one to run workers")
     p.add_argument("--study", help="study name (default: the config file's name)")
     p.add_argument("--out", default="runs/tune", help="folder for study.db, trials/ and best.yaml")
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help="a new study's first trial is the config's own values of the searched keys (the guess, measured alike)",
+    )
     p.set_defaults(func=_tune)
 
     p = sub.add_parser("compare", help="one table of runs and a PNG of their curves overlaid")

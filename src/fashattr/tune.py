@@ -126,6 +126,33 @@ def as_overrides(params: dict[str, Any]) -> list[str]:
     ]
 
 
+def base_params(spec: TuneSpec) -> dict[str, Any]:
+    """The base config's own value of every searched key: the guess a search is measured against.
+
+    Raises:
+        ConfigError: a value outside its distribution (a float or int outside ``[low, high]``, a
+            categorical not among its choices), which the study could not record as a trial.
+    """
+    cfg = config_from_dict(spec.base)
+    params: dict[str, Any] = {}
+    for key, d in spec.space.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if d["type"] == "categorical":
+            ok = value in d["choices"]
+            allowed = f"one of {d['choices']}"
+        else:
+            ok = isinstance(value, int | float) and float(d["low"]) <= value <= float(d["high"])
+            allowed = f"in [{d['low']}, {d['high']}]"
+            if ok and d["type"] == "int" and (value - int(d["low"])) % int(d.get("step", 1)):
+                ok, allowed = False, f"{allowed} on step {d.get('step', 1)}"
+        if not ok:
+            raise ConfigError(f"--baseline: the config's {key} = {value!r} is not {allowed} (tune.space.{key})")
+        params[key] = value
+    return params
+
+
 def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> list[str]:
     """The trial's values as ``key=value`` overrides."""
     values: dict[str, Any] = {}
@@ -181,8 +208,14 @@ def run_study(
     out: str | Path,
     storage: str | None = None,
     study_name: str = "fashattr",
+    baseline: bool = False,
 ) -> Any:
-    """Run (or resume) the study until it holds ``trials`` finished trials; returns it."""
+    """Run (or resume) the study until it holds ``trials`` finished trials; returns it.
+
+    ``baseline``: a new study's first trial is the base config's own values of the searched keys
+    (:func:`base_params`), so the table measures the search against the guess under the same
+    conditions. Only the worker that creates the study queues it; a resumed study keeps its trials.
+    """
     import optuna
 
     from fashattr.data.formats import create_reader
@@ -197,7 +230,8 @@ def run_study(
         "hyperband": optuna.pruners.HyperbandPruner(),
         "none": optuna.pruners.NopPruner(),
     }[spec.pruner]
-    study, seed = _open_study(
+    first = base_params(spec) if baseline else None  # refused before any study is created
+    study, seed, created = _open_study(
         optuna,
         spec.seed,
         study_name=study_name,
@@ -206,6 +240,11 @@ def run_study(
         pruner=pruner,
     )
     log.info("study %s: this worker samples with TPE seed %d", study_name, seed)
+    if first is not None and created:
+        study.enqueue_trial(first, user_attrs={"baseline": True})
+        log.info("first trial: the config's own values %s", first)
+    elif first is not None:
+        log.info("study %s already exists: --baseline queues nothing (the creator's trials stand)", study_name)
     base_cfg = config_from_dict(spec.base)
     schema = create_reader(base_cfg.data.format, base_cfg.data.root, base_cfg.data.reader_options).schema()
 
@@ -244,8 +283,9 @@ def run_study(
     return study
 
 
-def _open_study(optuna: Any, seed: int, attempts: int = 10, **kwargs: Any) -> tuple[Any, int]:
-    """Create the study, or join it where it exists; returns it and its TPE sampler's seed.
+def _open_study(optuna: Any, seed: int, attempts: int = 10, **kwargs: Any) -> tuple[Any, int, bool]:
+    """Create the study, or join it where it exists; returns it, its TPE sampler's seed and whether
+    this call created it.
 
     The worker that creates the study samples with ``seed`` (``tune.seed``), so a study that one
     worker runs from start to finish reproduces exactly. A worker that joins an existing study
@@ -260,12 +300,12 @@ def _open_study(optuna: Any, seed: int, attempts: int = 10, **kwargs: Any) -> tu
         try:
             try:
                 sampler = optuna.samplers.TPESampler(seed=seed)
-                return optuna.create_study(sampler=sampler, load_if_exists=False, **kwargs), seed
+                return optuna.create_study(sampler=sampler, load_if_exists=False, **kwargs), seed, True
             except optuna.exceptions.DuplicatedStudyError:
                 joined = joiner_seed(seed)
                 sampler = optuna.samplers.TPESampler(seed=joined)
                 names = ("study_name", "storage", "pruner")
-                return optuna.load_study(sampler=sampler, **{k: kwargs[k] for k in names}), joined
+                return optuna.load_study(sampler=sampler, **{k: kwargs[k] for k in names}), joined, False
         except (IntegrityError, OperationalError):
             if attempt == attempts - 1:
                 raise
@@ -297,7 +337,8 @@ def trials_table(study: Any) -> str:
                 *(_short(t.params.get(k)) for k in keys),
                 *(_short(t.user_attrs.get(k)) for k in ("params_m", "mb", "latency_ms")),
                 "-" if math.isnan(seconds) else f"{seconds:.0f}",
-                t.user_attrs.get("pruned_because", ""),
+                t.user_attrs.get("pruned_because", "")
+                or ("the config's own values" if t.user_attrs.get("baseline") else ""),
             ]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
