@@ -1,0 +1,69 @@
+"""benchmarks/cpu_best.py adopts a finished run only when it is exactly the recipe with that seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fashattr.config import load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "recipes" / "cpu_best.yaml"
+
+
+@pytest.fixture(scope="module")
+def cpu_best() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cpu_best", ROOT / "benchmarks" / "cpu_best.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp_path: Path, overrides: list[str], finished: bool = True) -> Path:
+    """A run folder whose config.yaml is the recipe with ``overrides``, the way `fashattr train` saves it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(RECIPE, overrides), run / "config.yaml")
+    if finished:
+        (run / "summary.json").write_text('{"wall_s": 3100.0}')
+    return run
+
+
+def test_a_run_of_the_recipe_with_that_seed_is_adopted(cpu_best: ModuleType, tmp_path: Path) -> None:
+    # The ablation's rows carry another name, folder and recipe label: those may differ.
+    run = _run(tmp_path, ["train.seed=11", "name=teacher-seed-11-s0", "out_dir=runs/ablation", "recipe=ablation"])
+    cpu_best.same_config(RECIPE, 11, run)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "seed", "message"),
+    [
+        (["train.seed=11"], 12, "train.seed 11 != 12"),
+        (["train.seed=0", "train.epochs=10"], 0, "train.epochs 10 != 20"),
+        (["train.seed=0", "data.image_size=112"], 0, "data.image_size 112 != 96"),
+    ],
+)
+def test_another_config_is_refused_naming_the_key(
+    cpu_best: ModuleType, tmp_path: Path, overrides: list[str], seed: int, message: str
+) -> None:
+    run = _run(tmp_path, overrides)
+    with pytest.raises(SystemExit, match=f"not this recipe; {message}"):
+        cpu_best.same_config(RECIPE, seed, run)
+
+
+def test_an_unfinished_run_is_refused(cpu_best: ModuleType, tmp_path: Path) -> None:
+    run = _run(tmp_path, ["train.seed=0"], finished=False)
+    with pytest.raises(SystemExit, match="not a finished run"):
+        cpu_best.same_config(RECIPE, 0, run)
+
+
+def test_the_recipe_is_the_ablation_row_it_names(tmp_path: Path) -> None:
+    # cpu_best.yaml says it is the ablation's "20 epochs" row: cpu_resnet18 + EMA 0.998 + 20 epochs.
+    row = load_config(ROOT / "configs" / "recipes" / "cpu_resnet18.yaml", ["train.ema_decay=0.998", "train.epochs=20"])
+    best = load_config(RECIPE)
+    assert {**dataclasses.asdict(row), "recipe": None} == {**dataclasses.asdict(best), "recipe": None}
