@@ -16,8 +16,10 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.env
     _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 
+import importlib.util
 from collections.abc import Generator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -133,6 +135,16 @@ def pg_cluster() -> Generator[object, None, None]:
 def pg_url(pg_cluster: object) -> str:
     """SQLAlchemy URL (``postgresql+psycopg://...``) of an empty database on the session's cluster."""
     return pg_cluster.create_database("fashattr")  # type: ignore[attr-defined]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_overrides(data: Path, cache: Path, out: Path, **extra: object) -> list[str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_benchmark
 
 from fashattr.config import load_config, save_config
 
@@ -17,11 +17,7 @@ RECIPE = ROOT / "configs" / "recipes" / "cpu_best.yaml"
 
 @pytest.fixture(scope="module")
 def cpu_best() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cpu_best", ROOT / "benchmarks" / "cpu_best.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cpu_best")
 
 
 def _run(tmp_path: Path, overrides: list[str], finished: bool = True) -> Path:
