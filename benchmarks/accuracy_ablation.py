@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -48,6 +47,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("avg_class_acc", "balanced"), ("overall_acc", "accuracy"))  # (metric, the decoding that serves it)
@@ -316,8 +318,6 @@ def main() -> None:
                 flush=True,
             )
     table = summarize(rows, results, seeds)
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
     meta = {
         "spec": args.spec,
         "seeds": seeds,
@@ -326,7 +326,7 @@ def main() -> None:
         "test_images": test_images,
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "cpu": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "cpu": machine_line(),
         "note": args.note,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name
 from pipeline import DATA, Step, timed
 
 from fashattr.data.formats import create_reader
@@ -38,16 +38,6 @@ CANDIDATES = (
     "resnet18,resnet10t,resnet14t,resnet18d,resnet26d,resnet34,"
     "mobilenetv4_conv_small,mobilenetv3_large_100,efficientnet_b0,convnext_atto,regnety_004"
 )
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

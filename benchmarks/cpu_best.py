@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_ablation import METRICS, evaluate, run_cli
+from machine import machine_line
 
 from fashattr.config import load_config
 
@@ -183,8 +183,6 @@ def main() -> None:
     def mean_std(values: list[float]) -> tuple[float, float]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
     meta = {
         "recipe": str(recipe),
         "command": "python benchmarks/cpu_best.py " + " ".join(sys.argv[1:]),
@@ -192,7 +190,7 @@ def main() -> None:
         "resamples": args.resamples,
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "cpu": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "cpu": machine_line(),
         "predictions": str(predictions),
         "mean_std": {
             **{m: mean_std([s["metrics"][m]["value"] for s in done]) for m, _ in METRICS},
