@@ -130,6 +130,15 @@ def _descendants(pid: int) -> list[int]:
     return [c for child in children for c in (child, *_descendants(child))]
 
 
+def _mid_epoch(run: Path) -> bool:
+    """Whether ``run``'s checkpoint is a step checkpoint of the second epoch (after one whole epoch)."""
+    try:
+        p = load_checkpoint(run / "checkpoint.pt")["progress"]
+    except Exception:  # not written yet, or replaced while we read (never torn: atomic)
+        return False
+    return p["epoch"] == 1 and p["step"] > 0
+
+
 def test_two_processes_draw_their_own_randomness_and_resume_exactly(tiny_data: Path, cache_dir: Path, tmp_path: Path):
     over = tiny_overrides(tiny_data, cache_dir, tmp_path, **RANDOM)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -141,16 +150,22 @@ def test_two_processes_draw_their_own_randomness_and_resume_exactly(tiny_data: P
     proc = subprocess.Popen(
         _torchrun([*over, "name=killed"]), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    tree: list[int] = []  # the agent and both workers, frozen
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # until a step checkpoint of epoch 2 is on disk
-        try:
-            p = load_checkpoint(killed / "checkpoint.pt")["progress"]
-        except Exception:  # not written yet, or replaced while we read (never torn: atomic)
-            p = None
-        if p is not None and p["epoch"] == 1 and p["step"] >= 2:
-            break
+        if _mid_epoch(killed):
+            # Freeze the run, then look again: what is on disk now is what the kill leaves (a busy machine
+            # may have let the run write its epoch-end checkpoint since the first look).
+            tree = [proc.pid, *_descendants(proc.pid)]
+            for pid in tree:
+                os.kill(pid, signal.SIGSTOP)
+            if _mid_epoch(killed):
+                break
+            for pid in tree:
+                os.kill(pid, signal.SIGCONT)
+            tree = []
         time.sleep(0.005)
-    for pid in [proc.pid, *_descendants(proc.pid)]:  # the agent and both workers, as a machine failure
+    for pid in tree or [proc.pid, *_descendants(proc.pid)]:  # as a machine failure
         os.kill(pid, signal.SIGKILL)
     proc.wait()
     state = load_checkpoint(killed / "checkpoint.pt")
