@@ -7,7 +7,7 @@ Per seed, in its own process each (so the times are the commands' own):
     fashattr eval RUN --split test_holdout --decode balanced --tta flip    # average per-class accuracy
     fashattr eval RUN --split test_holdout --decode accuracy --tta flip    # overall accuracy
     fashattr predict RUN --split val  --tta flip --out RUN/val_prediction.txt
-    fashattr predict RUN --split test --tta flip --out RUN/test_prediction.txt
+    fashattr predict RUN --split test --tta flip --out RUN/prediction.txt
 
 ``--adopt S=RUN`` takes a finished run instead of training seed S again (the ablation's "20 epochs" row and its
 teacher seeds are this recipe): its config must equal the recipe's with ``train.seed=S`` key by key (only
@@ -45,6 +45,18 @@ from fashattr.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("name", "out_dir", "recipe")  # may differ between an adopted run and the recipe
+PREDICTIONS = {"val": "val_prediction.txt", "test": "prediction.txt"}  # the README's file names
+
+
+def parse_adopt(items: list[str]) -> dict[int, Path]:
+    """``["SEED=RUN", ...]`` as ``{seed: run}``; a malformed item stops naming it."""
+    out: dict[int, Path] = {}
+    for item in items:
+        seed, sep, run = item.partition("=")
+        if not sep or not seed.strip().isdigit() or not run:
+            raise SystemExit(f"--adopt {item!r}: expected SEED=RUN, e.g. 0=runs/ablation/20-epochs-s0")
+        out[int(seed)] = Path(run)
+    return out
 
 
 def same_config(recipe: Path, seed: int, run: Path) -> None:
@@ -91,8 +103,8 @@ def run_seed(recipe: Path, seed: int, out: Path, name: str, adopted: Path | None
             ["eval", str(run), "--split", "test_holdout", "--decode", mode, "--tta", "flip"], log
         )
         printed[metric] = json.loads((run / "eval_test_holdout.json").read_text())["summary"][metric]
-    for split in ("val", "test"):
-        target = run / f"{split}_prediction.txt"
+    for split, file in PREDICTIONS.items():
+        target = run / file
         times[f"predict {split}"] = run_cli(
             ["predict", str(run), "--split", split, "--tta", "flip", "--out", str(target)], log
         )
@@ -159,7 +171,7 @@ def main() -> None:
     args = ap.parse_args()
     recipe = Path(args.recipe)
     name = recipe.stem
-    adopt = {int(k): Path(v) for k, v in (a.split("=", 1) for a in args.adopt)}
+    adopt = parse_adopt(args.adopt)
     seeds = [int(s) for s in args.seeds.split(",")]
     if set(adopt) - set(seeds):
         raise SystemExit(f"--adopt names seeds {sorted(set(adopt) - set(seeds))} that --seeds does not")
@@ -177,8 +189,8 @@ def main() -> None:
         )
     predictions = Path(f"{args.results}_predictions")
     predictions.mkdir(parents=True, exist_ok=True)
-    for split in ("val", "test"):
-        shutil.copyfile(Path(done[0]["run"]) / f"{split}_prediction.txt", predictions / f"{split}_prediction.txt")
+    for file in PREDICTIONS.values():
+        shutil.copyfile(Path(done[0]["run"]) / file, predictions / file)
 
     def mean_std(values: list[float]) -> tuple[float, float]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0

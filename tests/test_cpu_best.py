@@ -63,3 +63,10 @@ def test_the_recipe_is_the_ablation_row_it_names(tmp_path: Path) -> None:
     row = load_config(ROOT / "configs" / "recipes" / "cpu_resnet18.yaml", ["train.ema_decay=0.998", "train.epochs=20"])
     best = load_config(RECIPE)
     assert {**dataclasses.asdict(row), "recipe": None} == {**dataclasses.asdict(best), "recipe": None}
+
+
+def test_adopt_items_are_parsed_and_a_malformed_one_is_named(cpu_best: ModuleType) -> None:
+    assert cpu_best.parse_adopt(["0=runs/a", "11=runs/b=c"]) == {0: Path("runs/a"), 11: Path("runs/b=c")}
+    for bad in ["runs/a", "x=runs/a", "0="]:
+        with pytest.raises(SystemExit, match=f"--adopt '{bad}': expected SEED=RUN"):
+            cpu_best.parse_adopt([bad])
