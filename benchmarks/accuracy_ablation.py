@@ -252,7 +252,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding "
         "(both fitted by `fashattr calibrate --tta` on the selection holdout); the interval is seed 0's 95% bootstrap; "
         "change = against the row it builds on (mean over seeds): the previous row, leaving out rows marked "
-        "standalone (a lever that did not help, or a teacher), which later rows do not carry.",
+        "standalone (a lever that did not help, a teacher, or one over the budget), which later rows do not carry.",
         "",
         "| row | train wall | avg per-class acc [95% CI] | change | overall acc [95% CI] | change | command |",
         "|---|---:|---|---:|---|---:|---|",
