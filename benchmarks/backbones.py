@@ -15,6 +15,11 @@ the same round). ``epochs_in_50_min`` is what the ratio buys against the measure
 
     python benchmarks/backbones.py                           # default candidates at 96 px
     python benchmarks/backbones.py --models resnet18,resnet10t --sizes 96,128 --rounds 2
+    python benchmarks/backbones.py --models resnet18 --sizes 96 --compile   # eager against torch.compile
+
+``--compile`` adds each model once more under ``torch.compile`` (the trainer's ``train.compile``),
+named ``MODEL+compile``; its one-off compilation falls in the first round's untimed warm-up step
+and is reported as ``compile_s``.
 """
 
 from __future__ import annotations
@@ -58,12 +63,15 @@ def main() -> None:
             "'20 epochs' row took 3102 s for 20 epochs here, per-epoch holdout evaluation included"
         ),
     )
+    p.add_argument("--compile", action="store_true", help="also time each model under torch.compile")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "backbones"))
     args = p.parse_args()
     device = torch.device("cpu")
     schema = create_reader("ai6126", args.data).schema()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.compile:
+        models = [v for m in models for v in (m, f"{m}+compile")]
     sizes = [int(s) for s in args.sizes.split(",")]
     combos = [(m, s) for s in sizes for m in models]
 
@@ -71,13 +79,15 @@ def main() -> None:
     params: dict[str, float] = {}
     for model, _ in combos:
         if model not in params:
-            ns = argparse.Namespace(model=model, nchw=False, compile=False, amp="off")
+            name, _, mode = model.partition("+")
+            ns = argparse.Namespace(model=name, nchw=False, compile=mode == "compile", amp="off")
             step = Step(ns, schema, device)
             params[model] = sum(q.numel() for q in step.model.parameters()) / 1e6
             steps[model] = step
     y = {g.name: torch.randint(0, g.num_classes, (args.batch,)) for g in schema.groups}
 
     rates: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
+    first_s: dict[tuple[str, int], float] = {}
     t0 = time.perf_counter()
     for r in range(args.rounds):
         for model, size in combos:
@@ -87,7 +97,10 @@ def main() -> None:
                 while True:
                     yield x, y
 
+            started = time.perf_counter()
             rate = timed(fixed(), steps[model], lambda b: b, args.warmup, args.steps, device)
+            if r == 0:  # the first round's warm-up holds a compiled model's compilation
+                first_s[(model, size)] = time.perf_counter() - started - args.steps * args.batch / rate
             rates[(model, size)].append(rate)
             print(f"round {r + 1}/{args.rounds} {model:>24} {size:>4} px: {rate:6.1f} img/s", flush=True)
 
@@ -105,6 +118,7 @@ def main() -> None:
                 "ratio": round(ratio, 3),
                 "epoch_s_est": round(epoch_s, 1),
                 "epochs_in_50_min": round(50 * 60 / epoch_s, 1),
+                "compile_s": round(first_s[(model, size)], 1) if model.endswith("+compile") else None,
             }
         )
     result = {
@@ -125,7 +139,8 @@ def main() -> None:
     lines = [
         "# Training throughput by backbone (compute only, one optimizer step)",
         "",
-        f"`python benchmarks/backbones.py --models {args.models} --sizes {args.sizes} --rounds {args.rounds}`; "
+        f"`python benchmarks/backbones.py --models {args.models} --sizes {args.sizes} --rounds {args.rounds}"
+        f"{' --compile' if args.compile else ''}`; "
         f"{result['cpu']}, {result['threads']} threads, torch {result['torch']}, batch {args.batch}, "
         f"{args.rounds} rounds of {args.steps} steps, {result['wall_s']:.0f} s.",
         "",
@@ -140,6 +155,14 @@ def main() -> None:
             f"| {row['model']} | {row['size']} | {row['params_m']} | {row['img_s']} | {row['ratio']:.2f}x "
             f"| {row['epoch_s_est']:.0f} | {row['epochs_in_50_min']} |"
         )
+    compiled = [r for r in rows if r["compile_s"] is not None]
+    if compiled:
+        lines += [
+            "",
+            "One-off compilation (the first step, untimed): "
+            + "; ".join(f"{r['model']} at {r['size']} px {r['compile_s']:.0f} s" for r in compiled)
+            + ".",
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
