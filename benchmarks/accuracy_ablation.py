@@ -183,6 +183,49 @@ def train_row(row: dict[str, Any], base: str, seed: int, out: Path, runs: dict[s
     return run_dir
 
 
+def restore(results: Path, seeds: list[int]) -> dict[str, Any]:
+    """The per-seed results that an earlier RESULTS.json records, keyed ``"row|seed"``.
+
+    Run folders are scratch (``runs/`` is not committed) and the state file lives beside them; the committed
+    results are the record. A row restored from them is neither trained nor evaluated again, so a spec can grow by
+    a row on a machine that never had the earlier runs. Its training time is the one recorded (the mean over its
+    seeds); ``cpu`` is the machine the file names.
+    """
+    if not results.is_file():
+        return {}
+    recorded = json.loads(results.read_text())
+    meta, out = recorded["meta"], {}
+    for entry in recorded["rows"]:
+        per_seed = {m: entry[m]["per_seed"] for m, _ in METRICS}
+        if entry["seeds"] != len(meta["seeds"]):
+            continue  # which seeds a partial row had is not recorded: train it again
+        for i, seed in enumerate(meta["seeds"]):
+            if seed not in seeds:
+                continue
+            out[f"{entry['name']}|{seed}"] = {
+                "command": entry["command"],
+                "wall_s": entry["train_wall_s"],
+                "train_wall_s": entry["train_wall_s"],
+                "run": None,
+                "restored_from": str(results),
+                "cpu": entry.get("cpu") or meta["cpu"],
+                "metrics": {m: per_seed[m][i] for m, _ in METRICS} | {"images": meta["test_images"]},
+            }
+    return out
+
+
+def needed_runs(row: dict[str, Any]) -> list[str]:
+    """The earlier rows whose trained models this row needs (teachers, a pseudo-label source, a shared model)."""
+    names = [*row["distill_from"]]
+    names += [o.split("=", 1)[1] for o in row["overrides"] if o.startswith("__distill__=")]
+    source = (row["pseudo_label"] or {}).get("from")
+    if source and source != "previous":
+        names.append(source)
+    if row["same_model_as"]:
+        names.append(row["same_model_as"])
+    return [n for name in names for n in name.split(",")]
+
+
 def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, Any]:
     """Both metrics on the test holdout, each with its decoding and a bootstrap interval."""
     from fashattr.config import load_config
@@ -226,6 +269,8 @@ def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[i
         entry["builds_on"] = row["builds_on"]
         before = done.get(row["builds_on"] or "")
         entry["train_wall_s"] = float(np.mean([r["train_wall_s"] for r in per_seed]))
+        # Wall times compare only on one machine: the CPU differs between sessions (see machine.py).
+        entry["cpu"] = " / ".join(dict.fromkeys(r.get("cpu", "unknown") for r in per_seed))
         for metric, _ in METRICS:
             values = [r["metrics"][metric]["value"] for r in per_seed]
             entry[metric] = {
@@ -240,6 +285,8 @@ def summarize(rows: list[dict[str, Any]], results: dict[str, Any], seeds: list[i
 
 
 def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    hosts = list(dict.fromkeys(e["cpu"] for e in table))
+    where = hosts[0] if len(hosts) == 1 else "trained on the hosts named below"
     lines = [
         "# Accuracy ablation (test holdout)",
         "",
@@ -247,7 +294,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Spec `{meta['spec']}`, seeds {meta['seeds']}, {meta['resamples']} bootstrap resamples, "
         f"{meta['test_images']} test-holdout images; load average {meta['load_before']} before, "
-        f"{meta['load_after']} after; {meta['cpu']}.",
+        f"{meta['load_after']} after; {where}.",
         "",
         "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding "
         "(both fitted by `fashattr calibrate --tta` on the selection holdout); the interval is seed 0's 95% bootstrap; "
@@ -257,6 +304,14 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "| row | train wall | avg per-class acc [95% CI] | change | overall acc [95% CI] | change | command |",
         "|---|---:|---|---:|---|---:|---|",
     ]
+
+    if len(hosts) > 1:  # name each row's machine beside its wall time
+        lines[4:4] = [
+            "Hosts (train wall times compare only within one): "
+            + "; ".join(f"{chr(65 + i)} = {h}" for i, h in enumerate(hosts))
+            + ".",
+            "",
+        ]
 
     def cell(m: dict[str, Any]) -> str:
         first = m["per_seed"][0]
@@ -270,6 +325,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         a, o = e["avg_class_acc"], e["overall_acc"]
         tta = f" (eval --tta {e['tta']})" if e["tta"] != "none" else ""
         wall = f"{e['train_wall_s'] / 60:.1f} min" if not e["same_model_as"] else f"({e['same_model_as']}'s model)"
+        if len(hosts) > 1 and not e["same_model_as"]:
+            wall += f" ({chr(65 + hosts.index(e['cpu']))})"
         lines.append(
             f"| {e['name']} | {wall} | {cell(a)} | {change(a)} | {cell(o)} | {change(o)} | `{e['command']}`{tta} |"
         )
@@ -296,19 +353,37 @@ def main() -> None:
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.setdefault("trained", {})
     results: dict[str, Any] = state.setdefault("results", {})
+    for key, value in restore(Path(f"{args.results}.json"), seeds).items():
+        results.setdefault(key, value)
     load_before = [round(x, 2) for x in os.getloadavg()]
     test_images = None
     for seed in seeds:
         runs: dict[str, Path] = {}
         for row in rows:
             key = f"{row['name']}|{seed}"
-            run_dir = train_row(row, spec["base"], seed, out, runs, state)
-            runs[row["name"]] = run_dir
+            if results.get(key, {}).get("restored_from"):
+                runs[row["name"]] = out / f"{slug(row['name'])}-s{seed}"  # gone, unless this folder still has it
+            else:
+                gone = [n for n in needed_runs(row) if not (runs[n] / "summary.json").is_file()]
+                if gone or (row["pseudo_label"] and not (runs[list(runs)[-1]] / "summary.json").is_file()):
+                    raise SystemExit(
+                        f"row {row['name']!r} needs the trained models of {gone or 'the previous row'}, whose results "
+                        f"are restored from {args.results}.json but whose run folders are gone: train them again "
+                        f"(leave them out of that file)"
+                    )
+                run_dir = train_row(row, spec["base"], seed, out, runs, state)
+                runs[row["name"]] = run_dir
             state_path.write_text(json.dumps(state, indent=1))
             if key not in results:
                 trained = state["trained"][f"{row['same_model_as'] or row['name']}|{seed}"]
                 metrics = evaluate(run_dir, row["eval"]["tta"], args.resamples, out / f"{run_dir.name}.log")
-                results[key] = {**trained, "train_wall_s": trained["wall_s"], "run": str(run_dir), "metrics": metrics}
+                results[key] = {
+                    **trained,
+                    "train_wall_s": trained["wall_s"],
+                    "run": str(run_dir),
+                    "cpu": machine_line(),
+                    "metrics": metrics,
+                }
                 state_path.write_text(json.dumps(state, indent=1))
             test_images = results[key]["metrics"]["images"]
             m = results[key]["metrics"]

@@ -9,8 +9,8 @@ Per seed, in its own process each (so the times are the commands' own):
     fashattr predict RUN --split val  --tta flip --out RUN/val_prediction.txt
     fashattr predict RUN --split test --tta flip --out RUN/prediction.txt
 
-``--adopt S=RUN`` takes a finished run instead of training seed S again (the ablation's "20 epochs" row and its
-teacher seeds are this recipe): its config must equal the recipe's with ``train.seed=S`` key by key (only
+``--adopt S=RUN`` takes a finished run instead of training seed S again (the ablation's "resnet10t, 28 epochs"
+row and its seed rows are this recipe): its config must equal the recipe's with ``train.seed=S`` key by key (only
 ``name``, ``out_dir`` and ``recipe``, the free-text label, may differ), and its training time is the one its
 ``summary.json`` records. The "whole recipe" time is train + calibrate + both evals (what the issue budgets at
 60 min); the two predictions come on top.
@@ -21,8 +21,9 @@ Results: ``benchmarks/results/cpu_best.{json,md}``; the first seed's prediction 
 ``benchmarks/results/cpu_best_predictions/``.
 
     python benchmarks/cpu_best.py --seeds 0,1,2
-    python benchmarks/cpu_best.py --seeds 0,11,12 --adopt 0=runs/ablation/20-epochs-s0 \\
-        11=runs/ablation/teacher-seed-11-s0 12=runs/ablation/teacher-seed-12-s0
+    python benchmarks/cpu_best.py --seeds 0,11,12
+    python benchmarks/cpu_best.py --seeds 0,11 --adopt 0=runs/ablation/resnet10t-28-epochs-s0 \\
+        11=runs/ablation/resnet10t-seed-11-s0
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def parse_adopt(items: list[str]) -> dict[int, Path]:
     for item in items:
         seed, sep, run = item.partition("=")
         if not sep or not seed.strip().isdigit() or not run:
-            raise SystemExit(f"--adopt {item!r}: expected SEED=RUN, e.g. 0=runs/ablation/20-epochs-s0")
+            raise SystemExit(f"--adopt {item!r}: expected SEED=RUN, e.g. 0=runs/ablation/resnet10t-28-epochs-s0")
         out[int(seed)] = Path(run)
     return out
 

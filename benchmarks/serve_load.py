@@ -28,6 +28,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("FASHATTR_DATA") or ROOT.parent / "shared" / "data" / "FashionDataset")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -228,6 +231,7 @@ def main() -> None:
         "bundle": args.bundle,
         "images": len(images),
         "step_s": args.step_s,
+        "cpu": machine_line(),
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,
         "server_threads": args.threads,
@@ -289,8 +293,9 @@ def main() -> None:
 
 
 def write_markdown(r: dict[str, Any], path: Path) -> None:
+    host = r.get("cpu", f"{r['cpu_count']} cores")  # runs before the machine line was recorded
     lines = [
-        f"# fashattr serve under load ({Path(r['bundle']).name}, onnx backend, loopback, {r['cpu_count']} cores)",
+        f"# fashattr serve under load ({Path(r['bundle']).name}, onnx backend, loopback, {host})",
         "",
         "Open-loop client (raw asyncio sockets, one connection per request) on the same machine, "
         f"{r['images']} real FashionDataset photos, "

@@ -3,6 +3,7 @@ measured against the row it builds on (values computed by hand)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from types import ModuleType
@@ -129,3 +130,49 @@ def test_bad_rows_are_refused_before_any_training(ablation: ModuleType, row: dic
     first = {"base": "b.yaml", "rows": [{"name": "st", "pseudo_label": {}}]}
     with pytest.raises(SystemExit, match="it is the first row"):
         ablation.plan(first, [])
+
+
+def test_results_of_an_earlier_run_are_restored_per_seed(ablation: ModuleType, tmp_path: Path) -> None:
+    # runs/ is scratch: a spec that grows by a row on a fresh machine takes the earlier rows from RESULTS.json.
+    rows = ablation.plan(SPEC, [])
+    results = {"base|0": _result(0.50, 0.70), "base|1": _result(0.54, 0.72), "ls|0": _result(0.52, 0.71)}
+    for r in results.values():
+        r["cpu"] = "host A"
+        r["metrics"]["images"] = 501
+    table = ablation.summarize(rows, results, [0, 1])
+    path = tmp_path / "ablation.json"
+    meta = {"seeds": [0, 1], "cpu": "host A", "test_images": 501}
+    path.write_text(json.dumps({"meta": meta, "rows": table}))
+    restored = ablation.restore(path, [0, 1])
+    # 'ls' has one of the two seeds, and which one is not recorded: it is not restored, it is trained again.
+    assert sorted(restored) == ["base|0", "base|1"]
+    assert restored["base|1"]["metrics"]["avg_class_acc"]["value"] == 0.54
+    assert restored["base|0"]["train_wall_s"] == 60.0 and restored["base|0"]["restored_from"] == str(path)
+    assert ablation.restore(path, [1]).keys() == {"base|1"}
+    assert ablation.restore(tmp_path / "missing.json", [0]) == {}
+    # Restored and new rows from two machines: the table names each row's host beside its wall time.
+    results["ls|0"]["cpu"] = "host B"
+    md = ablation.markdown(
+        ablation.summarize(rows, results, [0]),
+        {**meta, "spec": "s", "resamples": 10, "load_before": [0], "load_after": [0], "note": ""},
+    )
+    assert "A = host A; B = host B" in md
+    assert "| base | 1.0 min (A) |" in md and "| ls | 1.0 min (B) |" in md
+
+
+def test_a_row_names_the_earlier_models_it_needs(ablation: ModuleType) -> None:
+    spec = {
+        "base": "b.yaml",
+        "rows": [
+            {"name": "a"},
+            {"name": "t", "overrides": ["train.seed=11"], "standalone": True},
+            {"name": "kd", "distill_from": ["a", "t"]},
+            {"name": "after kd", "overrides": ["train.epochs=2"]},
+            {"name": "flip", "eval": {"tta": "flip"}},
+        ],
+    }
+    rows = {r["name"]: r for r in ablation.plan(spec, [])}
+    assert ablation.needed_runs(rows["a"]) == []
+    assert ablation.needed_runs(rows["kd"]) == ["a", "t"]
+    assert ablation.needed_runs(rows["after kd"]) == ["a", "t"]  # it carries the distillation
+    assert ablation.needed_runs(rows["flip"]) == ["a", "t", "after kd"]  # and evaluates that row's model
