@@ -306,7 +306,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
 
     if len(hosts) > 1:  # name each row's machine beside its wall time
-        lines[4:4] = [
+        lines[6:6] = [
             "Hosts (train wall times compare only within one): "
             + "; ".join(f"{chr(65 + i)} = {h}" for i, h in enumerate(hosts))
             + ".",
