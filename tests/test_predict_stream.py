@@ -84,7 +84,14 @@ def test_bad_images_are_reported_and_the_rest_predicted(bundle: Path, tiny_data:
 
     want = Predictor.from_bundle(bundle).predict_files([shop / f"good{i}.jpg" for i in (0, 1, 2, 4, 5, 6)])
     got = [x for x in records if "groups" in x]
-    assert [x["groups"] for x in got] == [x["groups"] for x in want]
+    # Same classes; probabilities equal up to float rounding: the CLI ran batches of 3, this call one of 6, and
+    # some CPUs' kernels (oneDNN with AVX-512) sum in another order for another batch size.
+    assert [{g: v["class"] for g, v in x["groups"].items()} for x in got] == [
+        {g: v["class"] for g, v in x["groups"].items()} for x in want
+    ]
+    for g_rec, w_rec in zip(got, want, strict=True):
+        for group, value in g_rec["groups"].items():
+            assert value["prob"] == pytest.approx(w_rec["groups"][group]["prob"], abs=1e-5)
 
     r = cli("predict", str(bundle), "shop", "--out", "p.csv", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0 and r.stderr.count("warning: ") == 3
