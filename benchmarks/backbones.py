@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name
+from machine import machine_line
 from pipeline import DATA, Step, timed
 
 from fashattr.data.formats import create_reader
@@ -122,7 +122,7 @@ def main() -> None:
             }
         )
     result = {
-        "cpu": cpu_name(),
+        "cpu": machine_line(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "batch": args.batch,

@@ -7,37 +7,40 @@ import platform
 from pathlib import Path
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_generation() -> str:
-    """``"family F model M, AVX-512"`` from ``/proc/cpuinfo``: a virtual machine's model name ("AMD EPYC") often
-    hides which generation it is, and training speed differs about fourfold between those seen here."""
+def first_cpu() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
     fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if not line.strip():
-                break  # the first processor is enough
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name(cpu: dict[str, str] | None = None) -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    cpu = first_cpu() if cpu is None else cpu
+    return cpu.get("model name") or platform.processor() or "unknown"
+
+
+def cpu_generation(cpu: dict[str, str] | None = None) -> str:
+    """``"family F model M, AVX-512"``: a virtual machine's model name ("AMD EPYC") often hides which generation
+    it is, and training speed differs about fourfold between those seen here. Empty without a family (aarch64)."""
+    cpu = first_cpu() if cpu is None else cpu
+    if "cpu family" not in cpu:
         return ""
-    if "cpu family" not in fields:
-        return ""
-    isa = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
-    return f"family {fields['cpu family']} model {fields.get('model', '?')}, {isa}"
+    isa = "AVX-512" if "avx512f" in cpu.get("flags", "").split() else "no AVX-512"
+    return f"family {cpu['cpu family']} model {cpu.get('model', '?')}, {isa}"
 
 
 def machine_line() -> str:
     """``"<cpu> (<generation>), <n> cores, Python <version>"``."""
-    generation = cpu_generation()
-    cpu = f"{cpu_name()} ({generation})" if generation else cpu_name()
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cpu = first_cpu()
+    generation = cpu_generation(cpu)
+    name = f"{cpu_name(cpu)} ({generation})" if generation else cpu_name(cpu)
+    return f"{name}, {os.cpu_count()} cores, Python {platform.python_version()}"

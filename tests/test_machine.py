@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import platform
-import re
-from pathlib import Path
 
-import pytest
 from conftest import load_benchmark
 
-
-def _first_cpu() -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
+ZEN5 = {"model name": "AMD EPYC", "cpu family": "26", "model": "2", "flags": "fpu sse2 avx2 avx512f avx512_bf16"}
+ZEN1 = {"model name": "AMD EPYC", "cpu family": "23", "model": "1", "flags": "fpu sse2 avx2 fma"}
+ARM = {"processor": "0", "BogoMIPS": "50.00", "Features": "fp asimd"}
 
 
-@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="Linux only: /proc/cpuinfo")
-def test_the_machine_line_carries_family_model_and_avx512() -> None:
+def test_family_model_and_avx512_are_named() -> None:
     machine = load_benchmark("machine")
-    cpu = _first_cpu()
-    line = machine.machine_line()
-    assert line.startswith(machine.cpu_name()) and line.endswith(" cores, Python " + platform.python_version())
-    if "cpu family" in cpu:  # x86: "AMD EPYC (family 26 model 2, AVX-512), 2 cores, Python 3.11.7"
-        isa = "AVX-512" if "avx512f" in cpu["flags"].split() else "no AVX-512"
-        assert f"(family {cpu['cpu family']} model {cpu['model']}, {isa})" in line
-    else:  # no family to name (aarch64): the line is the model name alone
-        assert not re.search(r"\(family ", line)
+    assert machine.cpu_generation(ZEN5) == "family 26 model 2, AVX-512"
+    assert machine.cpu_generation(ZEN1) == "family 23 model 1, no AVX-512"
+    assert machine.cpu_generation(ARM) == ""  # no family to name
+    assert machine.cpu_name(ZEN1) == "AMD EPYC"
+
+
+def test_the_machine_line_is_this_machines() -> None:
+    machine = load_benchmark("machine")
+    cpu = machine.first_cpu()
+    generation = machine.cpu_generation(cpu)
+    name = f"{machine.cpu_name(cpu)} ({generation})" if generation else machine.cpu_name(cpu)
+    assert machine.machine_line() == f"{name}, {os.cpu_count()} cores, Python {platform.python_version()}"
