@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "members_mean": {m: statistics.mean(r[m]["value"] for r in members) for m, _ in METRICS},
         "ensemble": ensemble,
     }
-    stem = "ensemble_" + "".join(c if c.isalnum() else "_" for c in args.name.lower()).strip("_")
+    stem = "ensemble_" + re.sub(r"[^a-z0-9]+", "_", args.name.lower()).strip("_")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.results / f"{stem}.md").write_text(markdown(result))
