@@ -230,10 +230,7 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
     """Both metrics on the test holdout, each with its decoding and a bootstrap interval."""
     from fashattr.config import load_config
     from fashattr.data.prepare import TEST_HOLDOUT, load_split
-    from fashattr.metrics import compute_metrics
     from fashattr.predictor import Predictor
-    from fashattr.report.stats import bootstrap_ci
-    from fashattr.runtime_onnx import decision_logits
 
     # The decodings are fitted on the selection holdout (never the test holdout), on the logits this row
     # evaluates: with its TTA. A row that reuses a model with another TTA fits them again.
@@ -247,11 +244,26 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
     _, data = load_split(cfg.data, TEST_HOLDOUT, progress=False)
     assert data.labels is not None
     scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
-    out: dict[str, Any] = {"images": len(data)}
+    return {
+        "images": len(data),
+        **both_metrics(predictor.schema, data.labels, predictor.runtime.config, scores, resamples),
+    }
+
+
+def both_metrics(
+    schema: Any, labels: dict[str, np.ndarray], config: dict[str, Any], scores: dict[str, np.ndarray], resamples: int
+) -> dict[str, Any]:
+    """Average per-class accuracy (balanced decoding) and overall accuracy (accuracy decoding) of ``scores``
+    decoded by a bundle ``config``'s decodings, each with its 95% percentile bootstrap interval."""
+    from fashattr.metrics import compute_metrics
+    from fashattr.report.stats import bootstrap_ci
+    from fashattr.runtime_onnx import decision_logits
+
+    out: dict[str, Any] = {}
     for metric, mode in METRICS:
-        decided = decision_logits(predictor.runtime.config, scores, mode)
-        value = compute_metrics(predictor.schema, data.labels, decided).summary()[metric]
-        ci = bootstrap_ci(predictor.schema, data.labels, decided, {metric: value}, resamples)[metric]
+        decided = decision_logits(config, scores, mode)
+        value = compute_metrics(schema, labels, decided).summary()[metric]
+        ci = bootstrap_ci(schema, labels, decided, {metric: value}, resamples)[metric]
         out[metric] = {"decode": mode, "value": value, "lo": ci["lo"], "hi": ci["hi"]}
     return out
 

@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_ablation import METRICS, both_metrics
 from machine import machine_line
-
-METRICS = (("avg_class_acc", "balanced"), ("overall_acc", "accuracy"))
 
 
 def run_logits(run: Path, split_data: dict[str, Any], tta: str) -> dict[str, dict[str, np.ndarray]]:
@@ -48,9 +47,6 @@ def score(
 ) -> dict[str, Any]:
     """Decodings fitted on the members' mean holdout logits; both metrics on the test holdout."""
     from fashattr.calibrate import bundle_decoding, fit_calibration
-    from fashattr.metrics import compute_metrics
-    from fashattr.report.stats import bootstrap_ci
-    from fashattr.runtime_onnx import decision_logits
 
     def mean(split: str) -> dict[str, np.ndarray]:
         return {g.name: np.mean([m[split][g.name] for m in members], axis=0) for g in schema.groups}
@@ -60,14 +56,8 @@ def score(
         "schema": {"groups": [{"name": g.name, "kind": g.kind} for g in schema.groups]},
         "decoding": bundle_decoding(cal),
     }
-    out: dict[str, Any] = {"tau": {m: cal["modes"][m]["tau"] for m in ("balanced", "accuracy")}}
-    logits = mean("test_holdout")
-    for metric, mode in METRICS:
-        decided = decision_logits(config, logits, mode)
-        value = compute_metrics(schema, test.labels, decided).summary()[metric]
-        ci = bootstrap_ci(schema, test.labels, decided, {metric: value}, resamples)[metric]
-        out[metric] = {"decode": mode, "value": value, "lo": ci["lo"], "hi": ci["hi"]}
-    return out
+    tau = {m: cal["modes"][m]["tau"] for m in ("balanced", "accuracy")}
+    return {"tau": tau, **both_metrics(schema, test.labels, config, mean("test_holdout"), resamples)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -105,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="folder of the results")
     args = ap.parse_args(argv)
 
+    from fashattr.calibrate import training_counts
     from fashattr.config import load_config
-    from fashattr.data.formats import create_reader
-    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, holdout_rows, load_split
+    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
     from fashattr.distill import check_teacher
 
     cfg = load_config(args.runs[0] / "config.yaml")
@@ -115,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         check_teacher(cfg, run)  # the same split and pixels, or it names the key that differs
     schema, hold = load_split(cfg.data, HOLDOUT, progress=False)
     _, test = load_split(cfg.data, TEST_HOLDOUT, progress=False)
-    table = create_reader(cfg.data.format, cfg.data.root, cfg.data.reader_options).read(cfg.data.train_split)
-    counts = table.subset(holdout_rows(table, schema, cfg.data)[0]).class_counts(schema)
+    counts = training_counts(cfg, schema)[1]
     splits = {"holdout": hold, "test_holdout": test}
     logits = [run_logits(run, splits, args.tta) for run in args.runs]
 

@@ -350,6 +350,17 @@ def default_mode(select_metric: str | None) -> str:
     return "balanced" if select_metric and "avg_class_acc" in select_metric else "accuracy"
 
 
+def training_counts(cfg: Any, schema: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The training rows exactly as training drew them (holdouts left out) and their images per class, per
+    group: the prior of the logit adjustment."""
+    from fashattr.data.formats import create_reader
+    from fashattr.data.prepare import holdout_rows
+
+    table = create_reader(cfg.data.format, cfg.data.root, cfg.data.reader_options).read(cfg.data.train_split)
+    rows = holdout_rows(table, schema, cfg.data)[0]
+    return rows, table.subset(rows).class_counts(schema)
+
+
 def calibrate_run(
     run_dir: str | Path,
     split: str | None = None,
@@ -387,8 +398,7 @@ def calibrate_run(
 
     import fashattr
     from fashattr.config import load_config
-    from fashattr.data.formats import create_reader
-    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, holdout_rows, load_split
+    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
     from fashattr.deploy.bundle import _torch_model, bundle_config
     from fashattr.deploy.runtime import TorchBackend
 
@@ -411,10 +421,7 @@ def calibrate_run(
     schema, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to calibrate on; use the run's holdout")
-    # The training rows exactly as training drew them: the prior of the logit adjustment.
-    table = create_reader(cfg.data.format, cfg.data.root, cfg.data.reader_options).read(cfg.data.train_split)
-    train_rows = holdout_rows(table, schema, cfg.data)[0]
-    train_counts = table.subset(train_rows).class_counts(schema)
+    train_rows, train_counts = training_counts(cfg, schema)
     pixels = data.pixels()
     chunks: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(pixels), cfg.train.eval_batch_size):
