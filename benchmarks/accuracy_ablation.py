@@ -152,11 +152,14 @@ def train_row(row: dict[str, Any], base: str, seed: int, out: Path, runs: dict[s
     name = f"{slug(row['name'])}-s{seed}"
     run_dir = out / name
     log = out / f"{name}.log"
-    previous = next((r for r in reversed(list(runs)) if r in runs), None)
+    previous = next(reversed(list(runs)), None)  # the last row trained before this one
     pseudo_files = [Path(p) for p in state.setdefault("pseudo_files", {}).get(str(seed), [])]
     if row["pseudo_label"]:
         spec = row["pseudo_label"]
-        source = runs[previous] if spec.get("from", "previous") == "previous" else runs[spec["from"]]
+        source_row = previous if spec.get("from", "previous") == "previous" else spec["from"]
+        if source_row is None:  # check_pseudo_spec refuses this before any training; say so if it slips through
+            raise SystemExit(f"row {row['name']!r}: pseudo_label from the previous row, but no row trained before it")
+        source = runs[source_row]
         target = out / f"pseudo-{name}.json"
         if not target.is_file():
             run_cli(pseudo_args(spec, source, target), log)

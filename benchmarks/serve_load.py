@@ -10,6 +10,7 @@ Open loop: request i is sent at ``start + i / rate`` whatever happened to earlie
 counted from that scheduled time, so a server that falls behind shows it (no coordinated omission).
 
     python benchmarks/serve_load.py runs/bundles/cpu_resnet18 [--step-s 6] [--leak-requests 10000]
+    python benchmarks/serve_load.py runs/bundles/cpu_best --backend torch   # the backend that explains (Grad-CAM)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Server:
         queue_size: int = 64,
         threads: int = 0,
         max_connections: int = 1024,
+        backend: str = "onnx",
         extra: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
@@ -76,6 +78,8 @@ class Server:
             str(max_connections),
             "--threads",
             str(threads),
+            "--backend",
+            backend,
             *batch,
             *extra,
         ]
@@ -162,12 +166,12 @@ async def open_loop(url: str, images: list[bytes], rate: float, seconds: float, 
     return sorted(out, key=lambda r: r["t"])
 
 
-def model_only(bundle: str, threads: int, seconds: float = 4.0) -> dict[str, float]:
+def model_only(bundle: str, threads: int, backend: str = "onnx", seconds: float = 4.0) -> dict[str, float]:
     """Images/s of the bundle's model alone on random batches of 1 and of 16 (the server's --threads): the
     most micro-batching can gain is what the model itself gains from batches (decoding is per image)."""
     from fashattr.deploy.runtime import Runtime
 
-    rt = Runtime.from_bundle(bundle, backend="onnx", threads=threads or None)
+    rt = Runtime.from_bundle(bundle, backend=backend, threads=threads or None)
     out = {}
     for n in (1, 16):
         x = np.random.default_rng(0).integers(0, 255, (n, rt.image_size, rt.image_size, 3), dtype=np.uint8)
@@ -217,7 +221,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--leak-requests", type=int, default=10_000)
     ap.add_argument("--out", default=str(RESULTS / "serve_load"))
-    ap.add_argument("--threads", type=int, default=0, help="the server's model threads (0: onnxruntime's default)")
+    ap.add_argument("--threads", type=int, default=0, help="the server's model threads (0: the backend's default)")
+    ap.add_argument("--backend", default="onnx", choices=("onnx", "onnx-int8", "torch"), help="the server's --backend")
     # uvicorn answers 503 itself past this many open connections, before parsing a request: the cheap
     # refusal that keeps an overloaded server's backlog (and so its recovery time) short.
     ap.add_argument("--max-connections", type=int, default=1024, help="the server's --max-connections")
@@ -235,15 +240,17 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,
         "server_threads": args.threads,
+        "backend": args.backend,
         "max_connections": args.max_connections,
     }
 
-    result["model_only"] = model_only(args.bundle, args.threads)
+    result["model_only"] = model_only(args.bundle, args.threads, args.backend)
     print("model only", result["model_only"], flush=True)
-    with Server(args.bundle, batching=False, threads=args.threads, max_connections=args.max_connections) as s:
+    server = {"threads": args.threads, "max_connections": args.max_connections, "backend": args.backend}
+    with Server(args.bundle, batching=False, **server) as s:
         print("micro-batching off", flush=True)
         result["off"], result["off_best"] = ladder(s.url, images, rates, args.step_s)
-    with Server(args.bundle, batching=True, threads=args.threads, max_connections=args.max_connections) as s:
+    with Server(args.bundle, batching=True, **server) as s:
         print("micro-batching on", flush=True)
         result["on"], result["on_best"] = ladder(s.url, images, rates, args.step_s)
         best = result["on_best"] or rates[0]
@@ -295,13 +302,13 @@ def main() -> None:
 def write_markdown(r: dict[str, Any], path: Path) -> None:
     host = r.get("cpu", f"{r['cpu_count']} cores")  # runs before the machine line was recorded
     lines = [
-        f"# fashattr serve under load ({Path(r['bundle']).name}, onnx backend, loopback, {host})",
+        f"# fashattr serve under load ({Path(r['bundle']).name}, {r.get('backend', 'onnx')} backend, loopback, {host})",
         "",
         "Open-loop client (raw asyncio sockets, one connection per request) on the same machine, "
         f"{r['images']} real FashionDataset photos, "
         f"{r['step_s']:g} s per rate. Load average before: {', '.join(f'{x:.2f}' for x in r['loadavg_before'])}; "
         f"after: {', '.join(f'{x:.2f}' for x in r['loadavg_after'])}. Whole run {r['wall_s']} s. "
-        f"Server: --threads {r.get('server_threads', 0)} (0: onnxruntime's default), "
+        f"Server: --threads {r.get('server_threads', 0)} (0: the backend's default), "
         f"--max-connections {r.get('max_connections', 1024)}.",
         "",
         "| batching | offered req/s | answered/s | p50 ms | p95 ms | p99 ms | errors |",

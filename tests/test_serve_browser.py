@@ -30,8 +30,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`fashattr serve BUNDLE --backend torch` on a free loopback port; its URL once /readyz answers 200."""
-    bundle = make_bundle(tmp_path_factory.mktemp("page"), size=48)
+    """`fashattr serve BUNDLE --backend torch` on a free loopback port; its URL once /readyz answers 200.
+
+    BUNDLE is a tiny one this fixture makes, or the bundle ``FASHATTR_SERVE_BUNDLE`` names (the README runs
+    these tests on the CPU recipe's bundle that way)."""
+    named = os.environ.get("FASHATTR_SERVE_BUNDLE")
+    bundle = Path(named) if named else make_bundle(tmp_path_factory.mktemp("page"), size=48)
+    if not (bundle / "config.json").is_file():
+        raise FileNotFoundError(f"FASHATTR_SERVE_BUNDLE={named}: no bundle there (no config.json)")
     port = free_port()
     cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--backend", "torch", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
