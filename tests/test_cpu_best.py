@@ -41,7 +41,7 @@ def test_a_run_of_the_recipe_with_that_seed_is_adopted(cpu_best: ModuleType, tmp
     ("overrides", "seed", "message"),
     [
         (["train.seed=11"], 12, "train.seed 11 != 12"),
-        (["train.seed=0", "train.epochs=20"], 0, "train.epochs 20 != 28"),
+        (["train.seed=0", "train.epochs=20"], 0, "train.epochs 20 != 36"),
         (["train.seed=0", "data.image_size=112"], 0, "data.image_size 112 != 160"),
     ],
 )
@@ -60,13 +60,13 @@ def test_an_unfinished_run_is_refused(cpu_best: ModuleType, tmp_path: Path) -> N
 
 
 def test_the_recipe_is_the_ablation_row_it_names(tmp_path: Path) -> None:
-    # cpu_best.yaml says it is the ablation's "resnet10t, 160 px" row: the row's overrides as the ablation
-    # plans them (cpu_resnet18 + EMA 0.998 + 20 epochs, then resnet10t for 28 epochs, then 160 px).
+    # cpu_best.yaml says it is the ablation's "resnet10t, 160 px, 36 epochs" row: the row's overrides as the
+    # ablation plans them (cpu_resnet18 + EMA 0.998 + 20 epochs, then resnet10t for 28, then 160 px, then 36 epochs).
     ablation = load_benchmark("accuracy_ablation")
     spec = yaml.safe_load((ROOT / "benchmarks" / "accuracy_ablation.yaml").read_text())
     rows = {r["name"]: r for r in ablation.plan(spec, [])}
-    overrides = rows["resnet10t, 160 px"]["overrides"]
-    assert overrides[-3:] == ["model.backbone=resnet10t", "train.epochs=28", "data.image_size=160"]
+    overrides = rows["resnet10t, 160 px, 36 epochs"]["overrides"]
+    assert overrides[-4:] == ["model.backbone=resnet10t", "train.epochs=28", "data.image_size=160", "train.epochs=36"]
     row = load_config(ROOT / spec["base"], overrides)
     best = load_config(RECIPE)
     assert {**dataclasses.asdict(row), "recipe": None} == {**dataclasses.asdict(best), "recipe": None}
