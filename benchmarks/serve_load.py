@@ -169,19 +169,12 @@ async def open_loop(url: str, images: list[bytes], rate: float, seconds: float, 
 def model_only(bundle: str, threads: int, backend: str = "onnx", seconds: float = 4.0) -> dict[str, float]:
     """Images/s of the bundle's model alone on random batches of 1 and of 16 (the server's --threads): the
     most micro-batching can gain is what the model itself gains from batches (decoding is per image)."""
+    from batch_gain import rate  # the same measurement, per backend and thread count
+
     from fashattr.deploy.runtime import Runtime
 
     rt = Runtime.from_bundle(bundle, backend=backend, threads=threads or None)
-    out = {}
-    for n in (1, 16):
-        x = np.random.default_rng(0).integers(0, 255, (n, rt.image_size, rt.image_size, 3), dtype=np.uint8)
-        rt.logits(x)
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            rt.logits(x)
-            done += n
-        out[f"batch{n}"] = round(done / (time.perf_counter() - start), 1)
-    return out
+    return {f"batch{n}": round(rate(rt, n, seconds), 1) for n in (1, 16)}
 
 
 def summarise(rate: float, seconds: float, recs: list[dict]) -> dict[str, Any]:
