@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from fashattr.config import ModelConfig
+from fashattr.errors import ConfigError
 from fashattr.models import create_model
 from fashattr.schema import ai6126_schema
 
@@ -53,7 +54,7 @@ def test_pretrained_file_that_does_not_fit(tmp_path: Path):
     save_file(other.state_dict(), str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match=r"other\.safetensors"):
         create_model(ModelConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "other.safetensors")), SCHEMA)
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+    with pytest.raises(ConfigError, match=r"weights file '.*nope\.pth' not found"):
         create_model(ModelConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "nope.pth")), SCHEMA)
 
 

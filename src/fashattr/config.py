@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from typing import Any, Literal
 import yaml
 
 from fashattr.errors import ConfigError
+from fashattr.weight_sources import is_package_source, package_source, preprocessing_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,8 +84,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "resnet18"
-    pretrained: bool = False  # timm's own hub loading
-    pretrained_file: str | None = None  # local .safetensors or .pth (loaded with weights_only=True)
+    # The backbone's initial weights (weight_sources.py): false (random), true (timm's hub), a weights file
+    # (.safetensors, or .pth/.pt read with weights_only=True), or an installed package such as
+    # "package:efficientnet-lite0". Unless the config sets them, data.mean, data.std and data.image_size
+    # follow the weights.
+    pretrained: bool | str = False
+    pretrained_file: str | None = None  # the older spelling of pretrained=FILE
     drop_rate: float = 0.0  # dropout on the pooled features
     drop_path_rate: float = 0.0
     head_layers: int = 0  # shared fully-connected layers before the per-group heads
@@ -205,6 +213,10 @@ class TrainConfig:
     # selection and best/last.safetensors use the averaged weights. 0 = off.
     ema_decay: float = 0.0
     ema_warmup: bool = True  # decay ramps up from 0 over the first steps (timm's warm-up)
+    # Train the heads on the frozen backbone's pooled features, computed once per image (and per flipped
+    # image when augment.hflip > 0) and cached by content (engine/features.py): seconds per epoch instead
+    # of minutes. Needs train.trainable_stages=0 and no augmentation but hflip.
+    feature_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,10 +324,28 @@ def _build(cls: type, data: dict[str, Any], where: str, origin: str = "") -> Any
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate a nested mapping into a Config."""
+    """Validate a nested mapping into a Config; the preprocessing it leaves unset follows the weights."""
     cfg: Config = _build(Config, data or {}, "")
     _check(cfg)
-    return cfg
+    return _follow_weights(cfg, (data or {}).get("data") or {})
+
+
+def _follow_weights(cfg: Config, data_keys: dict[str, Any]) -> Config:
+    """Fill ``data.mean``, ``data.std`` and ``data.image_size`` from the pretrained weights' own config
+    where the config does not set them; warn where it sets a normalisation the weights were not trained with."""
+    wanted = preprocessing_of(cfg.model.pretrained_file or cfg.model.pretrained, cfg.model.backbone)
+    if wanted is None:
+        return cfg
+    fill = {k: v for k, v in wanted.items() if k not in data_keys}
+    for key in ("mean", "std"):
+        given = getattr(cfg.data, key)
+        if key in data_keys and any(abs(a - b) > 1e-6 for a, b in zip(given, wanted[key], strict=True)):
+            log.warning(
+                "data.%s=%s differs from the %s the weights %s were trained with (%s): features shift; "
+                "leave data.%s unset to follow the weights",
+                key, list(given), key, cfg.model.pretrained, list(wanted[key]), key,
+            )  # fmt: skip
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **fill)) if fill else cfg
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -458,6 +488,43 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"train.ema_decay: {cfg.train.ema_decay} must be in [0, 1)")
     if cfg.train.freeze_epochs < 0 or (cfg.train.trainable_stages or 0) < 0:
         raise ConfigError("train.freeze_epochs and train.trainable_stages must be >= 0")
+    _check_weights(cfg.model)
+    if cfg.train.feature_cache:
+        _check_feature_cache(cfg)
+
+
+def _check_feature_cache(cfg: Config) -> None:
+    """Cached features are the frozen backbone's output for fixed pixels: only a flip survives as augmentation."""
+    why = "train.feature_cache trains the heads on the frozen backbone's cached features"
+    if cfg.train.trainable_stages != 0:
+        raise ConfigError(f"{why}: set train.trainable_stages=0 (it is {cfg.train.trainable_stages})")
+    default = AugmentConfig()
+    changed = [
+        f"augment.{f.name}={getattr(cfg.augment, f.name)}"
+        for f in dataclasses.fields(AugmentConfig)
+        if f.name != "hflip" and getattr(cfg.augment, f.name) != getattr(default, f.name)
+    ]
+    if changed:
+        raise ConfigError(f"{why}, so only augment.hflip applies; unset {', '.join(changed)}")
+    if cfg.loss.distill_from or cfg.data.pseudo_labels:
+        raise ConfigError(f"{why}: loss.distill_from and data.pseudo_labels are not supported with it")
+
+
+def _check_weights(m: ModelConfig) -> None:
+    """A package source fills exactly one architecture; one source at a time."""
+    if m.pretrained_file and m.pretrained is not False:
+        raise ConfigError(
+            f"model.pretrained={m.pretrained!r} and model.pretrained_file={m.pretrained_file!r}: give one source"
+        )
+    if isinstance(m.pretrained, str) and not m.pretrained.strip():
+        raise ConfigError("model.pretrained: an empty string; use false, true, a file or package:NAME")
+    if is_package_source(m.pretrained):
+        pkg = package_source(str(m.pretrained))
+        if m.backbone != pkg.backbone:
+            raise ConfigError(
+                f"model.pretrained={m.pretrained} holds weights for the backbone {pkg.backbone!r}, not "
+                f"{m.backbone!r}: set model.backbone={pkg.backbone}"
+            )
 
 
 def _check_background(d: DataConfig) -> None:

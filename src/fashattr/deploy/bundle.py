@@ -121,9 +121,23 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
             "optim": {"name": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay},
             "parameters": summary.get("parameters"),
             "pretrained_init": bool(cfg.model.pretrained or cfg.model.pretrained_file),
+            "backbone_weights": summary.get("backbone_weights"),  # source, package, version, sha256
             "channels_last": cfg.train.channels_last,
         },
     }
+
+
+def _init_words(source: dict[str, Any]) -> str:
+    """The model card's words for where the backbone's initial weights came from."""
+    if not source.get("pretrained_init"):
+        return "random initialisation (from scratch)"
+    w = source.get("backbone_weights") or {}
+    sha = (w.get("sha256") or "")[:12]
+    if w.get("package"):
+        return f"ImageNet weights of the package `{w['package']}` {w.get('version')} (sha256 {sha})"
+    if w.get("file"):
+        return f"pretrained weights from `{w['file']}` (sha256 {sha})"
+    return "pretrained weights (timm's hub)" if w.get("source") == "hub" else "pretrained weights"
 
 
 def _background_entry(data: Any) -> dict[str, Any]:
@@ -327,7 +341,7 @@ def model_card(config: dict[str, Any]) -> str:
         f"{data.get('train_images', 'unknown')} training images, {data.get('selection_images', 'unknown')} in the"
         f" selection holdout, {data.get('test_holdout_images', 0)} in the test holdout",
         f"- recipe: {src.get('recipe') or 'not named'}; backbone `{config['model']['backbone']}` from"
-        f" {'pretrained weights' if src.get('pretrained_init') else 'random initialisation (from scratch)'};"
+        f" {_init_words(src)};"
         f" {src.get('epochs_run')} of {src.get('epochs')} epochs; loss `{src['loss']['name']}`"
         f" (logit adjustment tau {src['loss']['logit_adjust_tau']}); {src['optim']['name']} lr {src['optim']['lr']}",
         f"- input: {pre['image_size']} px square, letterboxed (aspect kept, bars {tuple(pre['fill'])}), mean"

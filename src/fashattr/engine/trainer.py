@@ -33,14 +33,17 @@ from fashattr.data.pseudo import add_pseudo_labels
 from fashattr.distill import teacher_targets
 from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
+from fashattr.engine.features import VIEWS, cached_features, feature_batches
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.errors import USER_ERRORS, CheckpointError, TrainingDivergedError
 from fashattr.evaluate import predict_scores
 from fashattr.fileio import atomic_write, atomic_write_text
 from fashattr.losses import MultiGroupLoss, create_loss
+from fashattr.memory import keep_freed_memory
 from fashattr.metrics import Metrics, compute_metrics, metric_names
 from fashattr.models import AttributeModel, create_model
+from fashattr.models.model import HeadsOnly
 from fashattr.predictor import Predictor
 from fashattr.runtime import amp_dtype, autocast, prefetch_depth, resolve_device
 
@@ -72,6 +75,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.run_dir, self.on_epoch = cfg, run_dir, on_epoch
         t = cfg.train
+        keep_freed_memory()  # glibc: no page faults re-allocating every step's activations
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)  # the same on every process: identical initial weights
@@ -128,6 +132,10 @@ class Trainer:
         # dropout masks (else every shard of a batch would get the same ones). Rank 0 keeps its stream.
         if self.dist.rank:
             torch.manual_seed(distributed.rank_seed(t.seed, self.dist.rank))
+        self.features: torch.Tensor | None = None  # train.feature_cache: (views, rows, F) of the train split
+        self.eval_features: torch.Tensor | None = None
+        if t.feature_cache:
+            self._cache_features()
         self.forward: torch.nn.Module = self._wrap()
         self.loss_fn: MultiGroupLoss = create_loss(cfg.loss, self.schema, self.train.labels).to(self.device)
         self.optimizer = create_optimizer(cfg.optim, self.model)
@@ -247,9 +255,13 @@ class Trainer:
         seen, tick = 0, time.perf_counter()
         pending = torch.zeros((), device=self.device)  # loss summed on the device since the last sync
         pending_steps, loss = 0, float("nan")
-        batches = augmented_batches(
-            self.loader, self.augment, self.aug_gen, self.device, p.epoch, p.step, self.channels_last
-        )
+        if self.features is not None:
+            hflip = self.cfg.augment.hflip
+            batches = feature_batches(self.loader, self.features, hflip, self.aug_gen, self.device, p.epoch, p.step)
+        else:
+            batches = augmented_batches(
+                self.loader, self.augment, self.aug_gen, self.device, p.epoch, p.step, self.channels_last
+            )
         for x, y, aug_state in Prefetcher(batches, depth=prefetch_depth(self.device, t.prefetch)):
             self.aug_state = aug_state  # what a checkpoint after this batch must restore
             with autocast(self.device, self.amp):
@@ -286,10 +298,24 @@ class Trainer:
         bar.close()
         return seen
 
+    def _cache_features(self) -> None:
+        """The frozen backbone's pooled features of every image, both views, computed once (cached by content)."""
+        if self.dist.enabled:
+            raise ConfigError("train.feature_cache runs in one process; train without torchrun")
+        d, views = self.cfg.data, VIEWS if self.cfg.augment.hflip > 0 else VIEWS[:1]
+        bs = self.cfg.train.eval_batch_size
+
+        def of(images: np.ndarray) -> torch.Tensor:
+            return cached_features(self.model.backbone, images, d.mean, d.std, views, self.device, d.cache_dir, bs)
+
+        self.features = of(self.train.images)
+        self.eval_features = self.features if self.eval.images is self.train.images else of(self.eval.images)
+
     def _wrap(self) -> torch.nn.Module:
         """The module the training step calls: the model, in DDP under torchrun (which then
-        averages the gradients of the parameters that train now), compiled when asked."""
-        forward: torch.nn.Module = self.model
+        averages the gradients of the parameters that train now), compiled when asked; its
+        heads alone when they train on cached features."""
+        forward: torch.nn.Module = self.model if self.features is None else HeadsOnly(self.model)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -343,6 +369,11 @@ class Trainer:
         """Metrics and loss on the model-selection split."""
         assert self.eval.labels is not None
         d, n = self.cfg.data, len(self.eval_pixels)
+        if self.eval_features is not None:  # the heads on the cached features of the image as given
+            self.eval_model.eval()
+            pooled = self.eval_features[0, torch.as_tensor(self.eval.rows)].to(self.device)
+            scores = {g: v.float().cpu().numpy() for g, v in self.eval_model.classify(pooled).items()}
+            return self._eval_record(scores)
         # fp32, not the training autocast: `fashattr eval`, predict, the bundle and ONNX all run
         # fp32, so the numbers that pick the epoch are the ones the saved weights reproduce there.
         # It costs little: a forward pass over the holdout (a tenth of an epoch's images).
@@ -357,6 +388,11 @@ class Trainer:
             self.channels_last,
         )
         scores = distributed.gather_rows(scores, n, self.dist)  # every process: all rows, in order
+        return self._eval_record(scores)
+
+    def _eval_record(self, scores: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics and loss of the selection split's scores."""
+        assert self.eval.labels is not None
         metrics = compute_metrics(self.schema, self.eval.labels, scores)
         targets = {g: torch.as_tensor(v) for g, v in self.eval.labels.items()}
         eval_loss = self.loss_fn(
@@ -426,6 +462,7 @@ class Trainer:
             "device": str(self.device),
             "processes": self.dist.world,
             "parameters": sum(x.numel() for x in self.model.parameters()),
+            "backbone_weights": self.model.init_weights,  # source, package, version, sha256; None = random
         }
         test = self._test_holdout()
         if test is not None and self.test is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -13,8 +12,16 @@ from timm.models import get_pretrained_cfg_value
 from torch import nn
 
 from fashattr.config import ModelConfig
+from fashattr.models.convert import load_into, read_state_dict
 from fashattr.models.heads import group_heads, shared_mlp
 from fashattr.schema import Schema
+from fashattr.weight_sources import (
+    ResolvedWeights,
+    check_hub_reachable,
+    is_package_source,
+    resolve_file,
+    resolve_package,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,59 +42,65 @@ class AttributeModel(nn.Module):
         self.dropout = nn.Dropout(cfg.drop_rate) if cfg.drop_rate > 0 else nn.Identity()
         self.shared = shared_mlp(features, cfg.head_layers, cfg.head_width, cfg.head_activation, cfg.head_dropout)
         self.heads = group_heads(cfg.head_width if cfg.head_layers else features, schema)
+        # Where the backbone's initial weights came from (weight_sources.ResolvedWeights.record()), or None.
+        self.init_weights: dict[str, Any] | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, shared features before the heads: ``(B, F)``."""
         return self.shared(self.dropout(self.backbone(x)))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.features(x)
+    def classify(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The part after the backbone: its pooled features ``(B, F)`` -> ``{group: logits}``."""
+        f = self.shared(self.dropout(pooled))
         return {name: head(f) for name, head in self.heads.items()}
 
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.classify(self.backbone(x))
 
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors``, or from a ``.pth``/``.pt`` with ``weights_only=True``.
 
-    A ``.pth`` that wraps its weights in ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+def resolve_weights(cfg: ModelConfig) -> ResolvedWeights | None:
+    """The backbone's initial weights as a concrete source, or None when it starts from random ones.
+
+    Raises:
+        ConfigError: an unknown or uninstalled package, a missing file, or an unreachable hub.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained_file {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
+    source = cfg.pretrained_file or cfg.pretrained
+    if source is False:
+        return None
+    if source is True:
+        return ResolvedWeights("hub", None)
+    if is_package_source(source):
+        return resolve_package(str(source))
+    return resolve_file(str(source))
 
 
-def _load_backbone_file(backbone: nn.Module, path: str | Path) -> None:
-    state = load_weights_file(path)
-    # Accept both bare backbone weights and a whole AttributeModel's (prefix "backbone.").
-    if any(k.startswith("backbone.") for k in state):
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    own = backbone.state_dict()
-    # A classifier trained for other classes does not fit num_classes=0; drop what has no home.
-    dropped = sorted(k for k in state if k not in own)
-    state = {k: v for k, v in state.items() if k in own}
-    missing = sorted(k for k in own if k not in state)
-    if missing:
-        raise ValueError(f"{path}: weights lack {len(missing)} backbone tensors, e.g. {missing[:5]}")
-    bad = [k for k, v in state.items() if v.shape != own[k].shape]
-    if bad:
-        raise ValueError(
-            f"{path}: shape mismatch for {bad[:5]} (file {state[bad[0]].shape} vs model {own[bad[0]].shape})"
-        )
-    backbone.load_state_dict(state)
-    if dropped:
-        log.info(
-            "pretrained_file %s: ignored %d tensors the backbone has no place for: %s", path, len(dropped), dropped[:5]
-        )
+def _hub_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """timm's hub loading, failing fast with the offline sources when the hub is out of reach and the
+    weights are not in the local hub cache (instead of timm's retry loop and a raw network error)."""
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(name)
+    if pcfg is not None and pcfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = pcfg.hf_hub_id.split("@")[0]
+        for filename in ("open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo, filename)
+            if isinstance(cached, str):  # in the cache: read it from there, no network at all
+                return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+    check_hub_reachable(name)
+    return timm.create_model(name, pretrained=True, **kwargs)
+
+
+class HeadsOnly(nn.Module):
+    """The model's heads as a module of their own, fed cached backbone features (``train.feature_cache``)."""
+
+    def __init__(self, model: AttributeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.classify(pooled)
 
 
 def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None) -> AttributeModel:
@@ -106,12 +119,18 @@ def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None
     extra: dict[str, Any] = {}
     if image_size is not None and get_pretrained_cfg_value(cfg.backbone, "fixed_input_size"):
         extra["img_size"] = image_size
-    backbone = timm.create_model(
-        cfg.backbone, pretrained=cfg.pretrained, num_classes=0, drop_path_rate=cfg.drop_path_rate or None, **extra
-    )
-    if cfg.pretrained_file:
-        _load_backbone_file(backbone, cfg.pretrained_file)
+    extra |= {"num_classes": 0, "drop_path_rate": cfg.drop_path_rate or None}
+    weights = resolve_weights(cfg)
+    if weights is not None and weights.path is None:
+        backbone = _hub_backbone(cfg.backbone, **extra)
+    else:
+        backbone = timm.create_model(cfg.backbone, pretrained=False, **extra)
+    if weights is not None and weights.path is not None:
+        where = weights.source if weights.package is None else f"{weights.source} ({weights.path})"
+        layout = weights.package.layout if weights.package is not None else None
+        load_into(backbone, read_state_dict(weights.path), where, layout)
     model = AttributeModel(backbone, schema, cfg)
+    model.init_weights = weights.record() if weights is not None else None
     if cfg.max_mb is not None and weights_mb(model) > cfg.max_mb:
         n = sum(p.numel() for p in model.parameters())
         raise ValueError(
