@@ -79,7 +79,19 @@ def same_config(recipe: Path, seed: int, run: Path) -> None:
         raise SystemExit(f"--adopt {seed}={run}: not a finished run (no summary.json)")
 
 
-def run_seed(recipe: Path, seed: int, out: Path, name: str, adopted: Path | None, resamples: int) -> dict[str, Any]:
+def prediction_files(decodings: list[str]) -> dict[tuple[str, str | None], str]:
+    """(split, decoding) -> file name: the README's names for the default decoding, else one per decoding
+    (``val_prediction_balanced.txt``, ``prediction_accuracy.txt``, ...)."""
+    if not decodings:
+        return {(split, None): file for split, file in PREDICTIONS.items()}
+    return {
+        (split, mode): file.replace(".txt", f"_{mode}.txt") for split, file in PREDICTIONS.items() for mode in decodings
+    }
+
+
+def run_seed(
+    recipe: Path, seed: int, out: Path, name: str, adopted: Path | None, resamples: int, decodings: list[str]
+) -> dict[str, Any]:
     """Every command of the recipe for one seed; their wall times, both metrics and the prediction files."""
     run = adopted or out / f"{name}-s{seed}"
     log = out / f"{name}-s{seed}.log"
@@ -104,10 +116,10 @@ def run_seed(recipe: Path, seed: int, out: Path, name: str, adopted: Path | None
             ["eval", str(run), "--split", "test_holdout", "--decode", mode, "--tta", "flip"], log
         )
         printed[metric] = json.loads((run / "eval_test_holdout.json").read_text())["summary"][metric]
-    for split, file in PREDICTIONS.items():
-        target = run / file
-        times[f"predict {split}"] = run_cli(
-            ["predict", str(run), "--split", split, "--tta", "flip", "--out", str(target)], log
+    for (split, mode), file in prediction_files(decodings).items():
+        decode = ["--decode", mode] if mode else []
+        times[f"predict {split}" + (f" {mode}" if mode else "")] = run_cli(
+            ["predict", str(run), "--split", split, "--tta", "flip", *decode, "--out", str(run / file)], log
         )
     metrics = evaluate(run, "flip", resamples, log)
     for metric, _ in METRICS:
@@ -136,7 +148,7 @@ def markdown(seeds: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "calibrate + both evals; an adopted run's training time is the one its summary.json records.",
         "",
         "| seed | run | avg per-class acc [95% CI] | overall acc [95% CI] | train | calibrate + evals | whole recipe "
-        "| predict val + test |",
+        "| predict val + test (every file) |",
         "|---:|---|---|---|---:|---:|---:|---:|",
     ]
     for s in seeds:
@@ -146,7 +158,7 @@ def markdown(seeds: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {s['seed']} | `{run}` | {a['value']:.4f} [{a['lo']:.3f}, {a['hi']:.3f}] | {o['value']:.4f} "
             f"[{o['lo']:.3f}, {o['hi']:.3f}] | {t['train'] / 60:.1f} min | {after:.0f} s "
-            f"| {s['recipe_wall_s'] / 60:.1f} min | {t['predict val'] + t['predict test']:.0f} s |"
+            f"| {s['recipe_wall_s'] / 60:.1f} min | {sum(v for k, v in t.items() if k.startswith('predict')):.0f} s |"
         )
     m = meta["mean_std"]
     lines += [
@@ -169,7 +181,13 @@ def main() -> None:
     ap.add_argument("--out", default="runs/cpu_best")
     ap.add_argument("--results", default="benchmarks/results/cpu_best")
     ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument(
+        "--decodings",
+        default="",
+        help="comma-separated decodings (balanced,accuracy) to write each challenge file in; default: the run's own",
+    )
     args = ap.parse_args()
+    decodings = [m for m in args.decodings.split(",") if m]
     recipe = Path(args.recipe)
     name = recipe.stem
     adopt = parse_adopt(args.adopt)
@@ -181,7 +199,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     done = []
     for seed in seeds:
-        done.append(run_seed(recipe, seed, out, name, adopt.get(seed), args.resamples))
+        done.append(run_seed(recipe, seed, out, name, adopt.get(seed), args.resamples, decodings))
         s = done[-1]
         print(
             f"seed {seed}: avg_class_acc {s['metrics']['avg_class_acc']['value']:.4f}  overall_acc "
@@ -190,7 +208,7 @@ def main() -> None:
         )
     predictions = Path(f"{args.results}_predictions")
     predictions.mkdir(parents=True, exist_ok=True)
-    for file in PREDICTIONS.values():
+    for file in prediction_files(decodings).values():
         shutil.copyfile(Path(done[0]["run"]) / file, predictions / file)
 
     def mean_std(values: list[float]) -> tuple[float, float]:

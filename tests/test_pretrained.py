@@ -200,3 +200,24 @@ def test_run_and_bundle_record_the_backbone_weights(tiny_data: Path, cache_dir: 
     assert again.data.mean == (0.5, 0.5, 0.5) and again.model.pretrained == "package:efficientnet-lite0"
     source = bundle_config(run)["source"]
     assert source["backbone_weights"] == expected and source["pretrained_init"] is True
+
+
+def test_gpu_pretrained_recipe_trains_a_step_on_cpu(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    """The GPU recipe as shipped (Lite2 package weights, bf16 on CUDA): on a CPU it runs in fp32."""
+    from fashattr.cli import resolve_config
+    from fashattr.data.pipeline import augmented_batches
+    from fashattr.engine.trainer import Trainer
+
+    over = [f"data.root={tiny_data}", f"data.cache_dir={cache_dir}", "data.image_size=64", "train.threads=1"]
+    cfg = load_config(resolve_config("gpu_pretrained"), over)
+    assert cfg.model.pretrained == "package:efficientnet-lite2" and cfg.data.mean == (0.5, 0.5, 0.5)
+    trainer = Trainer(cfg, tmp_path / "run", resume=False)
+    assert trainer.amp is None and trainer.model.init_weights is not None
+    batches = augmented_batches(trainer.loader, trainer.augment, trainer.aug_gen, trainer.device, 0)
+    x, y, _ = next(iter(batches))
+    before = trainer.model.heads["fit"].weight.detach().clone()
+    losses = trainer.loss_fn(trainer.forward(x), y)
+    trainer.optimizer.zero_grad()
+    losses["loss"].backward()
+    trainer.optimizer.step()
+    assert torch.isfinite(losses["loss"]) and not torch.equal(before, trainer.model.heads["fit"].weight)
