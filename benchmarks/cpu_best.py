@@ -46,6 +46,7 @@ from fashattr.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("name", "out_dir", "recipe")  # may differ between an adopted run and the recipe
+DISPLAY = ("train.progress",)  # how a run shows its progress: not part of the recipe
 PREDICTIONS = {"val": "val_prediction.txt", "test": "prediction.txt"}  # the README's file names
 
 
@@ -70,7 +71,11 @@ def same_config(recipe: Path, seed: int, run: Path) -> None:
         if not isinstance(want[section], dict):
             diff = [(section, want[section], have[section])] if want[section] != have[section] else []
         else:
-            diff = [(f"{section}.{k}", v, have[section][k]) for k, v in want[section].items() if have[section][k] != v]
+            diff = [
+                (f"{section}.{k}", v, have[section][k])
+                for k, v in want[section].items()
+                if have[section][k] != v and f"{section}.{k}" not in DISPLAY
+            ]
         if diff:
             raise SystemExit(
                 f"--adopt {seed}={run}: not this recipe; " + "; ".join(f"{k} {h!r} != {w!r}" for k, w, h in diff)

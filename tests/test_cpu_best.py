@@ -37,6 +37,11 @@ def test_a_run_of_the_recipe_with_that_seed_is_adopted(cpu_best: ModuleType, tmp
     cpu_best.same_config(RECIPE, 11, run)
 
 
+def test_a_run_that_only_hid_its_progress_bar_is_adopted(cpu_best: ModuleType, tmp_path: Path) -> None:
+    run = _run(tmp_path, ["train.seed=0", "train.progress=false"])
+    cpu_best.same_config(RECIPE, 0, run)
+
+
 @pytest.mark.parametrize(
     ("overrides", "seed", "message"),
     [

@@ -104,14 +104,17 @@ class HeadsOnly(nn.Module):
 
 
 def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None) -> AttributeModel:
-    """Build the model for ``schema``: any timm backbone by name with its classifier removed.
+    """Build the model for ``schema``: any timm backbone by name with its classifier removed, its initial
+    weights from ``cfg.pretrained`` (weight_sources.py) and recorded in ``model.init_weights``.
 
     ``image_size`` is passed on to backbones whose input size is fixed at construction (ViT,
     EVA: their position embeddings; pretrained ones are resampled by timm).
 
     Raises:
-        ValueError: unknown backbone name (timm's close matches are suggested), or a
-            ``pretrained_file`` that does not fit the backbone.
+        ValueError: unknown backbone name (timm's close matches are suggested), or weights that do
+            not fit the backbone (the tensors are named).
+        ConfigError: a weight source that cannot be resolved (unknown or missing package, missing
+            file, unreachable hub).
     """
     if not timm.is_model(cfg.backbone):
         close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=5, cutoff=0.6)
