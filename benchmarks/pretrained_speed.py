@@ -10,6 +10,8 @@ a shared machine hits all alike; each row reports the median img/s, the share of
 kernel, the minor page faults per step, and the median over rounds of its ratio to the first variant.
 
     python benchmarks/pretrained_speed.py
+    python benchmarks/pretrained_speed.py --infer --batch 64 --out benchmarks/results/pretrained_speed_infer \
+        --variants tf_efficientnet_lite2:260:cl:tuned,tf_efficientnet_lite2:260:cl:default
     python benchmarks/pretrained_speed.py --rounds 2 \
         --variants tf_efficientnet_lite0:192:cl:tuned,tf_efficientnet_lite0:192:cl:default
 """
@@ -36,8 +38,9 @@ DEFAULT = (
 )
 
 
-def child(model: str, size: int, layout: str, malloc: str, batch: int, steps: int) -> dict[str, float]:
-    """One variant's measurement, in this (fresh) process."""
+def child(model: str, size: int, layout: str, malloc: str, batch: int, steps: int, infer: bool) -> dict[str, float]:
+    """One variant's measurement, in this (fresh) process: optimizer steps, or forward passes under
+    ``torch.inference_mode`` (what the feature cache and prediction run) when ``infer``."""
     if malloc == "tuned":
         from fashattr.memory import keep_freed_memory
 
@@ -53,13 +56,17 @@ def child(model: str, size: int, layout: str, malloc: str, batch: int, steps: in
     schema = ai6126_schema()
     net = create_model(ModelConfig(backbone=model), schema)
     fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
-    net = net.to(memory_format=fmt).train()
+    net = net.to(memory_format=fmt).train(not infer)
     loss_fn = create_loss(LossConfig(), schema)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = {g.name: torch.randint(0, g.num_classes, (batch,)) for g in schema.groups}
 
     def step() -> None:
+        if infer:
+            with torch.inference_mode():
+                net(x)
+            return
         loss = loss_fn(net(x), y)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,6 +91,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT, help="MODEL:SIZE:cl|nchw:tuned|default, comma-separated")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--infer", action="store_true", help="time forward passes (inference) instead of training steps")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrained_speed"))
@@ -91,7 +99,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         model, size, layout, malloc = args.child.split(":")
-        print(json.dumps(child(model, int(size), layout, malloc, args.batch, args.steps)))
+        print(json.dumps(child(model, int(size), layout, malloc, args.batch, args.steps, args.infer)))
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
@@ -99,6 +107,7 @@ def main() -> None:
     for r in range(args.rounds):
         for v in variants:
             cmd = [sys.executable, __file__, "--child", v, "--batch", str(args.batch), "--steps", str(args.steps)]
+            cmd += ["--infer"] if args.infer else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             runs[v].append(json.loads(out))
             print(f"round {r + 1}/{args.rounds} {v:>40}: {runs[v][-1]['img_s']:6.1f} img/s", flush=True)
@@ -124,6 +133,7 @@ def main() -> None:
         "cpu": machine_line(),
         "command": "python benchmarks/pretrained_speed.py " + " ".join(sys.argv[1:]),
         "batch": args.batch,
+        "mode": "inference" if args.infer else "training",
         "steps": args.steps,
         "rounds": args.rounds,
         "threads": runs[ref][0]["threads"],
@@ -134,7 +144,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "# Training throughput of the pretrained backbones (compute only, one optimizer step)",
+        f"# {'Inference' if args.infer else 'Training'} throughput of the pretrained backbones "
+        f"(compute only, {'one forward pass' if args.infer else 'one optimizer step'})",
         "",
         f"`{result['command']}`; {result['cpu']}, {result['threads']} threads, batch {args.batch}, "
         f"{args.rounds} rounds of {args.steps} steps per variant, each in its own process; {result['wall_s']:.0f} s.",
