@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -130,6 +131,14 @@ def _descendants(pid: int) -> list[int]:
     return [c for child in children for c in (child, *_descendants(child))]
 
 
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    """Send ``sig`` to each process; one that has exited since it was listed (a helper torchrun had started and
+    reaped meanwhile) is gone already and needs no signal."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 def _mid_epoch(run: Path) -> bool:
     """Whether ``run``'s checkpoint is a step checkpoint of the second epoch (after one whole epoch)."""
     try:
@@ -157,16 +166,13 @@ def test_two_processes_draw_their_own_randomness_and_resume_exactly(tiny_data: P
             # Freeze the run, then look again: what is on disk now is what the kill leaves (a busy machine
             # may have let the run write its epoch-end checkpoint since the first look).
             tree = [proc.pid, *_descendants(proc.pid)]
-            for pid in tree:
-                os.kill(pid, signal.SIGSTOP)
+            _signal(tree, signal.SIGSTOP)
             if _mid_epoch(killed):
                 break
-            for pid in tree:
-                os.kill(pid, signal.SIGCONT)
+            _signal(tree, signal.SIGCONT)
             tree = []
         time.sleep(0.005)
-    for pid in tree or [proc.pid, *_descendants(proc.pid)]:  # as a machine failure
-        os.kill(pid, signal.SIGKILL)
+    _signal(tree or [proc.pid, *_descendants(proc.pid)], signal.SIGKILL)  # as a machine failure
     proc.wait()
     state = load_checkpoint(killed / "checkpoint.pt")
     p = state["progress"]

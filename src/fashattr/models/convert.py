@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fashattr.models.weights import load_weights
+
 log = logging.getLogger(__name__)
 
 # The reference EfficientNet-Lite implementation (efficientnet-lite-pytorch, itself lukemelas'
@@ -36,13 +38,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        return load_weights(path)  # the loader runs and bundles share
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only met something other than tensors and containers
