@@ -355,6 +355,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs, logs and the resumable state")
     ap.add_argument("--results", default="benchmarks/results/accuracy_ablation", help="RESULTS.json / RESULTS.md")
     ap.add_argument("--rows", type=int, help="only the first N rows")
+    ap.add_argument("--only", help="only the rows of these names (comma-separated; rows that need no other row's run)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to every row")
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--note", default="", help="a line for the top of the .md (what this run is)")
@@ -362,6 +363,14 @@ def main() -> None:
     spec = yaml.safe_load(Path(args.spec).read_text())
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = plan(spec, args.set)[: args.rows]
+    if args.only:
+        wanted = args.only.split(",")
+        missing = sorted(set(wanted) - {r["name"] for r in rows})
+        if missing:
+            raise SystemExit(f"--only names rows the spec does not have: {missing}")
+        rows = [r for r in rows if r["name"] in wanted]
+        if any(needed_runs(r) for r in rows):
+            raise SystemExit("--only: a row that needs another row's run (teacher, pseudo labels, shared model)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.json"

@@ -38,9 +38,23 @@ def cpu_generation(cpu: dict[str, str] | None = None) -> str:
     return f"family {cpu['cpu family']} model {cpu.get('model', '?')}, {isa}"
 
 
+def gpu_name() -> str:
+    """The CUDA device that ``train.device=auto`` would use, or ``""`` (no torch, no GPU): a result measured there
+    must not read as this CPU's."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return ""
+    try:
+        import torch
+    except ImportError:
+        return ""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
+
 def machine_line() -> str:
-    """``"<cpu> (<generation>), <n> cores, Python <version>"``."""
+    """``"<cpu> (<generation>), <n> cores[, GPU <name>], Python <version>"``."""
     cpu = first_cpu()
     generation = cpu_generation(cpu)
     name = f"{cpu_name(cpu)} ({generation})" if generation else cpu_name(cpu)
-    return f"{name}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    gpu = gpu_name()
+    gpu = f", GPU {gpu}" if gpu else ""
+    return f"{name}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}"
