@@ -270,7 +270,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         raise ConfigError(f"{key}: expected null, got {value!r}")
     if origin is Literal:
-        if value in typing.get_args(tp):
+        options = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML 1.1 reads `amp: off` as false and `on` as true: the user meant the word
+            word = "on" if value else "off"
+            if word in options:
+                return word
+        elif value in options:
             return value
         raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
     if origin is tuple:
