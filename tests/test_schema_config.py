@@ -130,3 +130,14 @@ def test_saved_config_reloads_equal(tmp_path: Path):
     again = load_config(tmp_path / "c.yaml")
     assert again == cfg
     assert config_to_dict(again)["augment"]["scale"] == [0.8, 1.2]
+
+
+def test_yaml_off_is_the_word_off(tmp_path: Path):
+    # YAML 1.1 reads a bare `off` as false: `amp: off` in a file or `train.amp=off` on the command line must still
+    # mean the option "off", not fail with "False is not one of [...]".
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\n")
+    assert load_config(path).train.amp == "off"
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ConfigError, match=r"train.amp: True is not one of"):
+        load_config(None, ["train.amp=on"])  # no "on" option: the error names what was read
