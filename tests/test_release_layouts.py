@@ -272,15 +272,38 @@ def test_attr_header_line_of_group_names(data: Path):
         create_reader("ai6126", data).read("train")
 
 
-def test_attr_header_line_must_match_the_schema(data: Path):
-    _prepend(data / "split" / "train_attr.txt", "pattern sleeve neckline length fabric fit\n")
-    names = ai6126_schema().names
-    message = (
-        f"train_attr.txt:1: header line names groups ['pattern', 'sleeve', 'neckline', 'length', 'fabric', 'fit'], "
-        f"but the schema's groups are {names}"
-    )
+def test_attr_header_line_must_not_contradict_the_schema(data: Path):
+    attr = data / "split" / "train_attr.txt"
+    _prepend(attr, "pattern sleeve neckline length fabric fit\n")
+    message = "train_attr.txt:1: header column 3 is 'neckline', but the schema's group 3 is 'length' ('neckline' is group 4)"
     with pytest.raises(DatasetError, match=re.escape(message)):
         create_reader("ai6126", data).read("train")
+    _edit(attr, 1, "pattern sleeve length neckline fabric")
+    with pytest.raises(DatasetError, match=r"train_attr.txt:1: header line names 5 columns .* the schema has 6 groups"):
+        create_reader("ai6126", data).read("train")
+
+
+def test_the_header_copy_of_the_fashiondataset(data: Path, caplog: pytest.LogCaptureFixture):
+    # A later public copy heads split/train.txt with `picture_filename` and train_attr.txt with generic names:
+    # both are headers, the images and labels are the plain copy's, and line numbers stay the file's own.
+    plain = create_reader("ai6126", data).read("train")
+    _prepend(data / "split" / "train.txt", "picture_filename\n")
+    _prepend(data / "split" / "train_attr.txt", "category1 category2 category3 category4 category5 category6\n")
+    _prepend(data / "split" / "train_bbox.txt", "x_1 y_1 x_2 y_2\n")
+    with caplog.at_level(logging.INFO, logger="fashattr.data.formats.fashiondataset"):
+        t = create_reader("ai6126", data).read("train")
+    assert t.paths == plain.paths
+    assert t.labels is not None and plain.labels is not None
+    assert all(np.array_equal(plain.labels[g], t.labels[g]) for g in AI6126_GROUPS)
+    assert t.bboxes is not None and np.array_equal(t.bboxes, plain.bboxes)
+    notes = " ".join(r.getMessage() for r in caplog.records)
+    assert "'picture_filename' names no image: read as a header line" in notes
+    assert "['category1', 'category2', 'category3', 'category4', 'category5', 'category6'] read as" in notes
+    _edit(data / "split" / "train.txt", 3, "img/missing.jpg")  # numbered as in the file: the header is line 1
+    with pytest.raises(DatasetError, match=r"train.txt:3: .*img/missing.jpg"):
+        create_reader("ai6126", data).read("train")
+    report = audit(data, "ai6126", progress=False, workers=1)
+    assert report["missing"][0]["line"] == 3 and report["label_errors"] == []
 
 
 def test_bom_in_split_and_attr_files(data: Path):

@@ -3,11 +3,15 @@
 ```
 ROOT/img/*.jpg
 ROOT/split/{split}.txt           one image path per line, relative to ROOT
-ROOT/split/{split}_attr.txt      optional: one class index per group per line, after an
-                                 optional header line of the group names (later copies add one)
+ROOT/split/{split}_attr.txt      optional: one class index per group per line
 ROOT/split/{split}_bbox.txt      optional: x1 y1 x2 y2 per line
 ROOT/split/list_attr_cloth.txt   optional: class names (else the built-in schema)
 ```
+Later public copies put a header line on these files (``picture_filename``; ``category1 ... category6``): a
+first line that is plainly a header (a list line naming no image file; label or box tokens that are not numbers)
+is skipped in every file. A label header must not contradict the schema (a group's name in another place, or
+another number of columns); other names, such as ``category1``, are accepted with a note in the log.
+
 A split without ``_attr.txt`` is unlabeled. A split is a ``{split}.txt`` file; the other files
 of the folder (landmarks, ``list_*`` name lists, anything not ``.txt``) are not splits and are
 ignored (listed once at debug level).
@@ -33,8 +37,24 @@ READ_SUFFIXES = ("_attr", "_bbox", "_cate")
 SPLIT_SUFFIXES = (*READ_SUFFIXES, "_landmarks", "_landmards")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
 def _is_int(token: str) -> bool:
     return token.removeprefix("-").isdigit()
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def header_offset(lines: list[str], is_header: bool) -> tuple[list[str], int]:
+    """``lines`` without a header line, and the 1-based file line number of the first line kept."""
+    return (lines[1:], 2) if lines and is_header else (lines, 1)
 
 
 class FashionDatasetReader:
@@ -92,11 +112,13 @@ class FashionDatasetReader:
         if not list_file.exists() or split not in self.splits():
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
         problems = Problems()
-        paths = self._read_paths(list_file, read_lines(list_file), problems)
+        lines = self._list_lines(list_file)
+        header = int(bool(lines) and lines[0] is None)  # the file line of paths[i] is i + 1 + header
+        paths = self._read_paths(list_file, lines, problems)
         first = next((p for p in paths if p), None)
         root = find_image_root(self.image_roots, first) if first else None
         gone = [i for i, p in enumerate(paths) if p and not (root is not None and (root / p).is_file())]
-        missing = [(str(list_file), i + 1, paths[i]) for i in gone]
+        missing = [(str(list_file), i + 1 + header, paths[i]) for i in gone]
         if not allow_missing:
             problems.add(list_file, [(ln, not_found(p, root, self.image_roots)) for _, ln, p in missing])
         n = len(paths)
@@ -118,9 +140,11 @@ class FashionDatasetReader:
         list_file = self.split_dir / f"{split}.txt"
         if not list_file.exists() or split not in self.splits():
             raise DatasetError(list_file, f"no split {split!r}; splits here: {self.splits()}")
-        listed = self._read_paths(list_file, read_lines(list_file), Problems())
+        lines = self._list_lines(list_file)
+        header = int(bool(lines) and lines[0] is None)
+        listed = self._read_paths(list_file, lines, Problems())
         first_line: dict[str, int] = {}
-        for i, rel in enumerate(listed, start=1):
+        for i, rel in enumerate(listed, start=1 + header):
             if rel:
                 first_line.setdefault(rel, i)
         paths = list(first_line)
@@ -133,19 +157,32 @@ class FashionDatasetReader:
         table = Table(root or self.image_roots[0], paths, None, None, split=split)
         return drop_missing(table, missing, gone)
 
+    def _list_lines(self, list_file: Path) -> list[str | None]:
+        """The split file's lines; a header line (one token that is no image: no image suffix, no such file under
+        any image folder) becomes None, so every later line keeps its own number."""
+        lines: list[str | None] = list(read_lines(list_file))
+        first = (lines[0] or "").split() if lines else []
+        if len(first) == 1 and not first[0].lower().endswith(IMAGE_SUFFIXES):
+            if not any((root / first[0]).is_file() for root in self.image_roots):
+                log.info("%s: line 1 %r names no image: read as a header line", list_file, first[0])
+                lines[0] = None
+        return lines
+
     def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:
         """Labels of a split's ``n`` rows, or None when it is unlabeled (overridden by variants)."""
         attr_file = self.split_dir / f"{split}_attr.txt"
         return self._read_attr(attr_file, schema, n) if attr_file.exists() else None
 
     @staticmethod
-    def _read_paths(path: Path, lines: list[str], problems: Problems) -> list[str]:
+    def _read_paths(path: Path, lines: list[str | None], problems: Problems) -> list[str]:
         """One entry per line (so the label files' line counts are checked against every line);
-        a malformed line's entry is empty and its problem recorded."""
+        a malformed line's entry is empty and its problem recorded. A None line is a header: no entry."""
         found: list[tuple[int | None, str]] = []
         paths: list[str] = []
         first_line: dict[str, int] = {}
         for i, line in enumerate(lines, start=1):
+            if line is None:
+                continue
             parts = line.split()
             if len(parts) != 1:
                 found.append((i, f"expected one image path, got {line!r}"))
@@ -156,7 +193,7 @@ class FashionDatasetReader:
                 found.append((i, f"duplicate entry {rel!r} (first on line {first_line[rel]})"))
             first_line.setdefault(rel, i)
             paths.append(rel)
-        if not lines:
+        if not paths:
             found.append((None, "split file lists no images"))
         problems.add(path, found)
         return paths
@@ -168,10 +205,10 @@ class FashionDatasetReader:
 
     def _read_attr(self, path: Path, schema: Schema, expected: int) -> dict[str, np.ndarray]:
         lines = read_lines(path)
-        start = 1
-        if lines and lines[0].split() and not any(_is_int(t) for t in lines[0].split()):
+        header = bool(lines) and bool(lines[0].split()) and not any(_is_int(t) for t in lines[0].split())
+        if header:
             self._check_header(path, lines[0], schema)
-            lines, start = lines[1:], 2
+        lines, start = header_offset(lines, header)
         self._check_count(path, lines, expected)
         sizes = [g.num_classes for g in schema.groups]
         values = np.zeros((len(lines), len(sizes)), dtype=np.int64)
@@ -195,19 +232,38 @@ class FashionDatasetReader:
 
     @staticmethod
     def _check_header(path: Path, line: str, schema: Schema) -> None:
-        """A header line must name the schema's groups, in order (letter case aside)."""
+        """A header line must not contradict the schema: one name per group, and no group's name in another
+        group's place (letter case aside). Other names (``category1``) are the columns' own: said in the log."""
         names = line.split()
-        if [n.lower() for n in names] != [g.lower() for g in schema.names]:
-            raise DatasetError(path, f"header line names groups {names}, but the schema's groups are {schema.names}", 1)
+        groups = [g.lower() for g in schema.names]
+        if len(names) != len(groups):
+            raise DatasetError(
+                path,
+                f"header line names {len(names)} columns {names}, but the schema has {len(groups)} groups "
+                f"{schema.names}",
+                1,
+            )
+        for k, name in enumerate(names):
+            if name.lower() in groups and name.lower() != groups[k]:
+                raise DatasetError(
+                    path,
+                    f"header column {k + 1} is {name!r}, but the schema's group {k + 1} is "
+                    f"{schema.names[k]!r} ({name!r} is group {groups.index(name.lower()) + 1})",
+                    1,
+                )
+        if [n.lower() for n in names] != groups:
+            log.info("%s: header line %s read as the schema's groups %s, in that order", path, names, schema.names)
 
     def _read_bbox(self, path: Path, expected: int) -> np.ndarray:
         lines = read_lines(path)
+        tokens = lines[0].split() if lines else []
+        lines, start = header_offset(lines, bool(tokens) and not any(_is_number(t) for t in tokens))
         self._check_count(path, lines, expected)
         boxes = np.zeros((len(lines), 4), dtype=np.float32)
         problems: list[tuple[int | None, str]] = []
-        for i, line in enumerate(lines, start=1):
+        for i, line in enumerate(lines, start=start):
             try:
-                boxes[i - 1] = parse_box(line.split(), line)
+                boxes[i - start] = parse_box(line.split(), line)
             except ValueError as e:
                 problems.append((i, str(e)))
         if problems:
