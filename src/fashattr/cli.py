@@ -265,13 +265,32 @@ def _reader_options(items: list[str]) -> dict:
     return out
 
 
+def _dataset_arguments(args: argparse.Namespace) -> tuple[str, str, dict]:
+    """(root, format, reader options) from ``data [--format] [--option] [--config]``: flags over the config, and
+    a format told from the path when neither names one."""
+    from fashattr.data.formats import infer_format
+
+    root, fmt, options = args.data, args.format, _reader_options(args.option)
+    if args.config:
+        from fashattr.config import load_config
+
+        cfg = load_config(resolve_config(args.config))
+        root = root or cfg.data.root
+        fmt = fmt or cfg.data.format
+        options = options or dict(cfg.data.reader_options)
+    if not root:
+        raise ValueError("name the dataset (a folder or a label table), or pass --config with a data.root")
+    return root, fmt or infer_format(root), options
+
+
 def _data_check(args: argparse.Namespace) -> int:
     import json
 
     from fashattr.data.check import audit, format_report, plot_distribution
     from fashattr.fileio import atomic_write_text
 
-    report = audit(args.data, args.format, args.min_size, options=_reader_options(args.option))
+    root, fmt, options = _dataset_arguments(args)
+    report = audit(root, fmt, args.min_size, options=options, min_count=args.min_count)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
@@ -279,6 +298,47 @@ def _data_check(args: argparse.Namespace) -> int:
     print(format_report(report))
     print(f"\nwritten: {out / 'report.json'}" + (f" and {chart}" if chart else ""))
     return 1 if report["errors"] else 0
+
+
+def _data_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fashattr.config import load_config
+    from fashattr.data.formats import create_reader, infer_format
+    from fashattr.data.starter import JOBS, starter_config
+    from fashattr.errors import DatasetError
+    from fashattr.fileio import atomic_write_text
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} exists: pass --force to overwrite it, or --out another file")
+    fmt = args.format or infer_format(args.data)
+    command = "fashattr " + shlex.join(sys.argv[1:])
+    text, _ = starter_config(
+        args.data,
+        fmt,
+        _reader_options(args.option),
+        args.job,
+        resolve_config(JOBS[args.job][0]),
+        args.min_count,
+        command,
+    )
+    atomic_write_text(out, text)
+    cfg = load_config(out)  # what was written reads back as a valid config
+    print("\n".join(line[2:] for line in text.splitlines() if line.startswith("# ")))
+    print(f"\nwritten: {out} (recipe {JOBS[args.job][0]}, data.root {cfg.data.root})")
+    reader = create_reader(cfg.data.format, cfg.data.root, cfg.data.reader_options)
+    stopped = []
+    for split in reader.splits():  # what training will refuse until it is fixed, named now
+        try:
+            reader.read(split, allow_missing=True)
+        except DatasetError as e:
+            stopped += [f"{e.file}:{ln}: {msg}" if ln is not None else f"{e.file}: {msg}" for ln, msg in e.problems]
+    if stopped:
+        print(f"\ntraining stops at these {len(stopped)} row(s) until they are fixed:")
+        print("\n".join(f"  {line}" for line in stopped[:20]) + ("\n  ..." if len(stopped) > 20 else ""))
+    print(f"\nnext: fashattr data check --config {out}    then: fashattr train {out} name=first")
+    return 1 if stopped else 0
 
 
 def _data_show(args: argparse.Namespace) -> None:
@@ -603,10 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_verb", required=True
     )
     p = data.add_parser("check", help="audit: counts, distributions, missing/corrupt/small images, duplicates")
-    p.add_argument("data", help="dataset root")
-    p.add_argument("--format", default="ai6126")
+    p.add_argument("data", nargs="?", help="dataset root or label table (default: the --config's data.root)")
+    p.add_argument("--format", help="dataset layout (default: the --config's, else told from the path: .csv = csv)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reader option (repeatable)")
+    p.add_argument("--config", help="take data.root, data.format and data.reader_options from this config or recipe")
     p.add_argument("--min-size", type=int, default=32, help="flag images whose shorter side is below this")
+    p.add_argument("--min-count", type=int, default=5, help="flag classes with fewer images than this in a split")
     p.add_argument("--out", default="data_check", help="folder for report.json and class_distribution.png")
     p.set_defaults(func=_data_check)
     p = data.add_parser("show", help="a grid PNG of samples with their labels (and augmentations)")
@@ -621,6 +683,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="take preprocessing and augmentations from this YAML config or recipe")
     p.add_argument("--out", default="samples.png")
     p.set_defaults(func=_data_show)
+    p = data.add_parser(
+        "init",
+        help="start from your data: show its groups and classes, flag typos, write a config for the job",
+        description="Read a label table (CSV / Parquet) or folder, show the groups and classes found with their "
+        "counts, flag likely typos, rare classes and empty cells, and write a config with the classes declared "
+        "and the recipe for the job: shop (overall accuracy, for catalog tags) or challenge (average per-class).",
+    )
+    p.add_argument("data", help="label table (.csv, .parquet) or dataset folder")
+    p.add_argument("--job", choices=["shop", "challenge"], default="shop", help="what the model is for (default shop)")
+    p.add_argument("--format", help="dataset layout (default: told from the path: .csv = csv)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reader option (repeatable)")
+    p.add_argument("--min-count", type=int, default=5, help="flag classes with fewer images than this")
+    p.add_argument("--out", default="fashattr.yaml", help="the config to write (an existing file is kept)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=_data_init)
     p = sub.add_parser(
         "search",
         help="catalog images whose predictions match GROUP=CLASS conditions (all of them), best first",

@@ -1,9 +1,11 @@
 """Dataset audit: counts, class distributions, missing / unreadable / small images, exact
-duplicates within and across splits (leakage), and label errors with file and line.
+duplicates within and across splits (leakage), label errors with file and line, and per group
+the empty cells, classes below a minimum count and likely typos (data/profile.py).
 
 ``audit()`` returns a JSON-ready report; ``errors`` counts what makes a dataset unfit to
 train on as it is (missing or unreadable images, label errors, cross-split duplicates),
-``warnings`` what deserves a look (small images, duplicates within a split).
+``warnings`` what deserves a look (small images, duplicates within a split, likely typos,
+rare classes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from fashattr.data.formats import create_reader
 from fashattr.data.images import open_image
+from fashattr.data.profile import MIN_COUNT, profile_json, profile_lines, profile_table
 from fashattr.data.table import Table, row_labels
 from fashattr.errors import DatasetError, ImageError
 from fashattr.schema import Schema
@@ -84,14 +87,17 @@ def audit(
     workers: int = 0,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    min_count: int = MIN_COUNT,
 ) -> dict[str, Any]:
-    """Audit the dataset at ``root`` (layout ``fmt``, reader ``options``); decodes every listed image once."""
+    """Audit the dataset at ``root`` (layout ``fmt``, reader ``options``); decodes every listed image once.
+    Classes with fewer than ``min_count`` images in a split are flagged."""
     reader = create_reader(fmt, root, options)
     schema = reader.schema()
     report: dict[str, Any] = {
         "dataset": str(Path(root).resolve()),
         "format": fmt,
         "min_size": min_size,
+        "min_count": min_count,
         "splits": {},
         "missing": [],
         "unreadable": [],
@@ -104,6 +110,11 @@ def audit(
     }
     tables = _read_splits(reader, report)
     report["splits"] = _distributions(tables, schema, report["images_only_splits"])
+    report["labels"] = {
+        split: profile_json(profile_table(t, schema, min_count))
+        for split, t in tables.items()
+        if t.labeled and split not in report["images_only_splits"]
+    }
 
     jobs = [(split, i, str(t.file(i))) for split, t in tables.items() for i in range(len(t))]
     n_proc = min(workers or os.cpu_count() or 1, max(1, len(jobs) // 64))
@@ -132,7 +143,8 @@ def audit(
         key = "duplicates_across" if len({s for s, _ in where}) > 1 else "duplicates_within"
         report[key].append(entry)
     report["errors"] = sum(len(report[k]) for k in ("missing", "unreadable", "label_errors", "duplicates_across"))
-    report["warnings"] = len(report["small"]) + len(report["duplicates_within"])
+    flagged = sum(len(g["likely_typos"]) + len(g["rare"]) for p in report["labels"].values() for g in p.values())
+    report["warnings"] = len(report["small"]) + len(report["duplicates_within"]) + flagged
     return report
 
 
@@ -168,6 +180,9 @@ def format_report(report: dict[str, Any], schema: Schema | None = None) -> str:
             for k, c in enumerate(classes):
                 shown = group if k == 0 else ""
                 lines.append(f"{shown:<{w}} {c:<18} " + " ".join(f"{labeled[s][group][c]:>8}" for s in labeled))
+    for split, groups in report.get("labels", {}).items():
+        lines += ["", f"labels of split {split!r}:"]
+        lines += ["  " + line for line in _label_lines(groups, report.get("min_count", MIN_COUNT))]
     names = {
         "missing": "missing files",
         "unreadable": "unreadable, truncated or corrupt images",
@@ -186,6 +201,16 @@ def format_report(report: dict[str, Any], schema: Schema | None = None) -> str:
             lines.append(f"  ... and {len(items) - 20} more (see the JSON report)")
     lines += ["", f"{report['errors']} error(s), {report['warnings']} warning(s)"]
     return "\n".join(lines)
+
+
+def _label_lines(groups: dict[str, Any], min_count: int) -> list[str]:
+    from fashattr.data.profile import GroupProfile
+
+    profiles = [
+        GroupProfile(name, g["kind"], g["counts"], g["empty"], g["rows"], g["rare"], g["unused"], g["likely_typos"])
+        for name, g in groups.items()
+    ]
+    return profile_lines(profiles, min_count)
 
 
 def _describe(key: str, item: dict[str, Any]) -> str:

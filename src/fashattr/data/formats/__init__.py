@@ -98,6 +98,39 @@ def create_reader(name: str, root: str | Path, options: dict[str, Any] | None = 
     return _READERS[name](root, options or {})
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def infer_format(root: str | Path) -> str:
+    """The layout of the dataset at ``root``, told from what is there: a ``.csv`` / ``.parquet`` file is ``csv``;
+    a folder with ``split/`` is ``ai6126``, with ``Anno_fine/`` ``deepfashion-fine``, with ``Anno/`` ``deepfashion``;
+    a folder of class folders is ``folder``.
+
+    Raises:
+        DatasetError: ``root`` is missing, or nothing here tells the layout (the message lists the formats).
+    """
+    root = Path(root)
+    _check_root(root)
+    if root.is_file():
+        if root.suffix.lower() in TABLE_SUFFIXES:
+            return "csv"
+        raise DatasetError(
+            root,
+            f"a {root.suffix or 'suffixless'} file is no dataset layout fashattr reads: a label "
+            f"table must end in {', '.join(TABLE_SUFFIXES)} (format csv), else pass --format "
+            f"(one of {reader_names()})",
+        )
+    for marker, name in (("split", "ai6126"), ("Anno_fine", "deepfashion-fine"), ("Anno", "deepfashion")):
+        if (root / marker).is_dir():
+            return name
+    tables = sorted(p.name for p in root.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
+    subdirs = [p for p in root.iterdir() if p.is_dir()]
+    if subdirs and not tables:
+        return "folder"
+    hint = f"; a label table here: pass {root / tables[0]} itself (format csv)" if tables else ""
+    raise DatasetError(root, f"cannot tell this folder's layout{hint}; pass --format (one of {reader_names()})")
+
+
 def _check_root(root: Path) -> None:
     """Said once for every layout, before any of them takes a missing root for a wrong layout."""
     if not root.exists():

@@ -75,6 +75,10 @@ class FashionDatasetReader:
 
     def _hint(self) -> str:
         """Which format the folder at ``root`` looks like instead, for the error."""
+        if self.root.is_file():
+            return (
+                f"; {self.root.name} is a file: a CSV or Parquet table of paths and labels is format csv (--format csv)"
+            )
         if (self.root / "Anno_fine").is_dir():
             return "; Anno_fine/ here is the DeepFashion fine-grained release: use data.format deepfashion-fine"
         if (self.root / "Anno").is_dir():
@@ -162,10 +166,10 @@ class FashionDatasetReader:
         any image folder) becomes None, so every later line keeps its own number."""
         lines: list[str | None] = list(read_lines(list_file))
         first = (lines[0] or "").split() if lines else []
-        if len(first) == 1 and not first[0].lower().endswith(IMAGE_SUFFIXES):
-            if not any((root / first[0]).is_file() for root in self.image_roots):
-                log.info("%s: line 1 %r names no image: read as a header line", list_file, first[0])
-                lines[0] = None
+        named = len(first) == 1 and not first[0].lower().endswith(IMAGE_SUFFIXES)
+        if named and not any((root / first[0]).is_file() for root in self.image_roots):
+            log.info("%s: line 1 %r names no image: read as a header line", list_file, first[0])
+            lines[0] = None
         return lines
 
     def _labels(self, split: str, n: int, schema: Schema) -> dict[str, np.ndarray] | None:

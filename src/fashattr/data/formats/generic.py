@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fashattr.data.profile import close_names, edit_distance
 from fashattr.data.table import UNKNOWN, Table, drop_missing, parse_box
 from fashattr.errors import DatasetError
 from fashattr.schema import Group, Schema
@@ -74,6 +75,14 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
                 )
             rows.append({k: (v or "").strip() for k, v in row.items()})
         return list(reader.fieldnames), rows
+
+
+def did_you_mean(value: str, classes: tuple[str, ...]) -> str:
+    """``" (did you mean 'floral'?)"`` for the closest class a typo away from ``value``, else ``""``."""
+    close = [c for c in classes if close_names(value, c)]
+    if not close:
+        return ""
+    return f" (did you mean {min(close, key=lambda c: edit_distance(value.lower(), c.lower()))!r}?)"
 
 
 class CsvReader:
@@ -195,7 +204,10 @@ class CsvReader:
         values = cell.split("|") if g.kind == "multi" else [cell]
         bad = [v for v in values if v not in index]
         if bad:
-            return [f"column {g.name!r}: unknown class {bad[0]!r}; classes are {list(g.classes)}"]
+            return [
+                f"column {g.name!r}: unknown class {bad[0]!r}{did_you_mean(bad[0], g.classes)}; "
+                f"classes are {list(g.classes)}"
+            ]
         if g.kind == "single":
             out[k] = index[values[0]]
         else:

@@ -1,0 +1,101 @@
+"""``fashattr data init``: a first config written from the user's own labels.
+
+It reads the table (or folder) once, profiles every labelled split (data/profile.py), and writes a config that:
+declares each group's classes, leaving likely typos out, so that a misspelt label stops training with its file,
+line and closest class instead of becoming a class of its own; takes the recipe that serves the job
+(``JOBS``); and says in its header what was found and what the recipe optimises.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashattr.data.formats import create_reader
+from fashattr.data.profile import MIN_COUNT, GroupProfile, profile_lines, profile_table
+from fashattr.data.table import Table
+
+# job -> (recipe, what it optimises, the decoding its runs default to)
+JOBS: dict[str, tuple[str, str]] = {
+    "shop": (
+        "shop_pretrained",
+        "overall accuracy (the most tags right); `fashattr calibrate` makes the accuracy decoding the default",
+    ),
+    "challenge": (
+        "cpu_pretrained",
+        "average per-class accuracy (rare classes count as much as common ones); the balanced decoding is the default",
+    ),
+}
+
+
+def _merged(tables: list[Table], profiles: list[list[GroupProfile]]) -> list[GroupProfile]:
+    """One profile over every labelled split: counts and empty cells added up."""
+    merged: dict[str, GroupProfile] = {}
+    for per_split in profiles:
+        for p in per_split:
+            m = merged.setdefault(p.name, GroupProfile(p.name, p.kind, dict.fromkeys(p.counts, 0), 0, 0))
+            for c, n in p.counts.items():
+                m.counts[c] = m.counts.get(c, 0) + n
+            m.empty += p.empty
+            m.rows += p.rows
+    return list(merged.values())
+
+
+def starter_config(
+    root: str | Path,
+    fmt: str,
+    options: dict[str, Any],
+    job: str,
+    recipe_file: Path,
+    min_count: int = MIN_COUNT,
+    command: str = "",
+) -> tuple[str, list[GroupProfile]]:
+    """The YAML text of a config for the dataset at ``root`` and the profile it was written from.
+
+    The config is ``recipe_file`` (the job's recipe) with its ``data`` section pointed at ``root`` and every
+    group's classes declared in ``data.reader_options.classes`` (likely typos left out, so training names them).
+    """
+    from fashattr.data.profile import likely_typos
+
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}; choose from {sorted(JOBS)}")
+    reader = create_reader(fmt, root, options)
+    schema = reader.schema()
+    tables = [reader.read(split, allow_missing=True) for split in reader.splits()]
+    labelled = [t for t in tables if t.labeled]
+    if not labelled:
+        raise ValueError(f"{root}: no split has labels: nothing to declare classes from")
+    profiles = _merged(labelled, [profile_table(t, schema, min_count) for t in labelled])
+    for p in profiles:  # flagged on the whole table, not per split
+        p.rare = [c for c, n in p.counts.items() if 0 < n < min_count]
+        p.unused = [c for c, n in p.counts.items() if n == 0]
+        p.typos = likely_typos({c: n for c, n in p.counts.items() if n})
+    classes = {}
+    for p in profiles:
+        typos = {t["class"] for t in p.typos}
+        # In the reader's order (a fixed order keeps class indices stable when rows are added), typos left out.
+        classes[p.name] = [c for c in p.counts if c not in typos and p.counts[c] > 0]
+    recipe = yaml.safe_load(recipe_file.read_text())
+    data = {k: v for k, v in (recipe.get("data") or {}).items() if k not in ("format", "root", "reader_options")}
+    reader_options = {**options, "classes": classes}
+    recipe["data"] = {"format": fmt, "root": str(Path(root).resolve()), "reader_options": reader_options, **data}
+    missing = sum(len(t.missing) for t in tables)
+    recipe_name, optimises = JOBS[job]
+    head = [
+        f"Written by `{command or 'fashattr data init'}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        f"Job {job!r}: recipe {recipe_name}, which optimises {optimises}.",
+        f"Rows: {sum(len(t) for t in tables) + missing} in splits {reader.splits()}"
+        + (
+            f"; {missing} listed images are missing (left out by `data check`, an error in training)" if missing else ""
+        ),
+        "",
+        "What the labels hold (data.reader_options.classes declares every class below but the likely typos:",
+        "a row that names a class not declared stops training with its file, line and the closest class;",
+        "fix the row, or add the class to its list if it is meant):",
+        *profile_lines(profiles, min_count),
+    ]
+    text = "".join(f"# {line}".rstrip() + "\n" for line in head)
+    return text + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None), profiles
