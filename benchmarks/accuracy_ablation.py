@@ -355,7 +355,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ablation", help="folder of the runs, logs and the resumable state")
     ap.add_argument("--results", default="benchmarks/results/accuracy_ablation", help="RESULTS.json / RESULTS.md")
     ap.add_argument("--rows", type=int, help="only the first N rows")
-    ap.add_argument("--only", action="append", help="only the row of this name (repeatable; rows needing no other's run)")
+    ap.add_argument("--only", action="append", help="only this row (repeatable; none that needs another's run)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to every row")
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--note", default="", help="a line for the top of the .md (what this run is)")

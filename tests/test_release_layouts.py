@@ -20,7 +20,7 @@ from fashattr.data.formats import create_reader
 from fashattr.data.formats.lists import GatheredError
 from fashattr.data.table import parse_box
 from fashattr.errors import DatasetError
-from fashattr.schema import AI6126_GROUPS, ai6126_schema
+from fashattr.schema import AI6126_GROUPS
 
 BOM = "\ufeff"
 FINE_SPLITS = {"train": 12, "val": 4, "test": 4}
@@ -275,7 +275,9 @@ def test_attr_header_line_of_group_names(data: Path):
 def test_attr_header_line_must_not_contradict_the_schema(data: Path):
     attr = data / "split" / "train_attr.txt"
     _prepend(attr, "pattern sleeve neckline length fabric fit\n")
-    message = "train_attr.txt:1: header column 3 is 'neckline', but the schema's group 3 is 'length' ('neckline' is group 4)"
+    message = (
+        "train_attr.txt:1: header column 3 is 'neckline', but the schema's group 3 is 'length' ('neckline' is group 4)"
+    )
     with pytest.raises(DatasetError, match=re.escape(message)):
         create_reader("ai6126", data).read("train")
     _edit(attr, 1, "pattern sleeve length neckline fabric")

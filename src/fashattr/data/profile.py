@@ -47,8 +47,9 @@ def likely_typos(counts: dict[str, int]) -> list[dict[str, Any]]:
     """Rare classes whose names are a small edit away from a much more common class of the same group.
 
     A pair is flagged when the names are alike (:func:`close_names`) and the rarer class has at most
-    1 / ``TYPO_RATIO`` of the other's images (or, in a small table, 1 or 2 images beside at least 4 or 6); names written alike (``Floral``, ``floral``) are flagged whatever
-    their counts. Two common classes that look alike (``tight``, ``light``) are not typos of each other.
+    1 / ``TYPO_RATIO`` of the other's images (or, in a small table, 1 or 2 images beside at least 4 or 6); names
+    written alike (``Floral``, ``floral``) are flagged whatever their counts. Two common classes that look alike
+    (``tight``, ``light``) are not typos of each other.
     """
     found = []
     by_count = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -98,4 +98,5 @@ def starter_config(
         *profile_lines(profiles, min_count),
     ]
     text = "".join(f"# {line}".rstrip() + "\n" for line in head)
-    return text + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None), profiles
+    body = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    return text + body, profiles
