@@ -459,6 +459,11 @@ def _duplicates(args: argparse.Namespace) -> None:
     print(f"{identical} byte-identical pair(s), {len(pairs) - identical} near-duplicate pair(s)", file=sys.stderr)
 
 
+BACKEND_CHOICES = ("auto", "torch", "onnx", "onnx-int8")  # deploy.runtime.BACKEND_CHOICES, without its imports
+BACKEND_HELP = (
+    "auto (default, the same for predict, serve, tag and similar): the bundle's fp32 ONNX model when it has one, "
+    "else torch (a run folder: torch); onnx-int8 only when asked for"
+)
 DECODE_HELP = (
     "decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) or 'none' "
     "(the raw model); default: the one `fashattr calibrate` saved (none without calibration.json)"
@@ -604,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="image files and folders")
     p.add_argument("--split", help="write the challenge file for this split (e.g. test); needs a run folder")
     p.add_argument("--out", help="output: .jsonl (default predictions.jsonl), .csv or .json; .txt for --split")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="onnx ones need a bundle")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="image decode threads")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
@@ -635,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a bundle folder (fashattr export) or a run folder (exported on the fly)")
     p.add_argument("sources", nargs="+", help="folders (recursive), image files, .csv/.parquet lists (column path)")
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL (default sqlite:///catalog.db)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     p.add_argument("--batch-size", type=int, default=32, help="images per model call and per transaction")
     p.add_argument("--workers", type=int, default=2, help="decode threads (local) or model actors (ray)")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
@@ -738,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
     p.add_argument("-k", type=int, default=10, help="how many neighbours")
     p.add_argument("--same", help="comma-separated groups whose predicted class must equal the photo's")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"], help="the tagging backend")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"], help="vector index kind")
     p.add_argument("--index-cache", metavar="DIR", help="keep the vector index here between calls (large catalogs)")
     p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])
@@ -764,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a bundle folder (fashattr export) or a run folder")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"], help="torch enables Grad-CAM")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP + "; torch enables Grad-CAM")
     p.add_argument("--weights", default="best", choices=["best", "last"], help="for a run folder")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
     p.add_argument("--max-batch", type=int, default=16, help="most images per model call")

@@ -97,20 +97,19 @@ def materialize(path: str | Path, backend: str = "auto", verify: bool = True) ->
     """The bundle to tag with, its model id, the backend to run, and a temporary export to remove.
 
     A run folder is exported first (``fashattr export RUN --format F`` into a temp folder) so its
-    rows carry the same id as that bundle would. ``backend="auto"``: int8 ONNX when the bundle has
-    it, else fp32 ONNX, else torch. The backend does not change the model id.
+    rows carry the same id as that bundle would. ``backend="auto"``: the rule every command shares
+    (deploy.runtime.resolve_backend: fp32 ONNX when the bundle has it, else torch; int8 only when asked
+    for). The backend does not change the model id.
     """
     from fashattr.deploy.bundle import bundle_hash, write_bundle
+    from fashattr.deploy.runtime import is_run_folder, resolve_backend
 
     path, tmp = Path(path), None
-    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+    if is_run_folder(path):
         fmt = {"auto": "bundle", "torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}[backend]
         tmp = Path(tempfile.mkdtemp(prefix="fashattr-tag-"))
         path = write_bundle(path, tmp / "bundle", [fmt])
-    if backend == "auto":
-        onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
-        backend = "onnx-int8" if onnx.get("int8") else "onnx" if onnx.get("fp32") else "torch"
-    return path, bundle_hash(path) if verify else "", backend, tmp
+    return path, bundle_hash(path) if verify else "", resolve_backend(path, backend), tmp
 
 
 def recorded_hash(bundle: Path) -> str:

@@ -26,6 +26,30 @@ from fashattr.errors import BundleError, ImageError
 from fashattr.schema import Schema
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what the commands' --backend takes; auto: resolve_backend
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """A training run's folder (``config.yaml``, no bundle ``config.json``), as opposed to a bundle."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+
+
+def resolve_backend(path: str | Path, backend: str = "auto") -> str:
+    """The backend ``predict``, ``serve``, ``tag`` and ``similar`` run ``path`` on: one rule, so one bundle gives
+    one answer whichever command asks. ``auto``: fp32 ONNX when the bundle holds it, else torch (a run folder:
+    torch). int8 only when asked for: it is a different model (its labels differ on a few percent of photos).
+    A backend named explicitly is kept; loading it says when the bundle lacks its file."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKEND_CHOICES)}")
+        return backend
+    if is_run_folder(path):
+        return "torch"
+    onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
+    return "onnx" if onnx.get("fp32") else "torch"
+
+
 OnBadImage = Literal["report", "error"]
 
 
@@ -185,10 +209,12 @@ class Runtime:
         )
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "torch", weights: str = "best", **kw: Any) -> Runtime:
-        """A bundle folder (it has ``config.json``) or a run folder (``config.yaml``)."""
+    def load(cls, path: str | Path, backend: str = "auto", weights: str = "best", **kw: Any) -> Runtime:
+        """A bundle folder (it has ``config.json``) or a run folder (``config.yaml``), on ``backend``
+        (``auto``: :func:`resolve_backend`)."""
         path = Path(path)
-        if (path / "config.json").is_file() or not (path / "config.yaml").is_file():
+        backend = resolve_backend(path, backend)
+        if not is_run_folder(path):
             return cls.from_bundle(path, backend, **kw)
         return cls.from_run(path, weights, backend, **kw)
 

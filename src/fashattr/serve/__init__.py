@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fashattr.errors import FashattrError
 from fashattr.serve.settings import ServeSettings, is_loopback, read_token_file
 
 __all__ = ["ServeSettings", "create_app", "loader", "run_server"]
@@ -20,29 +21,42 @@ __all__ = ["ServeSettings", "create_app", "loader", "run_server"]
 log = logging.getLogger("fashattr.serve")
 
 
-def create_app(runtime: Any, settings: ServeSettings | None = None) -> Any:
+def create_app(runtime: Any, settings: ServeSettings | None = None, on_load_failure: Any = None) -> Any:
     """See :func:`fashattr.serve.app.create_app` (imported lazily: FastAPI is an optional dependency)."""
     from fashattr.serve.app import create_app as _create_app
 
-    return _create_app(runtime, settings)
+    return _create_app(runtime, settings, on_load_failure)
 
 
-def loader(path: str | Path, backend: str = "onnx", weights: str = "best", threads: int | None = None) -> Any:
+def loader(path: str | Path, backend: str = "auto", weights: str = "best", threads: int | None = None) -> Any:
     """A function that loads ``path`` (a bundle, or a run folder exported to a temporary bundle first)
-    on ``backend``; the bundle is verified against its hashes either way.
+    on ``backend`` (``auto``: deploy.runtime.resolve_backend, the rule predict and tag share); the bundle is
+    verified against its hashes either way.
 
     Raises:
-        BundleError, FileNotFoundError: at once, for a folder that is neither a bundle nor a run.
+        BundleError, FileNotFoundError: at once, for a folder that is neither a bundle nor a run, or a bundle
+            without the backend's model file.
     """
-    from fashattr.deploy.bundle import verify_bundle
+    from fashattr.deploy.bundle import ONNX_FP32, ONNX_INT8, verify_bundle
+    from fashattr.deploy.runtime import is_run_folder, resolve_backend
+    from fashattr.errors import BundleError
 
     path = Path(path)
-    is_run = (path / "config.yaml").is_file() and not (path / "config.json").is_file()
+    is_run = is_run_folder(path)
     if is_run:
         if not (path / f"{weights}.safetensors").is_file():
             raise FileNotFoundError(f"{path / f'{weights}.safetensors'} not found; is {path} a finished run?")
     else:
         verify_bundle(path)  # a bad bundle fails here, before the server starts
+    backend = resolve_backend(path, backend)
+    onnx_file = {"onnx": ONNX_FP32, "onnx-int8": ONNX_INT8}.get(backend)
+    if not is_run and onnx_file and not (path / onnx_file).is_file():
+        fmt = "onnx-int8" if backend == "onnx-int8" else "onnx"
+        raise BundleError(
+            path / onnx_file,
+            f"not in this bundle: serve it with --backend torch (or auto), or export with "
+            f"`fashattr export RUN --format {fmt}`",
+        )
 
     def load() -> Any:
         from fashattr.deploy.bundle import write_bundle
@@ -65,7 +79,7 @@ def loader(path: str | Path, backend: str = "onnx", weights: str = "best", threa
 def run_server(
     path: str | Path,
     settings: ServeSettings,
-    backend: str = "onnx",
+    backend: str = "auto",
     weights: str = "best",
     threads: int | None = None,
     log_level: str = "info",
@@ -82,12 +96,17 @@ def run_server(
             "anyone who can reach this port can use the model (--token-file FILE requires one)",
             file=sys.stderr,
         )
-    app = create_app(loader(path, backend, weights, threads), settings)
+    server: Any = None
+
+    def stop_serving() -> None:  # a model that cannot load: no server left up answering 503 for ever
+        server.should_exit = True
+
+    app = create_app(loader(path, backend, weights, threads), settings, on_load_failure=stop_serving)
     if db:
         from fashattr.catalog.http import catalog_router
 
         app.include_router(catalog_router(db))
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -97,6 +116,15 @@ def run_server(
         server_header=False,
         proxy_headers=False,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    failed = app.state.serve.failed
+    if failed:
+        raise ModelLoadError(f"the model could not be loaded, so the server stopped: {failed}")
+
+
+class ModelLoadError(FashattrError):
+    """``fashattr serve``'s model failed to load at start-up: the server stopped (``error: ...``, exit status 2)."""
 
 
 def settings_from_args(args: Any) -> ServeSettings:

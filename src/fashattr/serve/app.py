@@ -66,8 +66,11 @@ def model_id(runtime: Any) -> str | None:
 class ServeState:
     """What the routes share: the runtime (once loaded), the batcher, metrics and a private temp folder."""
 
-    def __init__(self, runtime: Any, settings: ServeSettings) -> None:
+    def __init__(
+        self, runtime: Any, settings: ServeSettings, on_load_failure: Callable[[], None] | None = None
+    ) -> None:
         self.loader: Callable[[], Any] | None = runtime if callable(runtime) else None
+        self.on_load_failure = on_load_failure
         self.runtime: Any = None if callable(runtime) else runtime
         self.settings = settings
         self.metrics = ServeMetrics()
@@ -117,6 +120,8 @@ class ServeState:
         except Exception as e:
             self.failed = f"{type(e).__name__}: {e}"
             log.exception("the model could not be loaded")
+            if self.on_load_failure is not None:
+                self.on_load_failure()
 
     async def stop(self) -> None:
         await self.batcher.stop()
@@ -175,18 +180,22 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def create_app(runtime: Any, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    runtime: Any, settings: ServeSettings | None = None, on_load_failure: Callable[[], None] | None = None
+) -> FastAPI:
     """The service around ``runtime`` (a Runtime, or a no-argument function returning one).
 
     Args:
         runtime: the model; a loader function defers loading to start-up, off the event loop.
         settings: limits and batching (defaults: :class:`ServeSettings`).
+        on_load_failure: called when the loader fails (``fashattr serve`` stops the server); without it the
+            app stays up and /readyz says why it is not ready.
 
     Returns:
         A FastAPI app; run it with uvicorn (``fashattr serve`` does). Other features add routes to it.
     """
     settings = settings or ServeSettings()
-    state = ServeState(runtime, settings)
+    state = ServeState(runtime, settings, on_load_failure)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
