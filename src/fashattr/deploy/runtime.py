@@ -155,12 +155,12 @@ class Runtime:
     def from_bundle(
         cls, bundle: str | Path, backend: str = "torch", device: str = "cpu", threads: int | None = None
     ) -> Runtime:
-        """Load a bundle folder (verified against its hashes first) on ``backend``."""
+        """Load a bundle folder (verified against its hashes first) on ``backend`` (``auto``:
+        :func:`resolve_backend`)."""
         from fashattr.deploy.bundle import ONNX_FP32, ONNX_INT8, load_bundle_torch, verify_bundle
 
         bundle = Path(bundle)
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+        backend = resolve_backend(bundle, backend)
         if backend == "torch":
             model, config = load_bundle_torch(bundle)
             pre, src = config["preprocess"], config.get("source", {})
