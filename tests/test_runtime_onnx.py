@@ -129,7 +129,7 @@ def test_decode_hand_computed():
     # softmax(0, ln 3, -inf) = (0.25, 0.75, 0); a logit of exactly 0 is absent; sigmoid(1) = 0.731059.
     assert out[0] == {
         "groups": {
-            "sleeve": {"class": "short", "index": 1, "prob": 0.75},
+            "sleeve": {"class": "short", "index": 1, "prob": 0.75, "unsure": False},  # 0.75 >= 0.5
             "style": [{"class": "boho", "index": 0, "prob": 0.731059}],
         },
         "decoding": None,
@@ -147,6 +147,17 @@ def test_decode_hand_computed():
     a = decode(adjusted, logits)
     assert a[1]["groups"]["sleeve"]["class"] == "none"  # (0 + 10) / 2 beats 2 / 2
     assert [s["class"] for s in a[1]["groups"]["style"]] == ["sport"]  # -0.5 > -0.6
+    # unsure: below the bundle's threshold (default 0.5); softmax(2, 0, 0) = e^2 / (e^2 + 2) = 0.787
+    strict = decode(toy_config({"unsure_below": 0.8}), logits)
+    assert strict[0]["groups"]["sleeve"]["unsure"] and strict[1]["groups"]["sleeve"]["unsure"]
+    assert not decode(toy_config({"unsure_below": 0.78}), logits)[1]["groups"]["sleeve"]["unsure"]
+    flat = {"sleeve": np.zeros((1, 3), np.float32), "style": np.zeros((1, 3), np.float32)}
+    assert decode(toy_config(), flat)[0]["groups"]["sleeve"] == {
+        "class": "long",
+        "index": 0,
+        "prob": 0.333333,
+        "unsure": True,
+    }
 
 
 # ---------------------------------------------------------------------------------------- real bundles

@@ -371,6 +371,7 @@ def calibrate_run(
     device: str = "cpu",
     objective: str = "nll",
     tta: str | None = None,
+    default: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``run_dir``'s decoding on its selection split and write ``run_dir/calibration.json``.
 
@@ -386,6 +387,8 @@ def calibrate_run(
         objective: what :func:`fit_tau` optimises: ``nll`` (default) or ``metric``.
         tta: fit on test-time-augmented logits (``runtime_onnx.tta_views``: ``flip``, ...), for a model that
             is evaluated and exported with the same ``--tta``; recorded as ``fitted_on.tta``.
+        default: the mode every later command decodes with unless told otherwise (``accuracy`` or
+            ``balanced``); None: the one the run was selected for (:func:`default_mode`).
 
     Returns:
         What was written.
@@ -431,7 +434,7 @@ def calibrate_run(
     summary = _read_json(run_dir / "summary.json")
     select_metric = summary.get("select_metric") or cfg.train.select_metric
     result = fit_calibration(
-        schema, logits, data.labels, train_counts, folds, seed, default_mode(select_metric), objective
+        schema, logits, data.labels, train_counts, folds, seed, default or default_mode(select_metric), objective
     )
     result = {
         "format": FORMAT,
@@ -519,3 +522,21 @@ def bundle_decoding(cal: dict[str, Any] | None) -> dict[str, Any]:
         "default": d,
         "fitted_on": {k: fitted.get(k) for k in ("split", "images", "weights", "created")},
     }
+
+
+def with_default(block: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A bundle ``decoding`` block whose default is ``mode`` (``export --decode``): the top-level keys repeat the
+    mode's, so a reader that knows no modes (the bundle's predict_onnx.py) decodes as the runtimes do; ``none``
+    is the raw model.
+
+    Raises:
+        ValueError: a mode the block does not carry, naming the ones it does.
+    """
+    modes = block.get("modes") or {}
+    if mode != "none" and mode not in modes:
+        hint = "" if modes else " (this run has no decoding modes: run `fashattr calibrate RUN` first)"
+        raise ValueError(f"unknown decoding mode {mode!r}; choose from {['none', *modes]}{hint}")
+    if mode == "none":
+        return {**block, "calibration": None, "logit_adjust": None, "default": "none"}
+    chosen = modes[mode]
+    return {**block, "calibration": chosen["calibration"], "logit_adjust": chosen["logit_adjust"], "default": mode}

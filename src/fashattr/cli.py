@@ -144,10 +144,23 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
+    import json
+
     from fashattr.calibrate import CALIBRATION, calibrate_run
 
+    before_file = Path(args.run) / CALIBRATION
+    before = json.loads(before_file.read_text()).get("default") if before_file.is_file() else None
     cal = calibrate_run(
-        args.run, args.split, args.weights, args.data, args.folds, args.seed, args.device, args.objective, args.tta
+        args.run,
+        args.split,
+        args.weights,
+        args.data,
+        args.folds,
+        args.seed,
+        args.device,
+        args.objective,
+        args.tta,
+        args.default,
     )
     fitted, cross = cal["fitted_on"], cal["cross_fit"]
     print(f"fitted on {fitted['images']} images of split {fitted['split']!r} ({fitted['weights']})")
@@ -159,7 +172,16 @@ def _calibrate(args: argparse.Namespace) -> None:
         print(f"out-of-fold ({cross['folds']} folds)   avg_class_acc   overall_acc")
         for m in ("none", *cal["modes"]):
             print(f"  {m:<21} {cross[m]['avg_class_acc']:13.4f}   {cross[m]['overall_acc']:11.4f}")
-    print(f"default decoding: {cal['default']}\nwritten: {Path(args.run) / CALIBRATION}")
+    print(f"written: {Path(args.run) / CALIBRATION}")
+    d = cal["default"]
+    was = f"it was {before!r}" if before else "it was 'none', the raw model: nothing was calibrated"
+    print(
+        f"\ndefault decoding: {d!r} ({was}). From now on predict, eval, export, tag and serve of this run decode "
+        f"with {d!r} unless --decode names another; {DECODINGS[d]}."
+    )
+    if cross:
+        for metric, label in (("overall_acc", "overall accuracy"), ("avg_class_acc", "average per-class accuracy")):
+            print(f"  {label} out of fold: raw {cross['none'][metric]:.4f} -> {d} {cross[d][metric]:.4f}")
 
 
 def _pseudo_label(args: argparse.Namespace) -> None:
@@ -195,8 +217,7 @@ def _predict(args: argparse.Namespace) -> int:
     out = args.out or "predictions.jsonl"
     paths = expand_paths(args.paths)
     runtime = Runtime.load(args.run, args.backend, args.weights, device=args.device, threads=args.threads or None)
-    runtime.check_decode(args.decode)  # an unknown mode fails before any image is read
-    runtime.default_decode = args.decode or runtime.default_decode
+    runtime.set_decode(args.decode)  # an unknown mode fails before any image is read
     if args.tta is not None:  # else the bundle's own (`fashattr export --tta`)
         runtime.tta = tta_mode({"tta": args.tta})
     on_bad: Literal["report", "error"] = "error" if args.on_bad_image == "error" else "report"
@@ -215,8 +236,10 @@ def _export(args: argparse.Namespace) -> None:
     from fashattr.deploy.bundle import bundle_hash, write_bundle
 
     out = Path(args.out or Path("bundles") / Path(args.run).resolve().name)
-    write_bundle(args.run, out, [args.format], args.weights, args.calib_images, tta=args.tta)
-    print(f"bundle written to {out}\nmodel id (bundle_hash): {bundle_hash(out)}")
+    write_bundle(args.run, out, [args.format], args.weights, args.calib_images, tta=args.tta, decode=args.decode)
+    decoding = json.loads((out / "config.json").read_text()).get("decoding") or {}
+    default = decoding.get("default") if decoding.get("modes") else "none (the run is not calibrated)"
+    print(f"bundle written to {out}\nmodel id (bundle_hash): {bundle_hash(out)}\ndefault decoding: {default}")
     q = (json.loads((out / "config.json").read_text()).get("onnx") or {}).get("int8_metrics")
     if q:
         print(
@@ -245,6 +268,7 @@ def _tag(args: argparse.Namespace) -> int:
             args.engine,
             args.ray_address,
             not args.no_progress,
+            args.decode,
         )
     except sa.exc.OperationalError as e:  # unreachable server, bad credentials, unwritable file: fatal, said plainly
         raise SystemExit(f"error: database {args.db}: {e.orig or e}") from None
@@ -464,6 +488,11 @@ BACKEND_HELP = (
     "auto (default, the same for predict, serve, tag and similar): the bundle's fp32 ONNX model when it has one, "
     "else torch (a run folder: torch); onnx-int8 only when asked for"
 )
+DECODINGS = {  # what each decoding mode is for, in the words calibrate prints
+    "accuracy": "'accuracy' gets the most labels right (overall accuracy): a shop's catalog tags",
+    "balanced": "'balanced' gives rare classes their due (average per-class accuracy: the challenge's metric) at "
+    "some cost in overall accuracy; `fashattr calibrate RUN --default accuracy` for catalog tags",
+}
 DECODE_HELP = (
     "decoding mode: 'accuracy' (best overall accuracy), 'balanced' (best average per-class accuracy) or 'none' "
     "(the raw model); default: the one `fashattr calibrate` saved (none without calibration.json)"
@@ -480,7 +509,14 @@ def _serve(args: argparse.Namespace) -> None:
     settings = settings_from_args(args)
     threads = args.threads or None
     run_server(
-        args.model, settings, args.backend, args.weights, threads, db=args.db, max_connections=args.max_connections
+        args.model,
+        settings,
+        args.backend,
+        args.weights,
+        threads,
+        db=args.db,
+        max_connections=args.max_connections,
+        decode=args.decode,
     )
 
 
@@ -568,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(cross-fitting) say what it gains on images it was not fitted on.",
     )
     p.add_argument("--split", help="labeled split to fit on (default: the run's selection split, 'holdout')")
+    p.add_argument(
+        "--default",
+        choices=["accuracy", "balanced"],
+        help="the decoding later commands use (default: the one the run was selected for: balanced after "
+        "avg_class_acc, accuracy after overall_acc)",
+    )
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the out-of-fold metrics")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds")
     p.add_argument(
@@ -627,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="best", choices=["best", "last"])
     p.add_argument("--calib-images", type=int, default=200, help="training images that calibrate int8")
     p.add_argument("--tta", default="none", help=TTA_HELP + "; recorded in the bundle, which every runtime honours")
+    p.add_argument(
+        "--decode",
+        choices=["accuracy", "balanced", "none"],
+        help="the bundle's default decoding, which predict, serve and tag of the bundle use (default: the run's, "
+        "from `fashattr calibrate`)",
+    )
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -645,6 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="decode threads (local) or model actors (ray)")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
     p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--decode", help=DECODE_HELP + "; each row records it")
     p.add_argument("--ray-address", help="Ray cluster address (ray start --head prints it); default: a local Ray")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_tag)
@@ -771,6 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP + "; torch enables Grad-CAM")
     p.add_argument("--weights", default="best", choices=["best", "last"], help="for a run folder")
+    p.add_argument("--decode", help=DECODE_HELP + "; the page can switch per request")
     p.add_argument("--threads", type=int, default=0, help="model threads (0 = the backend's default)")
     p.add_argument("--max-batch", type=int, default=16, help="most images per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more images once one is queued")

@@ -561,6 +561,9 @@ class OnnxRunner:
 # [per class]}}), ``thresholds`` ({group: [per-class logit thresholds]}, multi-label groups), ``modes``
 # ({name: {"logit_adjust": ..., "calibration": ...}}: e.g. "accuracy" and "balanced") and ``default`` (the
 # mode whose offsets and temperatures the top-level keys repeat, so a reader that knows no modes decodes it).
+# A single-label answer whose probability is below this is marked "unsure": on calibrated probabilities
+# (`fashattr calibrate`'s temperatures), one more likely wrong than right. ``decoding.unsure_below`` overrides it.
+UNSURE_BELOW = 0.5
 NO_DECODING = "none"  # the raw model: no offsets, no temperature, threshold 0 (an uncalibrated run's decoding)
 
 
@@ -647,8 +650,9 @@ def decode(
     """The JSON of ``fashattr predict`` per image (without its ``path``): ``{"groups": {group: ...},
     "decoding": name}`` (``name``: the mode used, see :func:`decoding_for`; None for a bundle without modes).
 
-    Single-label groups: ``{"class", "index", "prob"}`` of the top class after the logit adjustment
-    (``top_k`` > 1 adds ``"top"``: the ``top_k`` best as such dicts, best first). Multi-label groups: a list
+    Single-label groups: ``{"class", "index", "prob", "unsure"}`` of the top class after the logit adjustment,
+    ``unsure`` when ``prob`` is below ``decoding.unsure_below`` (:data:`UNSURE_BELOW`) (``top_k`` > 1 adds
+    ``"top"``: the ``top_k`` best as ``{"class", "index", "prob"}``, best first). Multi-label groups: a list
     of such dicts, one per class whose logit (plus offset) exceeds its threshold (``decoding.thresholds``,
     else ``multi_label_threshold_logit``; 0: probability > 0.5). Probabilities come from the adjusted,
     temperature-scaled logits, in float64, rounded to 6 decimals, as in fashattr.
@@ -660,6 +664,7 @@ def decode(
     decide = decision_logits(config, logits, mode)
     z = adjusted_logits(config, logits, mode)
     groups = config["schema"]["groups"]
+    unsure_below = float((config.get("decoding") or {}).get("unsure_below", UNSURE_BELOW))
     n = len(next(iter(z.values()))) if z else 0
     probs = {}
     for g in groups:
@@ -680,7 +685,7 @@ def decode(
 
             if g["kind"] == "single":
                 k = int(p.argmax())
-                out[g["name"]] = entry(k)
+                out[g["name"]] = {**entry(k), "unsure": bool(p[k] < unsure_below)}
                 if top_k > 1:
                     out[g["name"]]["top"] = [entry(int(j)) for j in np.argsort(-p, kind="stable")[:top_k]]
             else:

@@ -206,8 +206,10 @@ def run_ray(
     ray_address: str | None = None,
     on_progress: Callable[[int, TagSummary], None] | None = None,
     window: int = WINDOW,
+    decode: str | None = None,
 ) -> None:
-    """Tag ``paths`` on Ray Data: ``workers`` model actors (1 CPU and ``threads`` model threads each)."""
+    """Tag ``paths`` on Ray Data: ``workers`` model actors (1 CPU and ``threads`` model threads each), decoding
+    with ``decode`` (None: the bundle's default)."""
     init_ray(ray_address)
     progress = on_progress or (lambda n, s: None)
     todo: list[Work] = []
@@ -234,11 +236,23 @@ def run_ray(
                     batch_size,
                     workers,
                     progress,
+                    decode,
                 )
                 todo = []
         if todo:
             _run_window(
-                todo, reader, str(bundle), backend, threads, engine, model_id, summary, batch_size, workers, progress
+                todo,
+                reader,
+                str(bundle),
+                backend,
+                threads,
+                engine,
+                model_id,
+                summary,
+                batch_size,
+                workers,
+                progress,
+                decode,
             )
 
 
@@ -254,6 +268,7 @@ def _run_window(
     batch_size: int,
     workers: int,
     progress: Callable[[int, TagSummary], None],
+    decode: str | None = None,
 ) -> None:
     import ray
 
@@ -262,7 +277,7 @@ def _run_window(
     ds = ray.data.from_items([{"sha256": w.sha256, "path": w.path} for w in todo], override_num_blocks=blocks)
     out = ds.map_batches(
         Tagger,
-        fn_constructor_kwargs={"bundle": bundle, "backend": backend, "threads": threads or 1},
+        fn_constructor_kwargs={"bundle": bundle, "backend": backend, "threads": threads or 1, "decode": decode},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),

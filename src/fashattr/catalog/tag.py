@@ -324,6 +324,7 @@ def tag(
     engine: str = "local",
     ray_address: str | None = None,
     progress: bool = True,
+    decode: str | None = None,
 ) -> TagSummary:
     """Tag every image of ``sources`` with ``model`` (a bundle or run folder) into ``db_url``.
 
@@ -338,6 +339,8 @@ def tag(
         engine: ``local`` or ``ray``.
         ray_address: the Ray cluster to join (``ray start --head`` prints it); None starts a local Ray.
         progress: show a tqdm bar on stderr.
+        decode: the decoding mode (``accuracy``, ``balanced``, ``none``); None: the bundle's default. Each
+            prediction row records the mode it was decoded with.
 
     Raises:
         SourceError: a source is missing or a URL (before anything is written).
@@ -358,7 +361,10 @@ def tag(
     runtime = None
     if engine == "local":
         runtime = Runtime.from_bundle(bundle, backend, threads=threads)
+        runtime.set_decode(decode)
         model_id = recorded_hash(bundle)
+    else:  # an unknown mode fails here, not in every actor
+        runtime_onnx.decoding_for(runtime_onnx.read_bundle_config(bundle), decode)
     summary = TagSummary(model_id)
     start = time.perf_counter()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
@@ -391,6 +397,7 @@ def tag(
                     workers,
                     ray_address,
                     on_progress,
+                    decode=decode,
                 )
             else:
                 run_local(runtime, eng, model_id, paths, summary, batch_size, workers, 2, on_progress)

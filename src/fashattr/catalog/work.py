@@ -68,10 +68,11 @@ class Tagger:
     """A Ray Data actor (``fashattr tag --engine ray``): one Runtime, called on batches
     ``{"sha256", "path"}`` -> decoded rows, JSON records and little-endian float32 embeddings."""
 
-    def __init__(self, bundle: str, backend: str, threads: int | None) -> None:
+    def __init__(self, bundle: str, backend: str, threads: int | None, decode: str | None = None) -> None:
         from fashattr.deploy.runtime import Runtime
 
         self.runtime = Runtime.from_bundle(bundle, backend, threads=threads)
+        self.runtime.set_decode(decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         works = [Work(str(s), str(p), 0) for s, p in zip(batch["sha256"], batch["path"], strict=True)]

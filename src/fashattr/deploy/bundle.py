@@ -197,6 +197,7 @@ def write_bundle(
     calib_images: int = 200,
     opset: int = 18,
     tta: str = "none",
+    decode: str | None = None,
 ) -> Path:
     """Export a run as a bundle folder (written beside ``out_dir``, then moved into place).
 
@@ -210,6 +211,8 @@ def write_bundle(
         opset: ONNX opset.
         tta: test-time augmentation every runtime of the bundle applies (``"tta"`` of config.json:
             ``none``, ``flip``, ``zoom``, ``flip+zoom``; ``runtime_onnx.tta_views``).
+        decode: the decoding mode the bundle defaults to (``accuracy``, ``balanced``, ``none``); None: the
+            one ``fashattr calibrate`` made the run's default.
 
     Returns:
         ``out_dir``.
@@ -231,6 +234,10 @@ def write_bundle(
     config = bundle_config(run_dir, weights)
     runtime_onnx.tta_views(tta)  # an unknown setting fails before anything is written
     config["tta"] = tta
+    if decode is not None:
+        from fashattr.calibrate import with_default
+
+        config["decoding"] = with_default(config["decoding"], decode)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -218,6 +218,17 @@ class Runtime:
             return cls.from_bundle(path, backend, **kw)
         return cls.from_run(path, weights, backend, **kw)
 
+    def set_decode(self, mode: str | None) -> None:
+        """Decode with ``mode`` whenever a caller names none (None: keep the bundle's default).
+
+        Raises:
+            ValueError: a mode this model does not carry, naming the ones it does.
+        """
+        if mode is None:
+            return
+        self.check_decode(mode)  # an unknown mode fails here, before any image
+        self.default_decode = mode
+
     # --- the steps --------------------------------------------------------------------------
 
     def preprocess(self, path: str | Path) -> np.ndarray:

@@ -28,7 +28,13 @@ def create_app(runtime: Any, settings: ServeSettings | None = None, on_load_fail
     return _create_app(runtime, settings, on_load_failure)
 
 
-def loader(path: str | Path, backend: str = "auto", weights: str = "best", threads: int | None = None) -> Any:
+def loader(
+    path: str | Path,
+    backend: str = "auto",
+    weights: str = "best",
+    threads: int | None = None,
+    decode: str | None = None,
+) -> Any:
     """A function that loads ``path`` (a bundle, or a run folder exported to a temporary bundle first)
     on ``backend`` (``auto``: deploy.runtime.resolve_backend, the rule predict and tag share); the bundle is
     verified against its hashes either way.
@@ -71,7 +77,9 @@ def loader(path: str | Path, backend: str = "auto", weights: str = "best", threa
             import atexit
 
             atexit.register(shutil.rmtree, tmp, True)
-        return Runtime.from_bundle(bundle, backend=backend, threads=threads)
+        runtime = Runtime.from_bundle(bundle, backend=backend, threads=threads)
+        runtime.set_decode(decode)  # the default of every request that names none
+        return runtime
 
     return load
 
@@ -85,6 +93,7 @@ def run_server(
     log_level: str = "info",
     max_connections: int = 256,
     db: str | None = None,
+    decode: str | None = None,
 ) -> None:
     """Serve ``path`` with uvicorn until interrupted (Ctrl-C); with ``db`` (a catalog database URL) also
     the catalog's ``/v1/search`` and ``/v1/gallery`` (``fashattr.catalog.http``)."""
@@ -101,7 +110,7 @@ def run_server(
     def stop_serving() -> None:  # a model that cannot load: no server left up answering 503 for ever
         server.should_exit = True
 
-    app = create_app(loader(path, backend, weights, threads), settings, on_load_failure=stop_serving)
+    app = create_app(loader(path, backend, weights, threads, decode), settings, on_load_failure=stop_serving)
     if db:
         from fashattr.catalog.http import catalog_router
 

@@ -30,13 +30,27 @@
     $("auth").hidden = true;
     $("model").textContent = `model ${(schema.model_id || "run").slice(0, 12)} · ${schema.backend} · ` +
       schema.groups.map((g) => g.name).join(", ");
+    // The decodings the bundle carries (`fashattr calibrate`), the server's default first selected: what a shop
+    // (accuracy) or a challenge (balanced) wants differs, so the page says which one drew the labels.
+    const modes = schema.decode_modes || [];
+    if (modes.length) {
+      const sel = $("decode"); sel.replaceChildren();
+      for (const m of [...modes, "none"]) {
+        const o = el("option", null, m + (m === schema.default_decode ? " (default)" : "") + (DECODINGS[m] ? ` — ${DECODINGS[m]}` : ""));
+        o.value = m; o.selected = m === schema.default_decode; sel.append(o);
+      }
+      $("decoding").hidden = false;
+    }
   }
+  const DECODINGS = { accuracy: "most labels right", balanced: "rare classes count as much", none: "raw model" };
+  const decodeParam = () => ($("decoding").hidden ? "" : `&decode=${encodeURIComponent($("decode").value)}`);
 
   function chip(entry, alts) {
     const wrap = el("div");
-    const c = el("span", "chip", entry.class);
-    c.title = `${(entry.prob * 100).toFixed(1)}%` + (alts ? " — click for the top 3" : "");
-    wrap.append(c, el("span", "prob", ` ${(entry.prob * 100).toFixed(1)}%`));
+    // An unsure answer (below the bundle's threshold, more likely wrong than right) is drawn as one: not like a 92% one.
+    const c = el("span", entry.unsure ? "chip unsure" : "chip", entry.class);
+    c.title = `${(entry.prob * 100).toFixed(1)}%` + (entry.unsure ? " — unsure" : "") + (alts ? " — click for the top 3" : "");
+    wrap.append(c, el("span", "prob", ` ${(entry.prob * 100).toFixed(1)}%` + (entry.unsure ? " unsure" : "")));
     const bar = el("div", "bar"); const fill = el("span"); fill.style.width = `${(entry.prob * 100).toFixed(1)}%`;
     bar.append(fill); wrap.append(bar);
     if (alts) {
@@ -66,6 +80,7 @@
       groups.append(box);
     }
     card.querySelector(".body").replaceChildren(groups);
+    if (result.decoding) card.querySelector(".body").append(el("p", "muted decoded", `decoding: ${result.decoding}`));
     if (schema.explain) {
       const btn = el("button", null, "Grad-CAM per group"); btn.type = "button";
       btn.addEventListener("click", () => explain(card, btn));
@@ -86,20 +101,24 @@
     btn.remove();
   }
 
-  async function upload(file) {
-    const card = el("article", "card"); card._file = file;
-    const img = el("img"); img.alt = file.name; img.src = URL.createObjectURL(file);
-    const right = el("div"); right.style.flex = "1";
-    right.append(el("h2", null, file.name));
-    const body = el("div", "body"); body.append(el("p", "pending", "predicting…")); right.append(body);
-    card.append(img, right); $("results").prepend(card);
+  async function upload(file, card) {
+    if (!card) {
+      card = el("article", "card"); card._file = file;
+      const img = el("img"); img.alt = file.name; img.src = URL.createObjectURL(file);
+      const right = el("div"); right.style.flex = "1";
+      right.append(el("h2", null, file.name));
+      right.append(el("div", "body"));
+      card.append(img, right); $("results").prepend(card);
+    }
+    const body = card.querySelector(".body");
+    body.replaceChildren(el("p", "pending", "predicting…"));
     if (schema && file.size > schema.limits.max_body_bytes) {
       body.replaceChildren(el("div", "error", `too large: ${file.size} bytes; the limit is ${schema.limits.max_body_bytes}`));
       return;
     }
     try {
       const form = new FormData(); form.append("file", file, file.name);
-      const resp = await fetch("/v1/predict?top_k=3", { method: "POST", body: form, headers: headers() });
+      const resp = await fetch("/v1/predict?top_k=3" + decodeParam(), { method: "POST", body: form, headers: headers() });
       if (resp.status === 401) { $("auth").hidden = false; }
       if (!resp.ok) { body.replaceChildren(el("div", "error", await errorText(resp))); return; }
       if (!schema) await loadSchema();
@@ -110,6 +129,8 @@
   }
 
   const take = (files) => { notice(""); for (const f of files) upload(f); };
+  // Another decoding: every photo on the page predicted again with it.
+  $("decode").addEventListener("change", () => { for (const c of document.querySelectorAll(".card")) upload(c._file, c); });
   $("files").addEventListener("change", (e) => { take(e.target.files); e.target.value = ""; });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
