@@ -80,7 +80,8 @@ def starter_config(
         classes[p.name] = [c for c in p.counts if c not in typos and p.counts[c] > 0]
     recipe = yaml.safe_load(recipe_file.read_text())
     data = {k: v for k, v in (recipe.get("data") or {}).items() if k not in ("format", "root", "reader_options")}
-    reader_options = {**options, "classes": classes}
+    # Only a label table names its classes in its cells; the other layouts fix them (indices, folder names).
+    reader_options = {**options, "classes": classes} if fmt == "csv" else dict(options)
     recipe["data"] = {"format": fmt, "root": str(Path(root).resolve()), "reader_options": reader_options, **data}
     missing = sum(len(t.missing) for t in tables)
     recipe_name, optimises = JOBS[job]
@@ -92,9 +93,15 @@ def starter_config(
             f"; {missing} listed images are missing (left out by `data check`, an error in training)" if missing else ""
         ),
         "",
-        "What the labels hold (data.reader_options.classes declares every class below but the likely typos:",
-        "a row that names a class not declared stops training with its file, line and the closest class;",
-        "fix the row, or add the class to its list if it is meant):",
+        *(
+            [
+                "What the labels hold (data.reader_options.classes declares every class below but the likely typos:",
+                "a row that names a class not declared stops training with its file, line and the closest class;",
+                "fix the row, or add the class to its list if it is meant):",
+            ]
+            if fmt == "csv"
+            else [f"What the labels hold (the {fmt} layout fixes its classes):"]
+        ),
         *profile_lines(profiles, min_count),
     ]
     text = "".join(f"# {line}".rstrip() + "\n" for line in head)
