@@ -4,6 +4,8 @@ declared, typos are caught with their line and closest class, and `data check` t
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +80,7 @@ def test_data_init_writes_a_config_that_stops_on_the_typo(real_data: Path, tmp_p
     assert "1 listed images are missing" in out
     assert f"{table}:7: column 'pattern': unknown class 'florall' (did you mean 'floral'?)" in out
     cfg = load_config(tmp_path / "fashattr.yaml")
-    assert cfg.data.format == "csv" and Path(cfg.data.root) == table.resolve()
+    assert cfg.data.format == "csv" and Path(cfg.data.root) == table  # as given
     assert cfg.train.select_metric == "overall_acc" and cfg.model.pretrained == "package:efficientnet-lite0"
     declared = cfg.data.reader_options["classes"]
     assert "florall" not in declared["pattern"] and "floral" in declared["pattern"]
@@ -139,3 +141,26 @@ def test_shop_recipe_is_cpu_pretrained_selected_on_overall_accuracy():
     assert shop["train"].pop("select_metric") == "overall_acc"
     assert challenge["train"].pop("select_metric") == "avg_class_acc"
     assert shop == challenge  # nothing else differs: the shop's numbers are cpu_pretrained's model, decoded for it
+
+
+def test_the_own_data_page_walk(tmp_path: Path):
+    # docs/own_data.md's walk, command by command, on the example it ships (copied: runs/ and bundles/ land here)
+    page = (ROOT / "docs" / "own_data.md").read_text()
+    block = page.split("<!-- the test runs every `fashattr` line of the next block, in order -->", 1)[1]
+    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split() for line in block.splitlines() if line.startswith("fashattr ")]
+    assert [c[1] for c in commands] == ["data", "data", "train", "calibrate", "export", "predict", "tag", "search"]
+    (tmp_path / "examples").mkdir()
+    shutil.copytree(ROOT / "examples" / "own_data", tmp_path / "examples" / "own_data")
+    for args in commands:
+        args = args[1:]
+        if args[0] == "train":
+            args += ["train.epochs=2", "data.image_size=64", "train.progress=false"]
+        done = cli(*args, cwd=tmp_path)
+        assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
+        if args[0] == "calibrate":
+            assert "default decoding: 'accuracy'" in done.stdout  # a shop run decodes for overall accuracy
+    predicted = json.loads((tmp_path / "runs" / "own_predictions.jsonl").read_text().splitlines()[0])
+    assert predicted["decoding"] == "accuracy" and set(predicted["groups"]) == set(ai6126_schema().names)
+    assert all("unsure" in v for v in predicted["groups"].values())
+    assert (tmp_path / "runs" / "own_catalog.db").is_file()

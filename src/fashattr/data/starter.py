@@ -82,7 +82,9 @@ def starter_config(
     data = {k: v for k, v in (recipe.get("data") or {}).items() if k not in ("format", "root", "reader_options")}
     # Only a label table names its classes in its cells; the other layouts fix them (indices, folder names).
     reader_options = {**options, "classes": classes} if fmt == "csv" else dict(options)
-    recipe["data"] = {"format": fmt, "root": str(Path(root).resolve()), "reader_options": reader_options, **data}
+    # As given: a relative path resolves against the working directory, as every data.root does (the run
+    # folder's config.yaml records it the same way).
+    recipe["data"] = {"format": fmt, "root": str(root), "reader_options": reader_options, **data}
     missing = sum(len(t.missing) for t in tables)
     recipe_name, optimises = JOBS[job]
     head = [
