@@ -113,8 +113,17 @@ def _report(args: argparse.Namespace) -> None:
     from fashattr.report.build import build_report
 
     options = {"gradcam_images": args.gradcam, "resamples": args.resamples, "seed": args.seed}
-    html = build_report(args.runs, args.out, args.split, args.data, args.weights, args.device, options)
-    print(f"report written: {html} (report.json and figures/ beside it; open it in a browser)")
+    split = args.split or _report_split(args.runs[0])
+    html = build_report(args.runs, args.out, split, args.data, args.weights, args.device, options)
+    print(f"report on split {split!r} written: {html} (report.json and figures/ beside it; open it in a browser)")
+
+
+def _report_split(run: str) -> str:
+    """The test holdout when the run has one (nothing trained or selected on it), else the selection holdout."""
+    from fashattr.config import load_config
+
+    cfg = load_config(Path(run) / "config.yaml")
+    return "test_holdout" if cfg.data.test_holdout > 0 else "holdout"
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -138,7 +147,7 @@ def _eval(args: argparse.Namespace) -> None:
     out = Path(args.run) / f"eval_{args.split}.json"
     mode = json.loads(out.read_text()).get("decoding")
     how = {None: "none (the raw model: the run has no calibration.json)", "none": "none (the raw model)"}
-    print(f"decoding: {how.get(mode, mode)}")
+    print(f"split: {args.split}; decoding: {how.get(mode, mode)}")
     print(metrics.table())
     print(f"\nwritten: {out} and .txt")
 
@@ -567,7 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
         "side on the same split. A run stopped before its end is reported from last.safetensors.",
     )
     p.add_argument("runs", nargs="+", help="run folders (several: compared side by side, the first as reference)")
-    p.add_argument("--split", default="holdout", help="'holdout', 'test_holdout' or a split of the dataset")
+    p.add_argument(
+        "--split",
+        help="'test_holdout' (the default when the run has one: never trained or selected on), 'holdout' (the "
+        "selection holdout, the default otherwise) or a split of the dataset",
+    )
     p.add_argument("--out", help="output folder (default RUN/report for one run, ./report for several)")
     p.add_argument("--data", help="dataset root, if not the one in the run's config")
     p.add_argument("--weights", choices=["best", "last"], help="default best (last for a run that did not finish)")
