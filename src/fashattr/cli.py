@@ -590,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the calibration halves")
     p.set_defaults(func=_report)
 
+    # The options every command on a trained model shares; its positional argument is each command's own (predict
+    # also takes bundles).
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--data", help="dataset root, if not the one in the run's config")
+    options.add_argument("--weights", default="best", choices=["best", "last"])
+    options.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("run", help="a run folder written by `fashattr train`")
     common.add_argument("--data", help="dataset root, if not the one in the run's config")
@@ -653,13 +659,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        parents=[common],
+        parents=[options],
         help="JSON Lines / CSV for image files and folders (streamed), or the challenge file of a split",
-        description="RUN may be a run folder or a bundle written by `fashattr export`. Images are decoded by "
+        description="MODEL is a bundle written by `fashattr export` or a run folder. Images are decoded by "
         "--workers threads a batch at a time (constant memory) and written as they go. An image that cannot "
         "be decoded is reported (stderr and an error record in the output) and the rest are predicted "
         "(--on-bad-image report, the default); --on-bad-image error stops at the first. Exit code 1 when no "
         "image could be predicted.",
+    )
+    p.add_argument(
+        "run", metavar="MODEL", help="a bundle folder (`fashattr export`) or a run folder (`fashattr train`)"
     )
     p.add_argument("paths", nargs="*", help="image files and folders")
     p.add_argument("--split", help="write the challenge file for this split (e.g. test); needs a run folder")
