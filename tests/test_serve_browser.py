@@ -4,6 +4,7 @@ appear, no console errors; a non-image file shows its error in the page."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -38,8 +39,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bundle = Path(named) if named else make_bundle(tmp_path_factory.mktemp("page"), size=48)
     if not (bundle / "config.json").is_file():
         raise FileNotFoundError(f"FASHATTR_SERVE_BUNDLE={named}: no bundle there (no config.json)")
+    with serving(bundle, "--backend", "torch") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, *args: str) -> Iterator[str]:
+    """`fashattr serve BUNDLE ARGS` on a free loopback port: its URL once /readyz answers 200."""
     port = free_port()
-    cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--backend", "torch", "--port", str(port)]
+    cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -103,3 +111,40 @@ def test_page_shows_the_error_of_a_non_image_file(served: str, tmp_path: Path):
         assert page.locator(".card .group").count() == 0
         # The failed request is an HTTP answer the page handled, not a console error of its own script.
         assert log.page_errors == [] and log.failed_requests == []
+
+
+@pytest.mark.realdata
+def test_page_shows_and_switches_the_decoding_and_marks_unsure_answers(
+    tiny_data: Path, real_data: Path, tmp_path: Path
+):
+    # A calibrated bundle carries the accuracy and balanced decodings: the page offers both (and the raw model),
+    # starts on the bundle's default, says which decoding drew each photo's labels, and predicts again on a switch.
+    # The model is untrained: its answers are near 1 / classes, below 0.5, so every group is drawn as unsure.
+    from conftest import untrained_run
+
+    from fashattr.calibrate import calibrate_run
+    from fashattr.deploy.bundle import write_bundle
+
+    run = untrained_run(tiny_data, tmp_path, size=48)
+    calibrate_run(run)
+    bundle = write_bundle(run, tmp_path / "bundle")
+    schema = ai6126_schema()
+    with serving(bundle) as url, open_page() as (page, log):
+        page.goto(url + "/")
+        page.wait_for_selector("#decoding:not([hidden])")
+        options = page.locator("#decode option")
+        assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [
+            "accuracy",
+            "balanced",
+            "none",
+        ]
+        assert page.locator("#decode").input_value() == "balanced"  # the run was selected on avg_class_acc
+        page.set_input_files("#files", str(real_data / "img" / "00001.jpg"))
+        page.wait_for_selector(".card .decoded")
+        assert page.locator(".card .decoded").text_content() == "decoding: balanced"
+        assert page.locator(".card .chip.unsure").count() == len(schema.groups)
+        assert "unsure" in (page.locator(".card .prob").first.text_content() or "")
+        page.select_option("#decode", "accuracy")
+        page.locator(".card .decoded", has_text="decoding: accuracy").wait_for(timeout=30_000)
+        assert page.locator(".card").count() == 1  # predicted again in place, not added
+        assert log.problems() == []
