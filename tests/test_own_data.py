@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -80,7 +82,9 @@ def test_data_init_writes_a_config_that_stops_on_the_typo(real_data: Path, tmp_p
     assert "1 listed images are missing" in out
     assert f"{table}:7: column 'pattern': unknown class 'florall' (did you mean 'floral'?)" in out
     cfg = load_config(tmp_path / "fashattr.yaml")
-    assert cfg.data.format == "csv" and Path(cfg.data.root) == table  # as given
+    assert cfg.data.format == "csv" and Path(cfg.data.root) == table.resolve()
+    # written relative to the config's folder: the config reads the same from any working directory
+    assert yaml.safe_load((tmp_path / "fashattr.yaml").read_text())["data"]["root"] == "shop/labels.csv"
     assert cfg.train.select_metric == "overall_acc" and cfg.model.pretrained == "package:efficientnet-lite0"
     declared = cfg.data.reader_options["classes"]
     assert "florall" not in declared["pattern"] and "floral" in declared["pattern"]
@@ -164,3 +168,48 @@ def test_the_own_data_page_walk(tmp_path: Path):
     assert predicted["decoding"] == "accuracy" and set(predicted["groups"]) == set(ai6126_schema().names)
     assert all("unsure" in v for v in predicted["groups"].values())
     assert (tmp_path / "runs" / "own_catalog.db").is_file()
+
+
+def test_config_paths_are_relative_to_the_config_file(
+    tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    # One rule: a relative path in a config file is relative to the file's folder, whatever the working directory;
+    # one typed in an override is relative to the working directory.
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    rel = os.path.relpath(tiny_data, project)
+    (project / "c.yaml").write_text(f"data:\n  root: {rel}\n  cache_dir: cache\nmodel:\n  backbone: test_resnet\n")
+    cfg = load_config(project / "c.yaml")
+    assert Path(cfg.data.root) == tiny_data.resolve() and Path(cfg.data.cache_dir) == project / "cache"
+    overridden = load_config(project / "c.yaml", ["data.cache_dir=here"])
+    assert Path(overridden.data.cache_dir) == Path.cwd() / "here"
+    done = cli(
+        "train",
+        str(project / "c.yaml"),
+        "data.image_size=32",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.progress=false",
+        "train.threads=1",
+        "data.workers=1",
+        "data.holdout=0.25",
+        "out_dir=runs",
+        "name=r",
+        cwd=elsewhere,
+    )
+    assert done.returncode == 0, done.stderr
+    saved = yaml.safe_load((elsewhere / "runs" / "r" / "config.yaml").read_text())
+    assert saved["data"]["root"] == str(tiny_data.resolve())  # the run's copy holds absolute paths
+    assert (project / "cache").is_dir()  # the cache went beside the config, not into the working directory
+    # a config written before the rule (its path relative to the working directory) still loads, with a warning
+    (elsewhere / "old.yaml").write_text(f"data:\n  root: {os.path.relpath(tiny_data, tmp_path)}\n")
+    old_cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fashattr.config"):
+            old = load_config(elsewhere / "old.yaml")
+    finally:
+        os.chdir(old_cwd)
+    assert Path(old.data.root) == tiny_data.resolve()
+    assert "is not found beside the config but is in the working directory" in caplog.text

@@ -355,6 +355,7 @@ def _data_init(args: argparse.Namespace) -> int:
         resolve_config(JOBS[args.job][0]),
         args.min_count,
         command,
+        out.parent,
     )
     atomic_write_text(out, text)
     cfg = load_config(out)  # what was written reads back as a valid config

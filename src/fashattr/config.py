@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -417,6 +418,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except ConfigError as e:
             line = _yaml_line(text, e.parts) if isinstance(e, _KeyProblem) else None
             raise ConfigError(f"{path}{'' if line is None else f':{line}'}: {e}") from None
+        # The one path rule: a relative path in a config file is relative to that file's folder (as a label
+        # table's image paths are to the table's). Shipped recipes are templates run from anywhere: theirs are
+        # relative to the working directory, like a path typed in an override.
+        data = resolve_paths(data, Path.cwd() if is_recipe(path) else path.resolve().parent, path)
     for item in overrides or []:
         data = apply_overrides(data, [item])
         try:
@@ -426,8 +431,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             if isinstance(e, _KeyProblem) and e.unknown:
                 raise
             raise ConfigError(f"command-line override {item!r}: {e}") from None
+    data = resolve_paths(data, Path.cwd())  # the overrides' relative paths: the working directory
     try:
-        return config_from_dict(data)
+        return absolute_paths(config_from_dict(data), Path.cwd())  # and the defaults'
     except ConfigError as e:  # a cross-field check: the file and the overrides together
         sources = [str(path)] if path is not None else []
         sources += ["the command-line overrides"] if overrides else []
@@ -446,6 +452,93 @@ def _yaml_line(text: str, parts: tuple[str, ...]) -> int | None:
             break
         line, node = match[0].start_mark.line + 1, match[1]
     return line
+
+
+# The keys whose values are file or folder paths (section, key); model.pretrained only when it names a file.
+PATH_KEYS = (
+    ("data", "root"),
+    ("data", "cache_dir"),
+    ("data", "pseudo_labels"),
+    ("data", "background_model"),
+    ("model", "pretrained"),
+    ("model", "pretrained_file"),
+    ("loss", "distill_from"),
+)
+
+
+def is_recipe(path: Path) -> bool:
+    """Whether ``path`` is one of the recipes shipped in the package (configs/recipes links to them)."""
+    import importlib.resources
+
+    recipes = Path(str(importlib.resources.files("fashattr") / "recipes")).resolve()
+    return path.resolve().parent == recipes
+
+
+def _absolute(value: str, base: Path, origin: Path | None) -> str:
+    """``value`` made absolute against ``base``. A config written before the one path rule (its paths relative to
+    the working directory) still loads: a path missing beside the file but present in the working directory is
+    taken from there, with a warning."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    resolved = (base / p).resolve()
+    if origin is not None and not resolved.exists() and p.exists():
+        log.warning(
+            "%s: %s is not found beside the config but is in the working directory: read from there; paths in a "
+            "config are relative to its folder, so write %s",
+            origin,
+            value,
+            os.path.relpath(p.resolve(), base),
+        )
+        return str(p.resolve())
+    return str(resolved)
+
+
+def resolve_paths(data: dict[str, Any], base: Path, origin: Path | None = None) -> dict[str, Any]:
+    """A copy of the config mapping ``data`` whose path values (:data:`PATH_KEYS`, and the csv reader's
+    ``image_root``) are absolute, relative ones taken against ``base``. ``origin``: the config file they came
+    from (for the warning about paths written before the rule)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
+    for section, key in PATH_KEYS:
+        block = out.get(section)
+        if not isinstance(block, dict) or block.get(key) in (None, "", True, False):
+            continue
+        value = block[key]
+        if section == "model" and key == "pretrained" and (not isinstance(value, str) or is_package_source(value)):
+            continue
+        if isinstance(value, list):
+            block[key] = [_absolute(str(v), base, origin) for v in value]
+        elif isinstance(value, str):
+            block[key] = _absolute(value, base, origin)
+    options = (out.get("data") or {}).get("reader_options")
+    if isinstance(options, dict) and isinstance(options.get("image_root"), str):
+        out["data"]["reader_options"] = {**options, "image_root": _absolute(options["image_root"], base, origin)}
+    return out
+
+
+def absolute_paths(cfg: Config, base: Path) -> Config:
+    """``cfg`` with every relative path (:data:`PATH_KEYS`) made absolute against ``base``: a loaded config holds
+    absolute paths, so the run folder's copy of it reads the same from any folder."""
+
+    def fix(v: Any) -> Any:
+        return v if v is None or Path(v).is_absolute() else str((base / v).resolve())
+
+    d, m, loss = cfg.data, cfg.model, cfg.loss
+    pretrained = m.pretrained
+    if isinstance(pretrained, str) and not is_package_source(pretrained):
+        pretrained = fix(pretrained)
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            d,
+            root=fix(d.root),
+            cache_dir=fix(d.cache_dir),
+            pseudo_labels=fix(d.pseudo_labels),
+            background_model=fix(d.background_model),
+        ),
+        model=dataclasses.replace(m, pretrained=pretrained, pretrained_file=fix(m.pretrained_file)),
+        loss=dataclasses.replace(loss, distill_from=[fix(v) for v in loss.distill_from]),
+    )
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

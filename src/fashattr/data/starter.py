@@ -52,12 +52,17 @@ def starter_config(
     recipe_file: Path,
     min_count: int = MIN_COUNT,
     command: str = "",
+    config_dir: str | Path = ".",
 ) -> tuple[str, list[GroupProfile]]:
     """The YAML text of a config for the dataset at ``root`` and the profile it was written from.
 
-    The config is ``recipe_file`` (the job's recipe) with its ``data`` section pointed at ``root`` and every
-    group's classes declared in ``data.reader_options.classes`` (likely typos left out, so training names them).
+    The config is ``recipe_file`` (the job's recipe) with its ``data`` section pointed at ``root`` (written
+    relative to ``config_dir``, the folder the config goes to: paths in a config are relative to its folder) and
+    every group's classes declared in ``data.reader_options.classes`` (likely typos left out, so training names
+    them).
     """
+    import os
+
     from fashattr.data.profile import likely_typos
 
     if job not in JOBS:
@@ -82,9 +87,8 @@ def starter_config(
     data = {k: v for k, v in (recipe.get("data") or {}).items() if k not in ("format", "root", "reader_options")}
     # Only a label table names its classes in its cells; the other layouts fix them (indices, folder names).
     reader_options = {**options, "classes": classes} if fmt == "csv" else dict(options)
-    # As given: a relative path resolves against the working directory, as every data.root does (the run
-    # folder's config.yaml records it the same way).
-    recipe["data"] = {"format": fmt, "root": str(root), "reader_options": reader_options, **data}
+    where = os.path.relpath(Path(root).resolve(), Path(config_dir).resolve())
+    recipe["data"] = {"format": fmt, "root": where, "reader_options": reader_options, **data}
     missing = sum(len(t.missing) for t in tables)
     recipe_name, optimises = JOBS[job]
     head = [
