@@ -27,8 +27,8 @@ def test_open_creates_every_table_and_is_idempotent(url: str) -> None:
     engine.dispose()
     engine = db.open_db(url)  # a second open applies nothing
     with engine.connect() as conn:
-        assert db.current_version(conn) == db.SCHEMA_VERSION == 1
-        assert db.count_rows(conn, db.schema_version) == 1
+        assert db.current_version(conn) == db.SCHEMA_VERSION == 2
+        assert db.count_rows(conn, db.schema_version) == 2
     engine.dispose()
 
 
@@ -36,19 +36,33 @@ def test_later_migrations_run_once_in_order_and_newer_db_is_refused(url: str) ->
     engine = db.open_db(url)
     ran: list[int] = []
 
-    def v2(conn: sa.Connection) -> None:
-        ran.append(2)
+    def v3(conn: sa.Connection) -> None:
+        ran.append(3)
         conn.execute(sa.text("ALTER TABLE images ADD COLUMN phash VARCHAR(16)"))
 
-    later = [*db.MIGRATIONS, (2, v2)]
+    later = [*db.MIGRATIONS, (3, v3)]
     with engine.begin() as conn:
-        assert db.migrate(conn, later) == [2]
+        assert db.migrate(conn, later) == [3]
     with engine.begin() as conn:
         assert db.migrate(conn, later) == []
         assert "phash" in {c["name"] for c in sa.inspect(conn).get_columns("images")}
-    assert ran == [2]
-    with pytest.raises(RuntimeError, match="schema version 2 is newer than this fashattr's \\(1\\)"):
+    assert ran == [3]
+    with pytest.raises(RuntimeError, match="schema version 3 is newer than this fashattr's \\(2\\)"):
         db.open_db(url)
+    engine.dispose()
+
+
+def test_a_schema_1_catalog_gains_the_unsure_column(url: str) -> None:
+    # A catalog as schema 1 left it: predictions without `unsure`, version 1 recorded.
+    engine = db.open_db(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE predictions DROP COLUMN unsure"))
+        conn.execute(sa.delete(db.schema_version).where(db.schema_version.c.version == 2))
+    engine.dispose()
+    engine = db.open_db(url)  # migrates: schema 2 adds the column
+    with engine.connect() as conn:
+        assert db.current_version(conn) == 2
+        assert "unsure" in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
     engine.dispose()
 
 

@@ -18,6 +18,7 @@ import pytest
 from conftest import untrained_run
 from pg_cluster import free_port
 
+from fashattr.catalog.search import search
 from fashattr.catalog.tag import materialize
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.runtime import is_run_folder, resolve_backend
@@ -90,10 +91,11 @@ def test_predict_serve_and_tag_give_the_same_labels(bundles: dict[str, Path], re
     bundle = bundles["all"]
     done = fashattr("predict", str(bundle), str(photos), "--out", "p.jsonl", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    predicted = {}
+    predicted, unsure = {}, {}
     for line in (tmp_path / "p.jsonl").read_text().splitlines():
         rec = json.loads(line)
         predicted[Path(rec["path"]).name] = {g: v["class"] for g, v in rec["groups"].items()}
+        unsure[Path(rec["path"]).name] = {g: v["unsure"] for g, v in rec["groups"].items()}
     assert len(predicted) == 10
     with serving(bundle) as url:
         ready = httpx.get(url + "/readyz").json()
@@ -105,15 +107,24 @@ def test_predict_serve_and_tag_give_the_same_labels(bundles: dict[str, Path], re
     done = fashattr("tag", str(bundle), str(photos), "--db", url, "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     engine = db.open_db(url)
+    p = db.predictions
     with engine.connect() as conn:
-        q = sa.select(db.image_paths.c.path, db.predictions.c.group_name, db.predictions.c.class_name).join(
-            db.predictions, db.predictions.c.sha256 == db.image_paths.c.sha256
+        q = sa.select(db.image_paths.c.path, p.c.group_name, p.c.class_name, p.c.unsure).join(
+            p, p.c.sha256 == db.image_paths.c.sha256
         )
         tagged: dict[str, dict[str, str]] = {}
-        for path, group, name in conn.execute(q):
+        stored: dict[str, dict[str, bool]] = {}
+        for path, group, name, flag in conn.execute(q):
             tagged.setdefault(Path(path).name, {})[group] = name
-    engine.dispose()
+            stored.setdefault(Path(path).name, {})[group] = flag
     assert predicted == served == tagged
+    assert stored == unsure  # the catalog keeps the flag predict shows
+    # An untrained model's answers (about 1 / classes) are all unsure: `search --sure` leaves them out.
+    first = next(iter(tagged.values()))["sleeve"]
+    assert all(all(v.values()) for v in unsure.values())
+    assert search(engine, [f"sleeve={first}"]).matches
+    assert search(engine, [f"sleeve={first}"], sure=True).matches == []
+    engine.dispose()
 
 
 def test_serve_a_bundle_without_onnx_and_refuse_a_missing_file(bundles: dict[str, Path], tmp_path: Path):

@@ -440,7 +440,7 @@ def _demo(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> int:
     from fashattr.catalog.search import contact_sheet, open_catalog, search, write_matches
 
-    result = search(open_catalog(args.db), args.conditions, args.min_prob, args.model, args.limit)
+    result = search(open_catalog(args.db), args.conditions, args.min_prob, args.model, args.limit, args.sure)
     write_matches(result, args.format, sys.stdout)
     if args.sheet:
         print(f"contact sheet: {contact_sheet(result, args.sheet)}", file=sys.stderr)
@@ -784,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("conditions", nargs="+", metavar="GROUP=CLASS", help="e.g. sleeve=long_sleeve pattern=floral")
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
     p.add_argument("--min-prob", type=float, default=0.0, help="each condition's probability at least this")
+    p.add_argument("--sure", action="store_true", help='leave out answers tagged as unsure (the JSON\'s "unsure")')
     p.add_argument("--model", help="model id (or a unique prefix); default the most recent")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--format", default="table", choices=["table", "csv", "jsonl"])

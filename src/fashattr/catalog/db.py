@@ -19,7 +19,8 @@ Tables (names and columns are a contract that search, export and similar build o
 ``predictions``: one row per image x model x group
     ``sha256`` (FK images), ``model_id`` (FK models), ``group_name``, ``class_name``, ``class_index``,
     ``probability``, ``top_k`` (JSON list of ``{"class", "index", "prob"}``), ``decoding`` (the
-    decoding mode's name or NULL), ``created``; PK (sha256, model_id, group_name). Single-label
+    decoding mode's name or NULL), ``unsure`` (schema 2: the answer was below the bundle's ``unsure_below``;
+    NULL for multi-label groups and rows tagged before), ``created``; PK (sha256, model_id, group_name). Single-label
     groups: the top class. Multi-label groups: ``class_name`` is the predicted classes joined by
     ``|`` (``""`` for none), ``class_index`` -1, ``probability`` the highest of them (0 for none),
     ``top_k`` every predicted class.
@@ -99,6 +100,7 @@ predictions = sa.Table(
     sa.Column("probability", sa.Float, nullable=False),
     sa.Column("top_k", Json),
     sa.Column("decoding", sa.String(64)),
+    sa.Column("unsure", sa.Boolean),  # schema 2 (_v2)
     sa.Column("created", Ts, nullable=False),
     # Attribute search: WHERE model_id = ? AND group_name = ? AND class_name = ? AND probability >= ?
     sa.Index("ix_predictions_attr", "model_id", "group_name", "class_name", "probability"),
@@ -134,8 +136,15 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=list(V1_TABLES))
 
 
+def _v2(conn: Connection) -> None:
+    """``predictions.unsure``: the flag `fashattr predict` and `serve` show, kept so `search --sure` can leave
+    unsure answers out. A database made by this release has it from _v1's tables already."""
+    if "unsure" not in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}:
+        conn.execute(sa.text("ALTER TABLE predictions ADD COLUMN unsure BOOLEAN"))
+
+
 Migration = Callable[[Connection], None]
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -165,6 +165,7 @@ def search_query(
     min_prob: float,
     limit: int,
     dialect: str = "sqlite",
+    sure: bool = False,
 ) -> Any:
     """The one SELECT of a search (see the module docstring for how it uses the index).
 
@@ -181,6 +182,7 @@ def search_query(
             pi.c.group_name == c.group,
             _class_clause(pi.c.class_name, c.class_name, kinds[c.group]),
             pi.c.probability >= min_prob,
+            *([sa.or_(pi.c.unsure.is_(None), pi.c.unsure.is_(False))] if sure else []),
         )
 
     path = (
@@ -210,6 +212,7 @@ def search(
     min_prob: float = 0.0,
     model: str | None = None,
     limit: int = 50,
+    sure: bool = False,
 ) -> SearchResult:
     """Images whose predictions meet every condition, best first.
 
@@ -219,6 +222,7 @@ def search(
         min_prob: each condition's probability must be at least this.
         model: a model id (or a unique prefix); default the most recently registered model.
         limit: at most this many matches.
+        sure: leave out answers tagged as unsure (below the bundle's ``unsure_below``).
 
     Raises:
         SearchError: see :func:`resolve_model` and :func:`check_conditions`; a bad ``min_prob`` or ``limit``.
@@ -231,7 +235,7 @@ def search(
     with engine.connect() as conn:
         model_id, schema = resolve_model(conn, model)
         kinds = check_conditions(schema, conds)
-        rows = conn.execute(search_query(model_id, conds, kinds, min_prob, limit, conn.dialect.name)).all()
+        rows = conn.execute(search_query(model_id, conds, kinds, min_prob, limit, conn.dialect.name, sure)).all()
     matches = [Match(r.sha256, r.path, {c.group: float(r[2 + i]) for i, c in enumerate(conds)}) for r in rows]
     return SearchResult(model_id, conds, matches)
 

@@ -53,6 +53,7 @@ PRED_COLUMNS = (
     "probability",
     "top_k",
     "decoding",
+    "unsure",
     "created",
 )
 HASH_CHUNK = 256  # files hashed (and looked up in the database) per step
@@ -129,6 +130,12 @@ def prediction_values(record: dict[str, Any]) -> Iterator[tuple[str, str, int, f
         yield group, cls, int(idx), float(prob), top
 
 
+def unsure_of(record: dict[str, Any], group: str) -> bool | None:
+    """A single-label answer's ``unsure`` flag (runtime_onnx.decode); None for a multi-label group."""
+    v = record["groups"][group]
+    return bool(v.get("unsure")) if isinstance(v, dict) and "unsure" in v else None
+
+
 def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any) -> list[dict[str, Any]]:
     """The ``predictions`` rows of one decoded image (one per group; see db's docstring)."""
     return [
@@ -141,6 +148,7 @@ def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any
             "probability": prob,
             "top_k": top,
             "decoding": record.get("decoding"),
+            "unsure": unsure_of(record, group),
             "created": now,
         }
         for group, cls, idx, prob, top in prediction_values(record)
@@ -286,7 +294,8 @@ def write_batch(
             record, emb = records[w.sha256]
             mode = record.get("decoding")
             for group, cls, idx, prob, top in prediction_values(record):
-                preds.append((w.sha256, model_id, group, cls, idx, prob, json.dumps(top), mode, ts))
+                flag = unsure_of(record, group)
+                preds.append((w.sha256, model_id, group, cls, idx, prob, json.dumps(top), mode, flag, ts))
             if emb is not None:
                 vec = np.ascontiguousarray(emb, dtype="<f4")
                 embs.append((w.sha256, model_id, vec.size, vec.tobytes()))
