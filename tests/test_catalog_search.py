@@ -281,6 +281,20 @@ def test_similar_items_agree_with_exact_cosine_and_respect_same(catalog: dict[st
         args = ["similar", str(photo), "--db", catalog["url"], "--bundle", str(bundle), "-k", "3", "--format", "jsonl"]
         assert main(args) == 0
     assert [json.loads(x)["sha256"] for x in buf.getvalue().splitlines()] == order[:3]
+    # Without a bundle: the catalog's own model, the photo's stored embedding and labels (it is in the catalog).
+    stored = similar(engine, photo, None, None, k=5)
+    assert stored.model_id == catalog["model_id"] and stored.query == truth[own]["groups"]
+    assert [n.sha256 for n in stored.neighbours] == order[:5]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["similar", str(photo), "--db", catalog["url"], "-k", "3", "--format", "jsonl"]) == 0
+    assert [json.loads(x)["sha256"] for x in buf.getvalue().splitlines()] == order[:3]
+    new = photos.parent / "new.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (40, 48), (10, 200, 30)).save(new)
+    with pytest.raises(SearchError, match=r"new.jpg is not in the catalog of model .*: pass --bundle BUNDLE"):
+        similar(engine, new, None, None)
 
 
 def test_duplicates_identical_first_then_near_by_similarity(catalog: dict[str, Any], photos: Path):

@@ -461,8 +461,10 @@ def _similar(args: argparse.Namespace) -> None:
     from fashattr.catalog.similar import bundle_model_id, format_rows, similar
     from fashattr.deploy.runtime import Runtime
 
-    model_id = bundle_model_id(args.bundle)
-    runtime = Runtime.from_bundle(args.bundle, backend=args.backend)
+    model_id, runtime = None, None  # without --bundle: the catalog's most recent model and its stored embeddings
+    if args.bundle:
+        model_id = bundle_model_id(args.bundle)
+        runtime = Runtime.from_bundle(args.bundle, backend=args.backend)
     same = [g.strip() for g in args.same.split(",") if g.strip()] if args.same else []
     res = similar(open_catalog(args.db), args.photo, runtime, model_id, args.k, same, args.index, args.index_cache)
     rows: list[dict[str, object]] = [{"path": n.path, "score": f"{n.score:.4f}", **n.classes} for n in res.neighbours]
@@ -812,7 +814,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(its hash is the catalog's model id; the database does not record where bundles live).",
     )
     p.add_argument("photo", help="an image file")
-    p.add_argument("--bundle", required=True, help="the bundle folder the catalog was tagged with")
+    p.add_argument(
+        "--bundle",
+        help="the bundle the catalog was tagged with, to embed a new photo (default: the catalog's most recent "
+        "model, for a photo it holds)",
+    )
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
     p.add_argument("-k", type=int, default=10, help="how many neighbours")
     p.add_argument("--same", help="comma-separated groups whose predicted class must equal the photo's")

@@ -178,7 +178,7 @@ def similar(
     engine: Engine,
     photo: str | Path,
     runtime: Any,
-    model_id: str,
+    model_id: str | None,
     k: int = 10,
     same: Sequence[str] = (),
     index_kind: str = "auto",
@@ -189,8 +189,10 @@ def similar(
     Args:
         engine: the catalog database.
         photo: an image file.
-        runtime: a ``deploy.runtime.Runtime`` of the bundle whose id is ``model_id``.
-        model_id: the catalog model the embeddings were stored under (the runtime's bundle hash).
+        runtime: a ``deploy.runtime.Runtime`` of the bundle whose id is ``model_id``; None: the photo must be in
+            the catalog already (by content), and its stored embedding and labels are the query.
+        model_id: the catalog model the embeddings were stored under (the runtime's bundle hash); None: the
+            model registered most recently.
         k: neighbours to return.
         same: groups whose predicted class a neighbour must share with the photo.
         index_kind: ``catalog.index`` kind. ``auto``: exact search, unless ``index_cache`` is given and the
@@ -210,18 +212,31 @@ def similar(
     unknown = [g for g in same if g not in groups]
     if unknown:
         raise SearchError(f"--same: unknown group(s) {unknown}; groups: {groups}")
-    pixels = runtime.preprocess(photo)[None]
-    logits, features = runtime.infer(pixels)
-    decoded = runtime.decode(logits)[0]["groups"]
-    query = {g: v["class"] if isinstance(v, dict) else "|".join(x["class"] for x in v) for g, v in decoded.items()}
-    kind = "flat" if index_kind == "auto" and index_cache is None else index_kind
-    shas, index = catalog_index(engine, model_id, kind, index_cache)
-    if index.vectors.shape[1] != features.shape[1]:
-        raise SearchError(f"the bundle gives {features.shape[1]} features, the catalog stores {index.vectors.shape[1]}")
     from fashattr.runtime_onnx import file_sha256
 
     own = file_sha256(Path(photo))
+    kind = "flat" if index_kind == "auto" and index_cache is None else index_kind
+    shas, index = catalog_index(engine, model_id, kind, index_cache)
     row_of = {s: i for i, s in enumerate(shas)}
+    if runtime is None:  # the catalog's own model: the photo's stored embedding and labels
+        if own not in row_of:
+            raise SearchError(
+                f"{photo} is not in the catalog of model {model_id[:12]}: pass --bundle BUNDLE (the bundle that "
+                "tagged it) to embed a new photo"
+            )
+        features = index.vectors[row_of[own]][None]
+        with engine.connect() as conn:
+            q = sa.select(predictions.c.group_name, predictions.c.class_name).where(
+                predictions.c.model_id == model_id, predictions.c.sha256 == own
+            )
+            query = dict(conn.execute(q).tuples().all())
+    else:
+        pixels = runtime.preprocess(photo)[None]
+        logits, features = runtime.infer(pixels)
+        decoded = runtime.decode(logits)[0]["groups"]
+        query = {g: v["class"] if isinstance(v, dict) else "|".join(x["class"] for x in v) for g, v in decoded.items()}
+    if index.vectors.shape[1] != features.shape[1]:
+        raise SearchError(f"the bundle gives {features.shape[1]} features, the catalog stores {index.vectors.shape[1]}")
     allowed: set[str] = set(shas)
     if same:
         with engine.connect() as conn:
