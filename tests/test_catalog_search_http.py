@@ -120,6 +120,13 @@ def test_fashattr_serve_with_db_adds_the_catalog_routes(catalog: dict[str, Any],
         assert bad.status_code == 400 and bad.json()["error"].startswith("unknown class 'baggy' of group 'fit'")
         page = httpx.get(f"{base}/v1/gallery")
         assert page.status_code == 200 and page.text.count("<select") == 6
+        # the model's page links the gallery when the catalog is mounted
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/schema").json()["catalog"] is True
+        assert '<a id="gallery" href="/v1/gallery" hidden>' in httpx.get(f"{base}/").text
     finally:
         proc.terminate()
         proc.wait(20)

@@ -145,6 +145,7 @@ def test_schema_health_and_metrics(server: LiveServer, photos: list[Path]):
     schema = httpx.get(server.url + "/v1/schema").json()
     assert [g["name"] for g in schema["groups"]] == list(ai6126_schema().names)
     assert schema["backend"] == "onnx" and schema["explain"] is False and schema["image_size"] == 32
+    assert schema["catalog"] is False  # no --db: the page shows no gallery link
     assert schema["limits"]["max_body_bytes"] == 2 * 1024 * 1024
     assert httpx.get(server.url + "/healthz").json() == {"status": "alive"}
     post(server, [jpeg(photos[0])])

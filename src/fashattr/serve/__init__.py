@@ -115,6 +115,7 @@ def run_server(
         from fashattr.catalog.http import catalog_router
 
         app.include_router(catalog_router(db))
+        app.state.serve.catalog = True
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -84,6 +84,7 @@ class ServeState:
             settings.max_queue_ms,
         )
         self.ready = False
+        self.catalog = False  # set when the catalog routes are mounted (fashattr serve --db)
         self.failed: str | None = None
         self.model_id: str | None = None
         self.backend = ""
@@ -285,6 +286,7 @@ def create_app(
             "decode_modes": list(getattr(rt, "decode_modes", None) or []),
             "default_decode": getattr(rt, "default_decode", None),
             "explain": state.backend == "torch",
+            "catalog": state.catalog,  # `fashattr serve --db`: the page links the gallery
             "limits": {
                 "max_body_bytes": settings.max_body_bytes,
                 "max_pixels": settings.max_pixels,

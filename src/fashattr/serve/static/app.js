@@ -30,6 +30,7 @@
     $("auth").hidden = true;
     $("model").textContent = `model ${(schema.model_id || "run").slice(0, 12)} · ${schema.backend} · ` +
       schema.groups.map((g) => g.name).join(", ");
+    $("gallery").hidden = !schema.catalog;
     // The decodings the bundle carries (`fashattr calibrate`), the server's default first selected: what a shop
     // (accuracy) or a challenge (balanced) wants differs, so the page says which one drew the labels.
     const modes = schema.decode_modes || [];
