@@ -415,8 +415,9 @@ class Trainer:
         if self.dist.main:
             save_weights(self.eval_model, self.run_dir / "last.safetensors")
         log.info(
+            # Says what the numbers are: the selection holdout, the raw model (calibrate's decodings come later).
             "epoch %d/%d  train_loss %.4f  eval_loss %.4f  avg_class_acc %.4f  overall_acc %.4f"
-            "  %s %.4f%s  (%.0f img/s)",
+            "  (selection holdout, undecoded)  selected on %s %.4f%s  (%.0f img/s)",
             p.epoch + 1,
             t.epochs,
             record["train_loss"],
