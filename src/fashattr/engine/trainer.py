@@ -479,7 +479,8 @@ class Trainer:
             summary["select_metric"],
             p.best or 0.0,
             p.best_epoch,
-            "" if test is None else f"; test holdout avg_class_acc {test.avg_class_acc:.4f} (unbiased)",
+            "" if test is None else f"; test holdout avg_class_acc {test.avg_class_acc:.4f} "
+            f"overall_acc {test.overall_acc:.4f} (unbiased; undecoded: `fashattr calibrate`, then `eval`, decodes)",
             self.run_dir,
         )
 
