@@ -479,8 +479,8 @@ class Trainer:
             summary["select_metric"],
             p.best or 0.0,
             p.best_epoch,
-            "" if test is None else f"; test holdout avg_class_acc {test.avg_class_acc:.4f} "
-            f"overall_acc {test.overall_acc:.4f} (unbiased; undecoded: `fashattr calibrate`, then `eval`, decodes)",
+            "" if test is None else f"; test holdout avg_class_acc {_num(test.avg_class_acc)} "
+            f"overall_acc {_num(test.overall_acc)} (unbiased; undecoded: `fashattr calibrate`, then `eval`, decodes)",
             self.run_dir,
         )
 
@@ -557,6 +557,11 @@ def new_run_dir(cfg: Config) -> Path:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _num(value: float | None) -> str:
+    """A metric for the log: four decimals, or n/a where the schema has none (no single-label group)."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def fit(
