@@ -479,7 +479,9 @@ class Trainer:
             summary["select_metric"],
             p.best or 0.0,
             p.best_epoch,
-            "" if test is None else f"; test holdout avg_class_acc {_num(test.avg_class_acc)} "
+            ""
+            if test is None
+            else f"; test holdout avg_class_acc {_num(test.avg_class_acc)} "
             f"overall_acc {_num(test.overall_acc)} (unbiased; undecoded: `fashattr calibrate`, then `eval`, decodes)",
             self.run_dir,
         )
