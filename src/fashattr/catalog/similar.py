@@ -229,7 +229,7 @@ def similar(
             q = sa.select(predictions.c.group_name, predictions.c.class_name).where(
                 predictions.c.model_id == model_id, predictions.c.sha256 == own
             )
-            query = dict(conn.execute(q).tuples().all())
+            query = {str(g): str(c) for g, c in conn.execute(q)}
     else:
         pixels = runtime.preprocess(photo)[None]
         logits, features = runtime.infer(pixels)
