@@ -9,14 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import untrained_run
 from pg_cluster import free_port
+from serving import serving
 
 from fashattr.catalog.search import search
 from fashattr.catalog.tag import materialize
@@ -29,31 +28,6 @@ pytest.importorskip("onnxruntime")
 
 def fashattr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fashattr", *args], capture_output=True, text=True, cwd=cwd)
-
-
-@contextmanager
-def serving(model: Path, *args: str) -> Iterator[str]:
-    """``fashattr serve MODEL ARGS`` on a free loopback port: its URL once /readyz answers 200."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "fashattr", "serve", str(model), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"fashattr serve exited with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "fashattr serve did not become ready within 90 s"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.fixture(scope="module")

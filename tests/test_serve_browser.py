@@ -4,29 +4,18 @@ appear, no console errors; a non-image file shows its error in the page."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from browser import open_page
+from serving import serving
 from test_serve import make_bundle
 
 from fashattr.schema import ai6126_schema
 
 pytest.importorskip("fastapi")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -41,32 +30,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise FileNotFoundError(f"FASHATTR_SERVE_BUNDLE={named}: no bundle there (no config.json)")
     with serving(bundle, "--backend", "torch") as url:
         yield url
-
-
-@contextlib.contextmanager
-def serving(bundle: Path, *args: str) -> Iterator[str]:
-    """`fashattr serve BUNDLE ARGS` on a free loopback port: its URL once /readyz answers 200."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "fashattr", "serve", str(bundle), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"fashattr serve exited with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("fashattr serve did not become ready within 90 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.mark.realdata

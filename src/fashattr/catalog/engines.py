@@ -215,33 +215,10 @@ def run_ray(
     todo: list[Work] = []
     with cf.ThreadPoolExecutor(2, thread_name_prefix="fashattr-hash") as pool:
         reader = Reader(engine, model_id, pool, db.now())
-        for plan in reader.chunks(paths):
-            summary.duplicates += plan.duplicates + plan.dup_done
-            summary.skipped_done += len(plan.done) - plan.dup_done
-            summary.errors.update(reason for _, reason in plan.unreadable)
-            if plan.done or plan.unreadable:  # paths seen again: recorded right away
-                write_batch(engine, model_id, [], {}, plan.done, plan.unreadable)
-                progress(len(plan.done) + len(plan.unreadable), summary)
-            todo += plan.todo
-            if len(todo) >= window:
-                _run_window(
-                    todo,
-                    reader,
-                    str(bundle),
-                    backend,
-                    threads,
-                    engine,
-                    model_id,
-                    summary,
-                    batch_size,
-                    workers,
-                    progress,
-                    decode,
-                )
-                todo = []
-        if todo:
+
+        def run(window_todo: list[Work]) -> None:
             _run_window(
-                todo,
+                window_todo,
                 reader,
                 str(bundle),
                 backend,
@@ -254,6 +231,20 @@ def run_ray(
                 progress,
                 decode,
             )
+
+        for plan in reader.chunks(paths):
+            summary.duplicates += plan.duplicates + plan.dup_done
+            summary.skipped_done += len(plan.done) - plan.dup_done
+            summary.errors.update(reason for _, reason in plan.unreadable)
+            if plan.done or plan.unreadable:  # paths seen again: recorded right away
+                write_batch(engine, model_id, [], {}, plan.done, plan.unreadable)
+                progress(len(plan.done) + len(plan.unreadable), summary)
+            todo += plan.todo
+            if len(todo) >= window:
+                run(todo)
+                todo = []
+        if todo:
+            run(todo)
 
 
 def _run_window(
