@@ -474,6 +474,9 @@ def is_recipe(path: Path) -> bool:
     return path.resolve().parent == recipes
 
 
+_WARNED: set[tuple[str, str]] = set()  # (config file, path) pairs already warned about in this process
+
+
 def _absolute(value: str, base: Path, origin: Path | None) -> str:
     """``value`` made absolute against ``base``. A config written before the one path rule (its paths relative to
     the working directory) still loads: a path missing beside the file but present in the working directory is
@@ -483,6 +486,9 @@ def _absolute(value: str, base: Path, origin: Path | None) -> str:
         return str(p)
     resolved = (base / p).resolve()
     if origin is not None and not resolved.exists() and p.exists():
+        if (str(origin), value) in _WARNED:  # a command reads a run's config more than once: said once
+            return str(p.resolve())
+        _WARNED.add((str(origin), value))
         log.warning(
             "%s: %s is not found beside the config but is in the working directory: read from there; paths in a "
             "config are relative to its folder, so write %s",

@@ -78,6 +78,14 @@ class GroupProfile:
     typos: list[dict[str, Any]] = field(default_factory=list)
 
 
+def flag(p: GroupProfile, min_count: int = MIN_COUNT) -> GroupProfile:
+    """``p`` with its rare, unused and likely-typo classes found from its counts."""
+    p.rare = [c for c, n in p.counts.items() if 0 < n < min_count]
+    p.unused = [c for c, n in p.counts.items() if n == 0]
+    p.typos = likely_typos({c: n for c, n in p.counts.items() if n})
+    return p
+
+
 def profile_table(table: Table, schema: Schema, min_count: int = MIN_COUNT) -> list[GroupProfile]:
     """Per group: images per class, empty cells, classes below ``min_count``, unused classes and likely typos."""
     if table.labels is None:
@@ -88,18 +96,7 @@ def profile_table(table: Table, schema: Schema, min_count: int = MIN_COUNT) -> l
         labels = table.labels[g.name]
         empty = int(np.sum(labels == UNKNOWN)) if g.kind == "single" else int(np.sum(np.all(labels == UNKNOWN, 1)))
         per_class = {c: int(n) for c, n in zip(g.classes, counts[g.name], strict=True)}
-        out.append(
-            GroupProfile(
-                name=g.name,
-                kind=g.kind,
-                counts=per_class,
-                empty=empty,
-                rows=len(table),
-                rare=[c for c, n in per_class.items() if 0 < n < min_count],
-                unused=[c for c, n in per_class.items() if n == 0],
-                typos=likely_typos({c: n for c, n in per_class.items() if n}),
-            )
-        )
+        out.append(flag(GroupProfile(g.name, g.kind, per_class, empty, len(table)), min_count))
     return out
 
 

@@ -15,10 +15,9 @@ from typing import Any
 import yaml
 
 from fashattr.data.formats import create_reader
-from fashattr.data.profile import MIN_COUNT, GroupProfile, profile_lines, profile_table
-from fashattr.data.table import Table
+from fashattr.data.profile import MIN_COUNT, GroupProfile, flag, profile_lines, profile_table
 
-# job -> (recipe, what it optimises, the decoding its runs default to)
+# job -> (recipe, what it optimises and the decoding its runs default to)
 JOBS: dict[str, tuple[str, str]] = {
     "shop": (
         "shop_pretrained",
@@ -31,8 +30,8 @@ JOBS: dict[str, tuple[str, str]] = {
 }
 
 
-def _merged(tables: list[Table], profiles: list[list[GroupProfile]]) -> list[GroupProfile]:
-    """One profile over every labelled split: counts and empty cells added up."""
+def _merged(profiles: list[list[GroupProfile]], min_count: int) -> list[GroupProfile]:
+    """One profile over every labelled split: counts and empty cells added up, flagged on the whole table."""
     merged: dict[str, GroupProfile] = {}
     for per_split in profiles:
         for p in per_split:
@@ -41,7 +40,7 @@ def _merged(tables: list[Table], profiles: list[list[GroupProfile]]) -> list[Gro
                 m.counts[c] = m.counts.get(c, 0) + n
             m.empty += p.empty
             m.rows += p.rows
-    return list(merged.values())
+    return [flag(m, min_count) for m in merged.values()]
 
 
 def starter_config(
@@ -63,8 +62,6 @@ def starter_config(
     """
     import os
 
-    from fashattr.data.profile import likely_typos
-
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; choose from {sorted(JOBS)}")
     reader = create_reader(fmt, root, options)
@@ -73,11 +70,7 @@ def starter_config(
     labelled = [t for t in tables if t.labeled]
     if not labelled:
         raise ValueError(f"{root}: no split has labels: nothing to declare classes from")
-    profiles = _merged(labelled, [profile_table(t, schema, min_count) for t in labelled])
-    for p in profiles:  # flagged on the whole table, not per split
-        p.rare = [c for c, n in p.counts.items() if 0 < n < min_count]
-        p.unused = [c for c, n in p.counts.items() if n == 0]
-        p.typos = likely_typos({c: n for c, n in p.counts.items() if n})
+    profiles = _merged([profile_table(t, schema, min_count) for t in labelled], min_count)
     classes = {}
     for p in profiles:
         typos = {t["class"] for t in p.typos}
