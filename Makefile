@@ -18,9 +18,10 @@ demo: $(STAMP)
 	$(PY) -m fashattr demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs/hooks
+	$(PY) -m ruff format --check src tests benchmarks docs/hooks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # System packages the tests drive for real (chromium, a PostgreSQL server); apt-get when missing.
 system:

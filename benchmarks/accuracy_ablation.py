@@ -242,8 +242,7 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
     if fitted != tta:
         run_cli(["calibrate", str(run_dir), "--tta", tta], log)
     cfg = load_config(run_dir / "config.yaml")
-    predictor = Predictor.from_run(run_dir)
-    predictor.runtime.tta = tta
+    predictor = Predictor.from_run(run_dir, tta=tta)
     _, data = load_split(cfg.data, TEST_HOLDOUT, progress=False)
     assert data.labels is not None
     scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
@@ -259,8 +258,8 @@ def both_metrics(
     """Average per-class accuracy (balanced decoding) and overall accuracy (accuracy decoding) of ``scores``
     decoded by a bundle ``config``'s decodings, each with its 95% percentile bootstrap interval."""
     from fashattr.metrics import compute_metrics
+    from fashattr.portable.decoding import decision_logits
     from fashattr.report.stats import bootstrap_ci
-    from fashattr.runtime_onnx import decision_logits
 
     out: dict[str, Any] = {}
     for metric, mode in METRICS:

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fashattr.data.background import Background, model_sha256
 from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
 from fashattr.data.table import Table
+from fashattr.portable.background import Background, model_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("FASHATTR_DATA", ROOT.parent / "shared" / "data" / "FashionDataset"))

@@ -5,7 +5,7 @@ For ~200 FashionDataset val images at several sizes, four ways from a file to a 
 
 - ``full``: full-resolution decode, one plain bilinear resize;
 - ``full_reduce``: full decode, then Pillow's ``resize(reducing_gap=2)`` (an integer ``reduce``
-  first when shrinking 4x or more, then the resize): ``fashattr.data.images.load_presized``;
+  first when shrinking 4x or more, then the resize): ``fashattr.portable.images.load_presized``;
 - ``draft``: JPEGs decoded at reduced DCT scale (Pillow's ``draft``, the smallest scale whose
   image still covers ``size``), other formats in full; the previous fashattr behaviour;
 - ``draft_rule``: one integer factor ``k`` (1, 2, 4, 8: the largest whose image still covers
@@ -37,7 +37,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageOps
 
-from fashattr.data.images import PAD_COLOR, letterbox, letterbox_geometry, load_presized, open_image, to_rgb
+from fashattr.portable.images import PAD_COLOR, letterbox, letterbox_geometry, load_presized, open_image, to_rgb
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent.parent / "shared" / "data" / "FashionDataset"

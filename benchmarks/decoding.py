@@ -37,8 +37,8 @@ from fashattr.config import load_config
 from fashattr.data.formats import create_reader
 from fashattr.data.prepare import holdout_rows, load_split
 from fashattr.metrics import compute_metrics
+from fashattr.portable.decoding import decision_logits
 from fashattr.predictor import Predictor, eval_run
-from fashattr.runtime_onnx import decision_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("config.yaml", "schema.yaml", "summary.json", "metrics.csv", "train.log", "best.safetensors")

@@ -2,7 +2,7 @@
 
 Averages the logits of several runs (same data split and pixels; each with the same test-time augmentation),
 fits the decodings on the mean logits of the selection holdout exactly as ``fashattr calibrate`` does
-(``calibrate.fit_calibration``), and scores the test holdout: average per-class accuracy with the balanced
+(``calibration.fit.fit_calibration``), and scores the test holdout: average per-class accuracy with the balanced
 decoding and overall accuracy with the accuracy decoding, each with a 95% bootstrap interval, for every run
 alone and for the ensemble. A run alone reproduces what ``fashattr eval`` printed for it (the same fit on the
 same logits), which the script checks against the run's ``calibration.json`` when that was fitted with the
@@ -37,8 +37,7 @@ def run_logits(run: Path, split_data: dict[str, Any], tta: str) -> dict[str, dic
     """Per split name, the run's logits (with ``tta``) on that split's pixels."""
     from fashattr.predictor import Predictor
 
-    predictor = Predictor.from_run(run)
-    predictor.runtime.tta = tta
+    predictor = Predictor.from_run(run, tta=tta)
     return {name: predictor.scores(data.pixels(), 128) for name, data in split_data.items()}
 
 
@@ -46,7 +45,8 @@ def score(
     schema: Any, hold: Any, test: Any, counts: dict[str, np.ndarray], members: list[dict[str, Any]], resamples: int
 ) -> dict[str, Any]:
     """Decodings fitted on the members' mean holdout logits; both metrics on the test holdout."""
-    from fashattr.calibrate import bundle_decoding, fit_calibration
+    from fashattr.calibration.fit import fit_calibration
+    from fashattr.calibration.store import bundle_decoding
 
     def mean(split: str) -> dict[str, np.ndarray]:
         return {g.name: np.mean([m[split][g.name] for m in members], axis=0) for g in schema.groups}
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from fashattr.calibrate import training_counts
     from fashattr.config import load_config
     from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
-    from fashattr.distill import check_teacher
+    from fashattr.engine.distill import check_teacher
 
     cfg = load_config(args.runs[0] / "config.yaml")
     for run in args.runs[1:]:

@@ -14,7 +14,7 @@ For each model (random init: speed does not depend on the weights' values), at `
   in PyTorch for eager (NCHW copy) and channels_last (the NHWC batch is already channels_last);
 - the ONNX files are exported and quantised by fashattr's own code (``deploy.onnx.export_onnx``,
   ``deploy.quantize.quantize_int8``, calibrated on real training images) into a bundle folder, and
-  run by ``runtime_onnx.OnnxRunner``: the session fashattr predict uses;
+  run by ``onnx_runner.OnnxRunner``: the session fashattr predict uses;
 - **end to end** (first model only): real FashionDataset JPEG files -> JSON Lines through
   ``Runtime.predict_files`` (decode in worker threads, batches of 32), against the same backend's
   model-only throughput on ready batches, interleaved the same way.
@@ -47,13 +47,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fashattr import runtime_onnx
 from fashattr.config import ModelConfig
-from fashattr.data.images import fill_color, load_presized
 from fashattr.deploy.bundle import write_hashes
 from fashattr.deploy.onnx import PixelModel, export_onnx
 from fashattr.deploy.quantize import quantize_int8
 from fashattr.models import create_model
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import onnx_runner
+from fashattr.portable.images import fill_color, load_presized
 from fashattr.schema import ai6126_schema
 
 ROOT = Path(__file__).resolve().parent
@@ -133,8 +134,8 @@ class CpuMeter:
 def bundle_config(name: str, size: int) -> dict[str, Any]:
     """The parts of a bundle config that export and the ONNX runtime read (random-init model)."""
     return {
-        "format": runtime_onnx.FORMAT,
-        "format_version": runtime_onnx.FORMAT_VERSION,
+        "format": bundle_format.FORMAT,
+        "format_version": bundle_format.FORMAT_VERSION,
         "schema": ai6126_schema().to_dict(),
         "model": dataclasses.asdict(ModelConfig(backbone=name)),
         "preprocess": {"image_size": size, "fill": list(fill_color(MEAN)), "mean": list(MEAN), "std": list(STD)},
@@ -306,7 +307,7 @@ def explore_variants(
 
 
 def onnx_variant(bundle: Path, variant: str, threads: int) -> Fn:
-    runner = runtime_onnx.OnnxRunner(bundle, variant=variant, threads=threads)
+    runner = onnx_runner.OnnxRunner(bundle, variant=variant, threads=threads)
     return runner.logits
 
 

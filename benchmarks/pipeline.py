@@ -40,9 +40,9 @@ from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
 from fashattr.data.loader import BatchLoader
 from fashattr.data.pipeline import Prefetcher, augmented_batches
+from fashattr.device import autocast, prefetch_depth
 from fashattr.losses import create_loss
 from fashattr.models import create_model
-from fashattr.runtime import autocast, prefetch_depth
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionDataset"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -1,6 +1,6 @@
 """How `fashattr predict` should decode in parallel: threads or processes, how many (2-core CPU).
 
-Decodes the same real FashionDataset JPEGs with ``runtime_onnx.load_presized`` (the runtime's and the
+Decodes the same real FashionDataset JPEGs with ``images.load_presized`` (the runtime's and the
 cache's pixel code) sequentially, with a thread pool and with a process pool, in alternating rounds so
 that load from other programs on the machine hits every variant alike; then the whole streaming path
 (``Runtime.predict_files``: decode + resnet18 on torch, batch 32) with 1 and 2 decode threads against
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashattr.runtime_onnx import load_presized
+from fashattr.portable.images import load_presized
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FASHATTR_DATA") or ROOT.parent / "shared" / "data" / "FashionDataset")

@@ -126,9 +126,9 @@ def main() -> None:
                         args.bundle,
                         [subset],
                         url,
-                        args.backend,
-                        args.batch_size,
-                        workers,
+                        backend=args.backend,
+                        batch_size=args.batch_size,
+                        workers=workers,
                         threads=1 if engine == "ray" else None,
                         engine=engine,
                         progress=False,
@@ -162,9 +162,25 @@ def main() -> None:
             for dbname, make_url in urls.items():
                 url = make_url(f"full_{dbname}")
                 with Phase() as ph:
-                    s = tag(args.bundle, [DATA / "img"], url, args.backend, args.batch_size, 2, progress=False)
+                    s = tag(
+                        args.bundle,
+                        [DATA / "img"],
+                        url,
+                        backend=args.backend,
+                        batch_size=args.batch_size,
+                        workers=2,
+                        progress=False,
+                    )
                 with Phase() as again:
-                    r = tag(args.bundle, [DATA / "img"], url, args.backend, args.batch_size, 2, progress=False)
+                    r = tag(
+                        args.bundle,
+                        [DATA / "img"],
+                        url,
+                        backend=args.backend,
+                        batch_size=args.batch_size,
+                        workers=2,
+                        progress=False,
+                    )
                 row = {
                     "db": dbname,
                     "tagged": s.tagged,

@@ -1,8 +1,8 @@
 """Per-image CPU cost of what `fashattr tag` does beside the model: decoding a FashionDataset JPEG to
-the 96 px letterboxed pixels (`runtime_onnx.load_presized`, 200 real photos, one thread), and turning
+the 96 px letterboxed pixels (`images.load_presized`, 200 real photos, one thread), and turning
 logits into labels and database rows.
 
-`runtime_onnx.decode` (top-5) plus `catalog.tag.prediction_rows`, on 32-image batches of random
+`decoding.decode` (top-5) plus `catalog.batch.prediction_rows`, on 32-image batches of random
 logits for the FashionDataset schema, timed alone (no model, no database). Prints one JSON line and
 writes benchmarks/results/tag_labels.json.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fashattr import runtime_onnx
-from fashattr.catalog.tag import prediction_rows
+from fashattr.catalog.batch import prediction_rows
+from fashattr.portable import decoding, images
 from fashattr.schema import AI6126_GROUPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -31,10 +31,10 @@ def jpeg_ms(n: int = 200, size: int = 96) -> float:
     files = sorted((PHOTOS / "img").glob("*.jpg"))[:n]
     if not files:
         raise FileNotFoundError(f"no FashionDataset photos under {PHOTOS / 'img'} (set FASHATTR_DATA)")
-    fill = runtime_onnx.fill_color((0.485, 0.456, 0.406))
+    fill = images.fill_color((0.485, 0.456, 0.406))
     start = time.perf_counter()
     for f in files:
-        runtime_onnx.load_presized(f, size, fill=fill)
+        images.load_presized(f, size, fill=fill)
     return round((time.perf_counter() - start) / len(files) * 1e3, 3)
 
 
@@ -48,11 +48,11 @@ def main(rounds: int = 300, batch: int = 32) -> dict[str, float]:
     for top_k in (1, 5):
         start = time.perf_counter()
         for _ in range(rounds):
-            runtime_onnx.decode(config, logits, top_k=top_k)
+            decoding.decode(config, logits, top_k=top_k)
         out[f"decode_top{top_k}_ms_per_image"] = round((time.perf_counter() - start) / rounds / batch * 1e3, 4)
     start = time.perf_counter()
     for _ in range(rounds):
-        for record in runtime_onnx.decode(config, logits, top_k=5):
+        for record in decoding.decode(config, logits, top_k=5):
             prediction_rows("0" * 64, "model", record, None)
     out["decode_top5_and_rows_ms_per_image"] = round((time.perf_counter() - start) / rounds / batch * 1e3, 4)
     return out

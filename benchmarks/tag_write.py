@@ -1,4 +1,4 @@
-"""CPU per image of `fashattr tag`'s writer (`catalog.tag.write_batch`), on SQLite and PostgreSQL.
+"""CPU per image of `fashattr tag`'s writer (`catalog.batch.write_batch`), on SQLite and PostgreSQL.
 
 640 images of synthetic rows (the FashionDataset schema's 6 groups decoded with top-5, a 512-float
 embedding, one path each) written 32 to a transaction into a fresh database, as the writer thread
@@ -31,16 +31,17 @@ def measure(url: str, n: int = 640, batch: int = 32) -> dict[str, float]:
     """Writer CPU and wall milliseconds per image into ``url`` (run in a child process per code version)."""
     import numpy as np
 
-    from fashattr import runtime_onnx
     from fashattr.catalog import db
-    from fashattr.catalog.tag import Work, write_batch
+    from fashattr.catalog.batch import write_batch
+    from fashattr.catalog.work import Work
+    from fashattr.portable import decoding
     from fashattr.schema import AI6126_GROUPS
 
     groups = [{"name": k, "classes": list(v), "kind": "single"} for k, v in AI6126_GROUPS.items()]
     config = {"schema": {"groups": groups}, "decoding": {}}
     rng = np.random.default_rng(0)
     logits = {g["name"]: rng.normal(size=(n, len(g["classes"]))).astype(np.float32) for g in groups}
-    records = runtime_onnx.decode(config, logits, top_k=5)
+    records = decoding.decode(config, logits, top_k=5)
     feats = rng.normal(size=(n, 512)).astype(np.float32)
     works = [Work(f"{i:064x}", f"/photos/{i}.jpg", 1000 + i, width=200, height=300) for i in range(n)]
     model_id = "m" * 64

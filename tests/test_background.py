@@ -1,4 +1,4 @@
-"""Background removal (data/background.py): rembg with a local model the test builds, GrabCut on generated
+"""Background removal (portable/background.py): rembg with a local model the test builds, GrabCut on generated
 garments with a known foreground, the cache key, and the same pixels in training and in every runtime.
 
 The U²-Net stand-in is a real ONNX file with U²-Net's signature (one ``(1, 3, 320, 320)`` float32 image in,
@@ -23,15 +23,15 @@ from conftest import make_dataset, untrained_run
 from PIL import Image, ImageDraw
 
 from fashattr.config import ConfigError, load_config
-from fashattr.data.background import Background, composite, grabcut_mask, grabcut_rect, model_sha256
 from fashattr.data.cache import fingerprint
 from fashattr.data.formats import create_reader
-from fashattr.data.images import load_presized
 from fashattr.data.prepare import cache_table
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.isolated import onnx_only_venv, run_standalone
 from fashattr.deploy.runtime import Runtime
 from fashattr.errors import BundleError
+from fashattr.portable.background import Background, composite, grabcut_mask, grabcut_rect, model_sha256
+from fashattr.portable.images import load_presized
 
 FILL = (10, 200, 30)
 IOU_BAR, IOU_MEAN_BAR = 0.93, 0.96  # measured: 0.951 worst, 0.974 mean over the 8 garments (both rectangles)
@@ -100,7 +100,7 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 import rembg
-from fashattr.data.background import Background, model_sha256
+from fashattr.portable.background import Background, model_sha256
 from PIL import Image
 step = Background("rembg", (1, 2, 3), model={str(u2net)!r}, model_sha256=model_sha256({str(u2net)!r}))
 step.load()
@@ -254,9 +254,10 @@ def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Pat
     """The same real photos with removal on: the training cache's bytes == the runtime's from the run, from the
     bundle (torch and ONNX backends), the standalone ONNX runner's and catalog tagging's."""
     pytest.importorskip("cv2" if method == "grabcut" else "rembg")
-    from fashattr import runtime_onnx
     from fashattr.catalog.work import Work, decode_work
     from fashattr.data.table import Table
+    from fashattr.portable import bundle as bundle_format
+    from fashattr.portable import onnx_runner
     from fashattr.predictor import Predictor
 
     extra = [f"data.background_method={method}"] + ([f"data.background_model={u2net}"] if method == "rembg" else [])
@@ -284,9 +285,9 @@ def test_training_pixels_equal_every_runtimes_pixels(real_data: Path, u2net: Pat
     }
     for name, rt in runtimes.items():
         assert np.array_equal(np.stack([rt.preprocess(f) for f in files]), cache), name
-    runner = runtime_onnx.OnnxRunner(bundle)
+    runner = onnx_runner.OnnxRunner(bundle)
     assert np.array_equal(
-        np.stack([runtime_onnx.preprocess(runner.config, f, runner.background) for f in files]), cache
+        np.stack([bundle_format.preprocess(runner.config, f, runner.background) for f in files]), cache
     )
     rt = runtimes["bundle-torch"]
     tagged = [decode_work(Work("x", str(f), 0), rt.image_size, rt.fill, rt.background) for f in files]
@@ -306,7 +307,7 @@ def test_standalone_predict_onnx_removes_backgrounds_without_fashattr(tiny_data:
     pytest.importorskip("onnxruntime")
     run = untrained_run(tiny_data, tmp_path, ["data.background=remove"], size=32)
     bundle = write_bundle(run, tmp_path / "bundle", formats=("onnx",))
-    assert (bundle / "fashattr_background.py").is_file() and not (bundle / "background.onnx").exists()
+    assert (bundle / "fashattr_portable" / "background.py").is_file() and not (bundle / "background.onnx").exists()
     python = onnx_only_venv(tmp_path / "venv")
     import cv2
 

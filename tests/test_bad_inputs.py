@@ -19,9 +19,9 @@ from conftest import make_dataset, tiny_overrides
 from PIL import Image
 
 from fashattr.config import load_config
-from fashattr.data.images import load_presized, open_image
 from fashattr.engine.trainer import fit
 from fashattr.errors import ImageError
+from fashattr.portable.images import load_presized, open_image
 
 # A 32x16 reference whose quadrants tell every orientation apart (colour at each quadrant centre).
 QUADRANTS = {(8, 4): (255, 0, 0), (24, 4): (0, 255, 0), (8, 12): (0, 0, 255), (24, 12): (255, 255, 255)}

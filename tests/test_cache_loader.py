@@ -11,9 +11,9 @@ import torch
 
 from fashattr.data.cache import cache_images
 from fashattr.data.formats import create_reader
-from fashattr.data.images import load_presized
 from fashattr.data.loader import BatchLoader
 from fashattr.errors import ImageError
+from fashattr.portable.images import load_presized
 
 
 def test_cache_matches_direct_decode_and_is_reused(tiny_data: Path, tmp_path: Path):

@@ -14,23 +14,21 @@ import numpy as np
 import pytest
 from conftest import tiny_overrides
 
-from fashattr.calibrate import (
-    CALIBRATION,
+from fashattr.calibrate import calibrate_run
+from fashattr.calibration.fit import (
     TAU_GRID,
-    CalibrationError,
     adjustment,
-    bundle_decoding,
-    calibrate_run,
     default_mode,
     f1_threshold,
     fit_calibration,
     fit_tau,
-    load_calibration,
     log_prior,
 )
+from fashattr.calibration.store import CALIBRATION, CalibrationError, bundle_decoding, load_calibration
 from fashattr.config import load_config
 from fashattr.engine.trainer import fit
-from fashattr.runtime_onnx import decode, file_sha256
+from fashattr.portable.bundle import file_sha256
+from fashattr.portable.decoding import decode
 from fashattr.schema import AI6126_GROUPS, Group, Schema
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fashattr.report.calibration import fit_temperature, nll, reliability, sigmoid, softmax
+from fashattr.calibration.temperature import fit_temperature, nll, reliability, sigmoid, softmax
 
 
 def test_nll_by_hand_single_and_multi_with_unknown_rows_ignored() -> None:

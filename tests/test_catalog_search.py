@@ -26,7 +26,8 @@ from fashattr.config import load_config
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.runtime import Runtime
 from fashattr.engine.trainer import fit
-from fashattr.runtime_onnx import file_sha256, open_image
+from fashattr.portable.bundle import file_sha256
+from fashattr.portable.images import open_image
 
 GROUPS = ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
 

@@ -14,7 +14,7 @@ import pytest
 from pg_cluster import free_port
 from test_catalog_search import bundle, catalog, common_pair, expected_matches, photos  # noqa: F401
 
-from fashattr.runtime_onnx import file_sha256
+from fashattr.portable.bundle import file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_cli_exit_codes(bundle: Path, photos: Path, tmp_path: Path) -> None:
 
 
 def test_prediction_rows_single_and_multi_label() -> None:
-    from fashattr.catalog.tag import prediction_rows
+    from fashattr.catalog.batch import prediction_rows
 
     record = {
         "groups": {
@@ -174,7 +174,7 @@ def test_prediction_rows_single_and_multi_label() -> None:
 
 
 def test_memory_stays_bounded_for_many_files(bundle: Path, tmp_path: Path) -> None:
-    from fashattr.catalog.tag import HASH_CHUNK
+    from fashattr.catalog.batch import HASH_CHUNK
 
     rng = np.random.default_rng(0)
     for i in range(700):  # tiny distinct photos: the bound, not the pixels, is under test

@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 
 from fashattr.config import ConfigError, LossConfig, load_config
 from fashattr.data.prepare import load_train_eval
-from fashattr.distill import CACHE, soften
+from fashattr.engine.distill import CACHE, soften
 from fashattr.engine.trainer import fit
 from fashattr.losses import create_loss, distill_term
 from fashattr.predictor import Predictor

@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from fashattr import runtime_onnx
 from fashattr.config import load_config
 from fashattr.deploy.bundle import load_bundle_torch, write_bundle
 from fashattr.deploy.onnx import onnx_logits
 from fashattr.deploy.runtime import Runtime
 from fashattr.engine.trainer import fit
 from fashattr.errors import BundleError
+from fashattr.portable import bundle as bundle_format
 
 GROUPS = ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
 
@@ -91,7 +91,7 @@ def test_predict_onnx_py_ignores_the_features_output(bundle: Path, tiny_data: Pa
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 5 and all(list(r["groups"]) == GROUPS for r in records)
     expected = Runtime.from_bundle(bundle, backend="onnx").predict_arrays(
-        np.stack([runtime_onnx.preprocess(json.loads((bundle / "config.json").read_text()), p) for p in photos])
+        np.stack([bundle_format.preprocess(json.loads((bundle / "config.json").read_text()), p) for p in photos])
     )
     assert [r["groups"] for r in records] == [e["groups"] for e in expected]
 
@@ -101,7 +101,7 @@ def test_an_old_bundle_without_the_features_output_says_to_re_export(bundle: Pat
     model = onnx.load(str(old / "model.onnx"))
     model.graph.output.pop()  # the graph as bundles were exported before the features output
     onnx.save(model, str(old / "model.onnx"))
-    (old / "hashes.json").write_text(json.dumps(runtime_onnx.compute_hashes(old)))
+    (old / "hashes.json").write_text(json.dumps(bundle_format.compute_hashes(old)))
     rt = Runtime.from_bundle(old, backend="onnx")
     assert not rt.has_features
     assert list(rt.logits(pixels)) == GROUPS  # predicting still works

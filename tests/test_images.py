@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashattr.data.images import PAD_COLOR, load_presized, open_image
 from fashattr.errors import ImageError
+from fashattr.portable.images import PAD_COLOR, load_presized, open_image
 
 
 def test_exif_orientation_applied(tmp_path: Path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from fashattr import runtime_onnx
+import fashattr.portable
 from fashattr.config import ModelConfig, load_config
 from fashattr.data.prepare import load_split
 from fashattr.deploy.bundle import bundle_config as run_bundle_config
@@ -21,17 +21,19 @@ from fashattr.deploy.onnx import (
     check_budget,
     check_onnx,
     check_parity,
-    export_bundle_onnx,
     export_onnx,
     onnx_logits,
     torch_logits,
 )
+from fashattr.deploy.onnx_bundle import export_bundle_onnx
 from fashattr.deploy.quantize import quantize_int8, quantize_run
 from fashattr.engine.trainer import fit
 from fashattr.errors import BundleError
 from fashattr.metrics import compute_metrics
 from fashattr.models import create_model
 from fashattr.models.weights import load_weights
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import decoding
 from fashattr.schema import ai6126_schema
 
 GROUPS = ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
@@ -96,13 +98,13 @@ def test_parity_on_200_real_images(real_data: Path, tmp_path: Path):
     path = export_onnx(model, config, tmp_path / "model.onnx")
     files = [real_data / "img" / f"{i:05d}.jpg" for i in range(0, 7000, 35)]
     assert len(files) == 200
-    x = np.stack([runtime_onnx.preprocess(config, f) for f in files])
+    x = np.stack([bundle_format.preprocess(config, f) for f in files])
     ref, got = torch_logits(model, x, config), onnx_logits(path, x)
     diff = max(float(np.abs(ref[g] - got[g]).max()) for g in GROUPS)
     assert diff <= 1e-4, diff
     assert (argmaxes(ref) == argmaxes(got)).all()
-    classes = [[r["groups"][g]["class"] for g in GROUPS] for r in runtime_onnx.decode(config, got)]
-    assert classes == [[r["groups"][g]["class"] for g in GROUPS] for r in runtime_onnx.decode(config, ref)]
+    classes = [[r["groups"][g]["class"] for g in GROUPS] for r in decoding.decode(config, got)]
+    assert classes == [[r["groups"][g]["class"] for g in GROUPS] for r in decoding.decode(config, ref)]
 
 
 def test_outputs_that_do_not_match_the_schema_are_named(tmp_path: Path):
@@ -145,7 +147,12 @@ def test_bundle_export_writes_model_and_standalone_runtime(tmp_path: Path):
     entry = export_bundle_onnx(make_model(config), config, tmp_path)
     assert entry["fp32"] == "model.onnx" and entry["input"] == "image" and entry["outputs"] == GROUPS
     assert entry["opset"] == 18 and entry["exporter"] == "dynamo"
-    assert (tmp_path / "predict_onnx.py").read_bytes() == Path(runtime_onnx.__file__).read_bytes()
+    portable = Path(fashattr.portable.__file__).parent
+    copied = sorted(p.name for p in (tmp_path / "fashattr_portable").iterdir())
+    assert copied == sorted(p.name for p in portable.glob("*.py")) and "cli.py" in copied
+    for name in copied:
+        assert (tmp_path / "fashattr_portable" / name).read_bytes() == (portable / name).read_bytes(), name
+    assert "from fashattr_portable.cli import main" in (tmp_path / "predict_onnx.py").read_text()
     with pytest.raises(ValueError, match="int8 quantisation calibrates on the run's training images"):
         export_bundle_onnx(make_model(config), config, tmp_path, int8=True)
 
@@ -208,11 +215,11 @@ def test_efficientnet_lite_with_its_imagenet_weights_exports_with_parity(real_da
     model = create_model(source, ai6126_schema(), 96).eval()
     path = export_onnx(model, config, tmp_path / "model.onnx")
     files = [real_data / "img" / f"{i:05d}.jpg" for i in range(0, 7000, 140)]
-    x = np.stack([runtime_onnx.preprocess(config, f) for f in files])
+    x = np.stack([bundle_format.preprocess(config, f) for f in files])
     ref, got = torch_logits(model, x, config), onnx_logits(path, x)
     assert max(float(np.abs(ref[g] - got[g]).max()) for g in GROUPS) <= 1e-4
     assert (argmaxes(ref) == argmaxes(got)).all()
-    calib = np.stack([runtime_onnx.preprocess(config, real_data / "img" / f"{i:05d}.jpg") for i in range(1, 3000, 60)])
+    calib = np.stack([bundle_format.preprocess(config, real_data / "img" / f"{i:05d}.jpg") for i in range(1, 3000, 60)])
     int8 = quantize_int8(path, tmp_path / "model.int8.onnx", calib)
     check_onnx(int8, config)
     agree = (argmaxes(onnx_logits(int8, x)) == argmaxes(got)).mean()

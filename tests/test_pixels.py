@@ -18,11 +18,11 @@ from PIL import Image
 from fashattr.cli import main
 from fashattr.config import Config, DataConfig, ModelConfig
 from fashattr.data.formats import create_reader
-from fashattr.data.images import PAD_COLOR, fill_color, letterbox_geometry, load_presized, open_image
 from fashattr.data.prepare import cache_table
 from fashattr.data.show import draw_samples
 from fashattr.errors import ImageError
 from fashattr.models import create_model
+from fashattr.portable.images import PAD_COLOR, fill_color, letterbox_geometry, load_presized, open_image
 from fashattr.predictor import Predictor
 from fashattr.schema import ai6126_schema
 
@@ -168,9 +168,9 @@ def svg_backend():
 
 def test_drawing_never_switches_the_matplotlib_backend(svg_backend: None, tmp_path: Path):
     from fashattr.data.check import plot_distribution
+    from fashattr.data.grid import sample_grid
     from fashattr.engine.lr_find import LrFindResult, save_lr_find
     from fashattr.report.compare import RunInfo, plot_curves
-    from fashattr.report.grid import sample_grid
 
     sample_grid(np.zeros((2, 8, 8, 3), np.uint8), ["a", "b"], tmp_path / "grid.png")
     lrs = [1e-4 * 1.5**i for i in range(20)]

@@ -24,7 +24,7 @@ FORBIDDEN = (
     "fashattr.data.loader",
     "fashattr.data.prepare",
     "fashattr.data.cache",
-    "fashattr.evaluate",
+    "fashattr.inference",
 )
 
 
@@ -45,7 +45,7 @@ def test_pixels_and_logits_equal_training_time_evaluation(real_data: Path, tmp_p
     from fashattr.data.formats import create_reader
     from fashattr.data.prepare import cache_table
     from fashattr.data.table import Table
-    from fashattr.evaluate import predict_scores
+    from fashattr.inference import predict_scores
 
     run = untrained_run(real_data, tmp_path)
     cfg = load_config(run / "config.yaml")

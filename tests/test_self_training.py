@@ -19,7 +19,7 @@ from fashattr.config import ConfigError, LossConfig, load_config
 from fashattr.data.dedup import apply_policy, conflicting_duplicates
 from fashattr.data.formats import create_reader
 from fashattr.data.prepare import load_train_eval
-from fashattr.data.pseudo import add_pseudo_labels, pseudo_label, threshold_labels
+from fashattr.engine.pseudo import add_pseudo_labels, pseudo_label, threshold_labels
 from fashattr.engine.trainer import fit
 from fashattr.losses import create_loss
 from fashattr.schema import Group, Schema

@@ -11,11 +11,12 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from fashattr import runtime_onnx  # noqa: E402
+from fashattr.portable import bundle as bundle_format  # noqa: E402
+from fashattr.portable import onnx_runner  # noqa: E402
 
 
 def test_session_options_values() -> None:
-    opts = runtime_onnx.session_options(2)
+    opts = onnx_runner.session_options(2)
     assert opts.intra_op_num_threads == 2
     assert opts.inter_op_num_threads == 1
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
@@ -23,7 +24,7 @@ def test_session_options_values() -> None:
     assert opts.enable_cpu_mem_arena
     # threads sleep between operators: spinning ones took the decode threads' cores in predict
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert runtime_onnx.session_options(None).intra_op_num_threads == 0  # 0: onnxruntime chooses
+    assert onnx_runner.session_options(None).intra_op_num_threads == 0  # 0: onnxruntime chooses
 
 
 def _tiny_bundle(folder: Path, size: int = 4) -> np.ndarray:
@@ -46,8 +47,8 @@ def _tiny_bundle(folder: Path, size: int = 4) -> np.ndarray:
     model.ir_version = 8
     onnx.save(model, str(folder / "model.onnx"))
     config = {
-        "format": runtime_onnx.FORMAT,
-        "format_version": runtime_onnx.FORMAT_VERSION,
+        "format": bundle_format.FORMAT,
+        "format_version": bundle_format.FORMAT_VERSION,
         "schema": {"groups": [{"name": "g", "kind": "single", "classes": ["a", "b"]}]},
         "preprocess": {"image_size": size, "fill": [124, 116, 104], "mean": [0.5] * 3, "std": [0.5] * 3},
         "decoding": {"multi_label_threshold_logit": 0.0, "calibration": None, "logit_adjust": None},
@@ -59,7 +60,7 @@ def _tiny_bundle(folder: Path, size: int = 4) -> np.ndarray:
 
 def test_onnx_runner_uses_session_options(tmp_path: Path) -> None:
     w = _tiny_bundle(tmp_path)
-    runner = runtime_onnx.OnnxRunner(tmp_path, threads=2, verify=False)
+    runner = onnx_runner.OnnxRunner(tmp_path, threads=2, verify=False)
     used = runner.session.get_session_options()
     assert used.intra_op_num_threads == 2
     assert used.inter_op_num_threads == 1

@@ -18,8 +18,9 @@ from fashattr.config import load_config
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.runtime import Runtime
 from fashattr.engine.trainer import fit
-from fashattr.evaluate import predict_scores
-from fashattr.runtime_onnx import TTA_ZOOM, decode, tta_apply, tta_view, tta_views
+from fashattr.inference import predict_scores
+from fashattr.portable.decoding import decode
+from fashattr.portable.tta import TTA_ZOOM, tta_apply, tta_view, tta_views
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +63,10 @@ def test_flip_tta_is_the_mean_of_two_passes_on_every_path(run: Path, tiny_data: 
     plain, mirrored = rt.logits(x), rt.logits(np.ascontiguousarray(x[:, :, ::-1]))
     by_hand = {g: (plain[g].astype(np.float64) + mirrored[g]) / 2 for g in plain}
     assert any(not np.allclose(plain[g], mirrored[g]) for g in plain)  # the flip changes something
-    rt.tta = "flip"
-    got = {"runtime (run folder)": rt.logits(x)}
+    got = {"runtime (run folder)": Runtime.from_run(run, tta="flip").logits(x)}
     model = rt.backend.model  # type: ignore[attr-defined]
     cfg = load_config(run / "config.yaml")
-    got["evaluate.predict_scores"] = predict_scores(model, x, cfg.data.mean, cfg.data.std, 4, tta="flip")
+    got["inference.predict_scores"] = predict_scores(model, x, cfg.data.mean, cfg.data.std, 4, tta="flip")
     bundle = write_bundle(run, tmp_path / "b", formats=("onnx",), tta="flip")
     assert json.loads((bundle / "config.json").read_text())["tta"] == "flip"
     got["bundle, torch"] = Runtime.from_bundle(bundle, "torch").logits(x)

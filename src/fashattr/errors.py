@@ -8,7 +8,7 @@ from pathlib import Path
 # The base class, ImageError and BundleError are defined in the self-contained runtime (copied into
 # every bundle as predict_onnx.py) and re-exported here: one class each, so `except ImageError` works
 # whichever module raised it.
-from fashattr.runtime_onnx import BundleError, FashattrError, ImageError
+from fashattr.portable.errors import BundleError, FashattrError, ImageError
 
 __all__ = [
     "USER_ERRORS",

@@ -138,7 +138,7 @@ class GroupLoss(nn.Module):
         return per[known].mean()
 
 
-DISTILL = "distill:"  # the target key prefix of a group's teacher probabilities (fashattr.distill.PREFIX)
+DISTILL = "distill:"  # the target key prefix of a group's teacher probabilities (fashattr.engine.distill.PREFIX)
 
 
 def distill_term(logits: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
@@ -157,7 +157,8 @@ def distill_term(logits: torch.Tensor, teacher: torch.Tensor, kind: str, tempera
 
 class MultiGroupLoss(nn.Module):
     """Sum of per-group losses with per-group weights; with teacher targets in the batch (``distill:<group>``,
-    see fashattr.distill) ``(1 - w) * that + w * sum_g group_weight * distill_term`` (w = loss.distill_weight)."""
+    see fashattr.engine.distill) ``(1 - w) * that + w * sum_g group_weight * distill_term``
+    (w = loss.distill_weight)."""
 
     def __init__(self, schema: Schema, cfg: LossConfig, labels: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from fashattr.config import Config, DataConfig, load_config
-from fashattr.data.background import background_for
-from fashattr.data.images import fill_color
+from fashattr.deploy.bundle import preprocess_of
 from fashattr.deploy.output import IMAGE_SUFFIXES, PredictionWriter
 from fashattr.deploy.output import expand_paths as expand_paths  # re-exported: its old home
 from fashattr.deploy.runtime import Runtime, TorchBackend
@@ -46,11 +45,7 @@ class Predictor:
     ) -> None:
         config = {
             "schema": schema.to_dict(),
-            "preprocess": {
-                "image_size": data.image_size,
-                "fill": list(fill_color(data.mean)),
-                **({"background": step.to_json()} if (step := background_for(data)) is not None else {}),
-            },
+            "preprocess": preprocess_of(data).to_json(),  # what the run's bundle would record
             "decoding": {"multi_label_threshold_logit": 0.0, "calibration": None, "logit_adjust": None},
         }
         backend = TorchBackend(model, data.mean, data.std, str(device), channels_last)
@@ -69,9 +64,12 @@ class Predictor:
         return self
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, weights: str = "best", device: str = "cpu") -> Predictor:
-        """Load ``run_dir``'s ``{weights}.safetensors`` (``best`` or ``last``)."""
-        return cls.from_runtime(Runtime.from_run(run_dir, weights, device=device))
+    def from_run(
+        cls, run_dir: str | Path, weights: str = "best", device: str = "cpu", tta: str | None = None
+    ) -> Predictor:
+        """Load ``run_dir``'s ``{weights}.safetensors`` (``best`` or ``last``); ``tta``: the test-time
+        augmentation of every call (``flip``, ...; None: none)."""
+        return cls.from_runtime(Runtime.from_run(run_dir, weights, device=device, tta=tta))
 
     @classmethod
     def from_bundle(cls, bundle: str | Path, backend: str = "torch", device: str = "cpu") -> Predictor:
@@ -159,13 +157,12 @@ def eval_run(
     """
     from fashattr.data.prepare import load_split  # the dataset readers: only evaluation needs them
     from fashattr.metrics import compute_metrics
-    from fashattr.runtime_onnx import decision_logits, tta_mode
+    from fashattr.portable.decoding import decision_logits
 
     run_dir = Path(run_dir)
     cfg = _run_data(run_dir, data_root)
-    predictor = Predictor.from_run(run_dir, weights, device)
+    predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     mode = predictor.runtime.check_decode(decode)
-    predictor.runtime.tta = tta_mode({"tta": tta})
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to evaluate against; use `fashattr predict` for it")
@@ -192,14 +189,13 @@ def predict_split(
     """Write the challenge file for ``split``: one line per listed image, in order, decoded with the run's
     ``calibration.json`` when it has one (``decode``, ``tta``: as in :func:`eval_run`). Returns the line count."""
     from fashattr.data.prepare import load_split
-    from fashattr.evaluate import write_submission
-    from fashattr.runtime_onnx import decision_logits, tta_mode
+    from fashattr.inference import write_submission
+    from fashattr.portable.decoding import decision_logits
 
     run_dir = Path(run_dir)
     cfg = _run_data(run_dir, data_root)
-    predictor = Predictor.from_run(run_dir, weights, device)
+    predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     predictor.runtime.check_decode(decode)
-    predictor.runtime.tta = tta_mode({"tta": tta})
     _, data = load_split(cfg.data, split, progress=cfg.train.progress)
     if data.skipped:  # the challenge file needs one line per listed image: nothing may be left out
         path, why = next(iter(data.skipped.items()))

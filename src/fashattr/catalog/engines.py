@@ -35,7 +35,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fashattr.catalog import db
-from fashattr.catalog.tag import HASH_CHUNK, Reader, TagSummary, write_batch
+from fashattr.catalog.batch import HASH_CHUNK, Reader, TagSummary, write_batch
 from fashattr.catalog.work import Tagger, Work, decode_work, infer_rows
 
 WINDOW = 8192
@@ -62,6 +62,7 @@ def run_local(
     model_id: str,
     paths: Iterable[Path],
     summary: TagSummary,
+    *,
     batch_size: int = 32,
     workers: int = 2,
     ahead: int = 2,
@@ -195,12 +196,13 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 def run_ray(
     bundle: Path,
-    backend: str,
-    threads: int | None,
     engine: sa.Engine,
     model_id: str,
     paths: Iterable[Path],
     summary: TagSummary,
+    *,
+    backend: str,
+    threads: int | None = None,
     batch_size: int = 32,
     workers: int = 2,
     ray_address: str | None = None,

@@ -82,7 +82,7 @@ def catalog_router(url: str) -> APIRouter:
         import sqlalchemy as sa
 
         from fashattr.catalog.db import image_paths
-        from fashattr.runtime_onnx import file_sha256
+        from fashattr.portable.bundle import file_sha256
 
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise HTTPException(400, "expected a sha256 in lower-case hex")

@@ -280,7 +280,8 @@ def contact_sheet(
     """
     from PIL import Image, ImageDraw
 
-    from fashattr.runtime_onnx import ImageError, letterbox, open_image
+    from fashattr.portable.errors import ImageError
+    from fashattr.portable.images import letterbox, open_image
 
     if not result.matches:
         raise SearchError("no matches to draw on a contact sheet")

@@ -169,7 +169,7 @@ def classes_of(engine: Engine, model_id: str, shas: Sequence[str]) -> dict[str, 
 
 def bundle_model_id(bundle: str | Path) -> str:
     """A bundle's model id (its ``bundle_hash``), after verifying its files."""
-    from fashattr.runtime_onnx import verify_bundle
+    from fashattr.portable.bundle import verify_bundle
 
     return verify_bundle(bundle)
 
@@ -212,7 +212,7 @@ def similar(
     unknown = [g for g in same if g not in groups]
     if unknown:
         raise SearchError(f"--same: unknown group(s) {unknown}; groups: {groups}")
-    from fashattr.runtime_onnx import file_sha256
+    from fashattr.portable.bundle import file_sha256
 
     own = file_sha256(Path(photo))
     kind = "flat" if index_kind == "auto" and index_cache is None else index_kind

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from fashattr.runtime_onnx import IMAGE_SUFFIXES
+from fashattr.portable.images import IMAGE_SUFFIXES
 
 LIST_SUFFIXES = (".csv", ".parquet")
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

@@ -6,7 +6,7 @@ The unit of work is (content sha256, model id = bundle hash). A run streams the 
 2. drop what the database already has for this model (a ``predictions`` or ``errors`` row) and,
    within the run, a content already on its way (the same photo under two names is inferred once;
    every name is recorded in ``image_paths``);
-3. decode the rest in worker threads (``runtime_onnx`` pixels, as predict and training do);
+3. decode the rest in worker threads (``portable.images`` pixels, as predict and training do);
 4. run the model a batch at a time (``Runtime.infer`` when the bundle gives features: logits and
    the embedding from one pass; else ``Runtime.logits``) and decode;
 5. write the batch's images, paths, predictions, embeddings and errors in ONE transaction.
@@ -15,81 +15,25 @@ Every insert is keyed (ON CONFLICT DO NOTHING), so a batch written twice (a Ray 
 two taggers on one database) leaves one copy, and a killed run leaves whole batches only: running
 the same command again finishes the job. Memory is bounded: a chunk of hashes, ``ahead`` batches of
 decoded pixels, two batches being written, and the contents in flight. The engines (local threads,
-Ray Data) are in :mod:`fashattr.catalog.engines`.
+Ray Data) are in :mod:`fashattr.catalog.engines`; reading and writing one batch in
+:mod:`fashattr.catalog.batch`.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
-import hashlib
-import itertools
 import json
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import sqlalchemy as sa
-
-from fashattr import runtime_onnx
 from fashattr.catalog import db
+from fashattr.catalog.batch import TagSummary
+from fashattr.catalog.engines import run_local, run_ray
 from fashattr.catalog.sources import count_sources, iter_sources
-from fashattr.catalog.work import Work
-
-IMAGE_COLUMNS = ("sha256", "bytes", "width", "height", "first_seen", "last_seen")
-PATH_COLUMNS = ("sha256", "path", "first_seen", "last_seen")
-PRED_COLUMNS = (
-    "sha256",
-    "model_id",
-    "group_name",
-    "class_name",
-    "class_index",
-    "probability",
-    "top_k",
-    "decoding",
-    "unsure",
-    "created",
-)
-HASH_CHUNK = 256  # files hashed (and looked up in the database) per step
-
-
-@dataclass
-class TagSummary:
-    """What a run did. ``duplicates``: paths whose content this run had already tagged under another name."""
-
-    model_id: str
-    tagged: int = 0
-    skipped_done: int = 0
-    duplicates: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    seconds: float = 0.0
-    peak_in_flight: int = 0  # most contents between hashing and commit at once (bounded: constant memory)
-    # Seconds from the start (the local engine's model already loaded) to the first committed predictions:
-    # the first batch, and on Ray the actor pool's start (a process per actor, each loading the model); a
-    # fixed cost that a large catalog amortises. None when nothing was tagged.
-    first_result_s: float | None = None
-    # Seconds on the driver thread: read (list, hash, look up), decode_wait, model, write.
-    timings: collections.defaultdict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
-
-    @property
-    def images_per_s(self) -> float:
-        return self.tagged / self.seconds if self.seconds > 0 else 0.0
-
-    def lines(self) -> list[str]:
-        out = [
-            f"model {self.model_id[:16]}: {self.tagged} tagged, {self.skipped_done} skipped as done, "
-            f"{self.duplicates} duplicate(s), {sum(self.errors.values())} error(s) "
-            f"in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s)"
-        ]
-        out += [f"  {n:>6}  {reason}" for reason, n in self.errors.most_common()]
-        return out
-
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import decoding
 
 # --- the model --------------------------------------------------------------------------------------
 
@@ -102,14 +46,13 @@ def materialize(path: str | Path, backend: str = "auto", verify: bool = True) ->
     (deploy.runtime.resolve_backend: fp32 ONNX when the bundle has it, else torch; int8 only when asked
     for). The backend does not change the model id.
     """
-    from fashattr.deploy.bundle import bundle_hash, write_bundle
+    from fashattr.deploy.bundle import bundle_hash, temporary_bundle
     from fashattr.deploy.runtime import is_run_folder, resolve_backend
 
     path, tmp = Path(path), None
     if is_run_folder(path):
-        fmt = {"auto": "bundle", "torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}[backend]
-        tmp = Path(tempfile.mkdtemp(prefix="fashattr-tag-"))
-        path = write_bundle(path, tmp / "bundle", [fmt])
+        path = temporary_bundle(path, backend, prefix="fashattr-tag-")
+        tmp = path.parent
     return path, bundle_hash(path) if verify else "", resolve_backend(path, backend), tmp
 
 
@@ -118,214 +61,11 @@ def recorded_hash(bundle: Path) -> str:
     return str(json.loads((bundle / "hashes.json").read_text())["bundle_hash"])
 
 
-def prediction_values(record: dict[str, Any]) -> Iterator[tuple[str, str, int, float, list[dict[str, Any]]]]:
-    """``(group, class_name, class_index, probability, top_k)`` per group of one decoded image (see
-    db's docstring: multi-label groups join their classes with ``|``, index -1)."""
-    for group, v in record["groups"].items():
-        if isinstance(v, list):  # multi-label: every predicted class
-            cls, idx, prob, top = "|".join(x["class"] for x in v), -1, max((x["prob"] for x in v), default=0.0), v
-        else:
-            cls, idx, prob = v["class"], v["index"], v["prob"]
-            top = [{k: x[k] for k in ("class", "index", "prob")} for x in v.get("top", [v])]
-        yield group, cls, int(idx), float(prob), top
-
-
-def unsure_of(record: dict[str, Any], group: str) -> bool | None:
-    """A single-label answer's ``unsure`` flag (runtime_onnx.decode); None for a multi-label group."""
-    v = record["groups"][group]
-    return bool(v.get("unsure")) if isinstance(v, dict) and "unsure" in v else None
-
-
-def prediction_rows(sha256: str, model_id: str, record: dict[str, Any], now: Any) -> list[dict[str, Any]]:
-    """The ``predictions`` rows of one decoded image (one per group; see db's docstring)."""
-    return [
-        {
-            "sha256": sha256,
-            "model_id": model_id,
-            "group_name": group,
-            "class_name": cls,
-            "class_index": idx,
-            "probability": prob,
-            "top_k": top,
-            "decoding": record.get("decoding"),
-            "unsure": unsure_of(record, group),
-            "created": now,
-        }
-        for group, cls, idx, prob, top in prediction_values(record)
-    ]
-
-
-# --- reading: hash, skip, dedupe, decode ------------------------------------------------------------
-
-
-def hash_file(path: str) -> tuple[str, int] | str:
-    """``(sha256 hex, bytes)`` of a file, or the reason it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            size = 0
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        return "file not found"
-    except IsADirectoryError:
-        return "is a directory, not an image"
-    except OSError as e:
-        return f"cannot read: {e.strerror or e}"
-    return h.hexdigest(), size
-
-
-@dataclass
-class Plan:
-    """The reading side's output, a chunk at a time: new work, paths already done, unreadable files."""
-
-    todo: list[Work]
-    done: list[tuple[str, str, int]]  # (sha256, path, bytes) of contents the database has
-    unreadable: list[tuple[str, str]]  # (path, reason)
-    duplicates: int = 0
-    dup_done: int = 0
-
-
-class Reader:
-    """Hashes sources a chunk at a time and sorts them into new work / already done / duplicates.
-
-    ``inflight`` maps the contents handed out and not yet committed to their Work, so a second name
-    for the same bytes joins the first (and is counted as a duplicate); the writer drops them after
-    committing. Contents the database has are "done"; those committed by this run are duplicates.
-    """
-
-    def __init__(self, engine: sa.Engine, model_id: str, pool: cf.Executor, started: Any) -> None:
-        self.engine, self.model_id, self.pool, self.started = engine, model_id, pool, started
-        self.inflight: dict[str, Work] = {}
-        self.seconds = 0.0  # spent listing, hashing and looking up (the driver's reading side)
-        self.peak = 0  # most contents in flight at once (the memory bound, observed)
-
-    def chunks(self, paths: Iterable[Path]) -> Iterator[Plan]:
-        """Plans a chunk at a time; the next chunk is hashed (on ``pool``) while the caller works on this
-        one, so the model never waits for a chunk's hashes."""
-        it = iter(paths)
-
-        def start() -> tuple[list[str], list[cf.Future[tuple[str, int] | str]]]:
-            chunk = [str(p) for p in itertools.islice(it, HASH_CHUNK)]
-            return chunk, [self.pool.submit(hash_file, p) for p in chunk]
-
-        t = time.perf_counter()
-        ahead = start()
-        self.seconds += time.perf_counter() - t
-        while ahead[0]:
-            t = time.perf_counter()
-            chunk, futures = ahead
-            hashed = [f.result() for f in futures]
-            ahead = start()
-            plan = self._plan(chunk, hashed)
-            self.seconds += time.perf_counter() - t
-            yield plan
-
-    def _plan(self, chunk: list[str], hashed: list[tuple[str, int] | str]) -> Plan:
-        plan = Plan([], [], [])
-        known = self._known([h[0] for h in hashed if isinstance(h, tuple)])
-        for path, h in zip(chunk, hashed, strict=True):
-            if isinstance(h, str):
-                plan.unreadable.append((path, h))
-                continue
-            sha, size = h
-            if sha in self.inflight:
-                self.inflight[sha].more_paths.append(path)
-                plan.duplicates += 1
-            elif sha in known:
-                plan.done.append((sha, path, size))
-                plan.dup_done += int(known[sha])
-            else:
-                work = self.inflight[sha] = Work(sha, path, size)
-                plan.todo.append(work)
-        self.peak = max(self.peak, len(self.inflight))
-        return plan
-
-    def _known(self, shas: list[str]) -> dict[str, bool]:
-        """Contents the database has for this model -> whether this run wrote them."""
-        out: dict[str, bool] = {}
-        if not shas:
-            return out
-        with self.engine.connect() as conn:
-            for table, ts in ((db.predictions, db.predictions.c.created), (db.errors, db.errors.c.seen)):
-                q = sa.select(table.c.sha256, sa.func.max(ts)).where(
-                    table.c.model_id == self.model_id, table.c.sha256.in_(sorted(set(shas)))
-                )
-                for sha, when in conn.execute(q.group_by(table.c.sha256)):
-                    out[sha] = _as_utc(when) >= self.started
-        return out
-
-
-def _as_utc(when: Any) -> Any:
-    """SQLite hands timestamps back naive (stored as UTC text); PostgreSQL aware."""
-    import datetime as dt
-
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
-
-
-# --- writing ----------------------------------------------------------------------------------------
-
-
-def write_batch(
-    engine: sa.Engine,
-    model_id: str,
-    works: list[Work],
-    records: dict[str, tuple[dict[str, Any], np.ndarray | None]],
-    done: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
-    unreadable: list[tuple[str, str]] = (),  # type: ignore[assignment]
-) -> None:
-    """One transaction: images and their paths, predictions and embeddings of ``records`` (keyed by
-    sha256; a Work without a record is an error row), paths of already-done contents, unreadable files."""
-    now = db.now()
-    # Plain tuples through the DBAPI's executemany (db.insert_many): SQLAlchemy's per-row parameter
-    # processing was most of the writer's CPU. The shared timestamp is converted once.
-    ts = db.driver_value(engine.dialect, db.predictions.c.created, now)
-    images: dict[str, tuple[Any, ...]] = {}
-    paths: dict[tuple[str, str], None] = {}
-    preds: list[tuple[Any, ...]] = []
-    embs: list[tuple[Any, ...]] = []
-    errs = []
-    for w in works:
-        images[w.sha256] = (w.sha256, w.size, w.width, w.height, ts, ts)
-        for p in w.paths:
-            paths[(w.sha256, p)] = None
-        if w.sha256 in records:
-            record, emb = records[w.sha256]
-            mode = record.get("decoding")
-            for group, cls, idx, prob, top in prediction_values(record):
-                flag = unsure_of(record, group)
-                preds.append((w.sha256, model_id, group, cls, idx, prob, json.dumps(top), mode, flag, ts))
-            if emb is not None:
-                vec = np.ascontiguousarray(emb, dtype="<f4")
-                embs.append((w.sha256, model_id, vec.size, vec.tobytes()))
-        else:
-            reason = w.error or "not tagged"
-            errs.append({"sha256": w.sha256, "path": w.path, "model_id": model_id, "reason": reason, "seen": now})
-    for sha, p, size in done:
-        images.setdefault(sha, (sha, size, None, None, ts, ts))
-        paths[(sha, p)] = None
-    with engine.begin() as conn:
-        # Sorted keys: two writers touching the same rows lock them in the same order (no deadlock).
-        db.insert_many(conn, db.images, IMAGE_COLUMNS, [images[k] for k in sorted(images)], ["sha256"])
-        path_rows = [(sha, p, ts, ts) for sha, p in sorted(paths)]
-        db.insert_many(conn, db.image_paths, PATH_COLUMNS, path_rows, ["sha256", "path"])
-        db.insert_many(conn, db.predictions, PRED_COLUMNS, preds)
-        db.insert_many(conn, db.embeddings, ("sha256", "model_id", "dim", "vector"), embs)
-        db.insert_ignore(conn, db.errors, errs)
-        for path, reason in unreadable:  # no content hash: keyed by path, by hand
-            hit = sa.select(db.errors.c.id).where(
-                db.errors.c.model_id == model_id, db.errors.c.sha256.is_(None), db.errors.c.path == path
-            )
-            if conn.execute(hit).first() is None:
-                row = {"sha256": None, "path": path, "model_id": model_id, "reason": reason, "seen": now}
-                conn.execute(sa.insert(db.errors), [row])
-
-
 def tag(
     model: str | Path,
     sources: Iterable[str | Path],
     db_url: str = db.DEFAULT_URL,
+    *,
     backend: str = "auto",
     batch_size: int = 32,
     workers: int = 2,
@@ -369,11 +109,10 @@ def tag(
     bundle, model_id, backend, tmp = materialize(model, backend, verify=engine == "ray")
     runtime = None
     if engine == "local":
-        runtime = Runtime.from_bundle(bundle, backend, threads=threads)
-        runtime.set_decode(decode)
+        runtime = Runtime.from_bundle(bundle, backend, threads=threads, decode=decode)
         model_id = recorded_hash(bundle)
     else:  # an unknown mode fails here, not in every actor
-        runtime_onnx.decoding_for(runtime_onnx.read_bundle_config(bundle), decode)
+        decoding.decoding_for(bundle_format.read_bundle_config(bundle), decode)
     summary = TagSummary(model_id)
     start = time.perf_counter()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
@@ -389,27 +128,34 @@ def tag(
         eng = db.open_db(db_url)
         try:
             with eng.begin() as conn:
-                db.register_model(conn, model_id, runtime_onnx.read_bundle_config(bundle))
+                db.register_model(conn, model_id, bundle_format.read_bundle_config(bundle))
             paths = iter_sources(sources)
-            from fashattr.catalog.engines import run_local, run_ray
-
             if engine == "ray":
                 run_ray(
                     bundle,
-                    backend,
-                    threads,
                     eng,
                     model_id,
                     paths,
                     summary,
-                    batch_size,
-                    workers,
-                    ray_address,
-                    on_progress,
+                    backend=backend,
+                    threads=threads,
+                    batch_size=batch_size,
+                    workers=workers,
+                    ray_address=ray_address,
+                    on_progress=on_progress,
                     decode=decode,
                 )
             else:
-                run_local(runtime, eng, model_id, paths, summary, batch_size, workers, 2, on_progress)
+                run_local(
+                    runtime,
+                    eng,
+                    model_id,
+                    paths,
+                    summary,
+                    batch_size=batch_size,
+                    workers=workers,
+                    on_progress=on_progress,
+                )
         finally:
             eng.dispose()
     finally:

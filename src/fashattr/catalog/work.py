@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fashattr import runtime_onnx
 from fashattr.errors import ImageError
+from fashattr.portable import images
 
 TOP_K = 5  # classes kept per single-label group in predictions.top_k
 
@@ -48,10 +48,10 @@ def infer_rows(runtime: Any, pixels: np.ndarray) -> tuple[list[dict[str, Any]], 
 
 
 def decode_work(work: Work, size: int, fill: tuple[int, int, int], background: Any = None) -> np.ndarray | None:
-    """Letterboxed pixels (as ``runtime_onnx.load_presized``, with the runtime's ``background`` removal),
+    """Letterboxed pixels (as ``images.load_presized``, with the runtime's ``background`` removal),
     recording width/height or the error."""
     try:
-        img = runtime_onnx.open_image(work.path)
+        img = images.open_image(work.path)
         work.width, work.height = img.width, img.height
         if background is not None:
             img = background.apply(img)
@@ -61,7 +61,7 @@ def decode_work(work: Work, size: int, fill: tuple[int, int, int], background: A
     except ValueError as e:  # background removal of an image too small for it: an error of this image
         work.error = str(e)
         return None
-    return runtime_onnx.letterbox(img, size, fill)
+    return images.letterbox(img, size, fill)
 
 
 class Tagger:
@@ -71,8 +71,7 @@ class Tagger:
     def __init__(self, bundle: str, backend: str, threads: int | None, decode: str | None = None) -> None:
         from fashattr.deploy.runtime import Runtime
 
-        self.runtime = Runtime.from_bundle(bundle, backend, threads=threads)
-        self.runtime.set_decode(decode)
+        self.runtime = Runtime.from_bundle(bundle, backend, threads=threads, decode=decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         works = [Work(str(s), str(p), 0) for s, p in zip(batch["sha256"], batch["path"], strict=True)]

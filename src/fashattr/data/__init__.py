@@ -1,1 +1,1 @@
-"""Data: tables of labelled images, the image module, readers, cache and batches."""
+"""Data: tables of labelled images, readers of the field's layouts, the decode-once cache, batches and augmentation."""

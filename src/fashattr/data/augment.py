@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fashattr.config import AugmentConfig
-from fashattr.data.images import fill_color
+from fashattr.portable.images import fill_color
 
 Targets = dict[str, torch.Tensor]
 # RGB -> luma (ITU-R 601), as torchvision's rgb_to_grayscale.

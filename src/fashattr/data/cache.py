@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fashattr.data.background import Background
-from fashattr.data.images import PAD_COLOR, load_presized
 from fashattr.data.table import Table
 from fashattr.errors import ImageError
 from fashattr.fileio import atomic_write_text
+from fashattr.portable.background import Background
+from fashattr.portable.images import PAD_COLOR, load_presized
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # bump when load_presized's output changes (2: full-resolution decode, one letterbox rule)
@@ -136,7 +136,7 @@ def cache_images(
             one; ``skip`` records every one in ``ImageCache.bad`` (a cache hit reports them
             too) for the caller to count and list.
         fill: letterbox colour, ``fill_color(data.mean)``; part of the cache key.
-        background: background removal (``data.background.background_for(data)``), after the crop and
+        background: background removal (``portable.background.background_for(data)``), after the crop and
             before the letterbox; its method, options and model sha256 are part of the cache key.
 
     Raises:

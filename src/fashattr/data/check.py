@@ -21,10 +21,10 @@ from typing import Any
 from tqdm import tqdm
 
 from fashattr.data.formats import create_reader
-from fashattr.data.images import open_image
 from fashattr.data.profile import MIN_COUNT, profile_json, profile_lines, profile_table
 from fashattr.data.table import Table, row_labels
 from fashattr.errors import DatasetError, ImageError
+from fashattr.portable.images import open_image
 from fashattr.schema import Schema
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fashattr.config import ConfigError, DataConfig
-from fashattr.data.background import background_for
 from fashattr.data.cache import ImageCache, cache_images
 from fashattr.data.dedup import apply_policy
 from fashattr.data.formats import create_reader
-from fashattr.data.images import fill_color
 from fashattr.data.table import Table, nested_holdouts, stratified_holdout
+from fashattr.portable.background import background_for
+from fashattr.portable.images import fill_color
 from fashattr.schema import Schema
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ import torch
 
 from fashattr.config import Config
 from fashattr.data.augment import BatchAugment
-from fashattr.data.background import Background, background_for
 from fashattr.data.formats import create_reader
-from fashattr.data.images import fill_color, load_presized
+from fashattr.data.grid import sample_grid
 from fashattr.data.table import row_labels
-from fashattr.report.grid import sample_grid
+from fashattr.portable.background import Background, background_for
+from fashattr.portable.images import fill_color, load_presized
 
 
 @dataclass

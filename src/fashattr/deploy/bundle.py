@@ -1,9 +1,9 @@
 """Bundles: a trained model as a folder that stands alone, versioned and hashed.
 
 ``BUNDLE/config.json`` (schema, model arguments, preprocessing, decoding, metrics),
-``model.safetensors``, ``README.md`` (model card), optionally ``model.onnx`` /
-``model.int8.onnx`` with ``predict_onnx.py``, and ``hashes.json``: the sha256 of every other
-file and the ``bundle_hash`` over them, the model id every later tool records. Loading never
+``model.safetensors``, ``README.md`` (model card), optionally ``model.onnx`` / ``model.int8.onnx`` with
+``predict_onnx.py`` and ``fashattr_portable/`` (the code it runs), and ``hashes.json``: the sha256 of every
+other file and the ``bundle_hash`` over them, the model id every later tool records. Loading never
 unpickles anything: JSON, safetensors and ONNX only.
 """
 
@@ -19,18 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashattr import runtime_onnx
 from fashattr.errors import BundleError
-from fashattr.runtime_onnx import FORMAT, FORMAT_VERSION, compute_hashes, read_bundle_config
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable.bundle import FORMAT, FORMAT_VERSION, Preprocess, compute_hashes, read_bundle_config
+from fashattr.portable.tta import tta_views
 
 log = logging.getLogger("fashattr")
 
 CONFIG, WEIGHTS, HASHES, CARD = "config.json", "model.safetensors", "hashes.json", "README.md"
-ONNX_FP32, ONNX_INT8, STANDALONE = "model.onnx", "model.int8.onnx", "predict_onnx.py"
+ONNX_FP32, ONNX_INT8 = "model.onnx", "model.int8.onnx"
 FORMATS = ("bundle", "onnx", "onnx-int8")
 
 
-# --- hashes and verification: runtime_onnx holds the one implementation (it ships in bundles) ------
+# --- hashes and verification: fashattr.portable.bundle holds the one implementation (it ships in bundles) ---
 
 
 def write_hashes(bundle: Path) -> str:
@@ -47,13 +48,13 @@ def verify_bundle(bundle: str | Path) -> dict[str, Any]:
         BundleError: naming the file: a newer format version, a listed file missing, a file whose
             sha256 differs from the listed one (expected vs found), or a file no list names.
     """
-    runtime_onnx.verify_bundle(bundle)
+    bundle_format.verify_bundle(bundle)
     return read_bundle_config(bundle)
 
 
 def bundle_hash(bundle: str | Path) -> str:
     """The model id of a bundle (verified first): the ``bundle_hash`` of its ``hashes.json``."""
-    return runtime_onnx.verify_bundle(bundle)
+    return bundle_format.verify_bundle(bundle)
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -69,9 +70,8 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
         CalibrationError: the run's calibration.json is unreadable or was fitted on weights changed since.
     """
     import fashattr
-    from fashattr.calibrate import bundle_decoding, load_calibration
+    from fashattr.calibration.store import bundle_decoding, load_calibration
     from fashattr.config import load_config
-    from fashattr.data.images import fill_color
     from fashattr.schema import Schema
 
     run_dir = Path(run_dir)
@@ -86,17 +86,7 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
         "fashattr_version": fashattr.__version__,
         "schema": schema.to_dict(),
         "model": model,
-        "preprocess": {
-            "image_size": d.image_size,
-            "fill": list(fill_color(d.mean)),
-            "mean": list(d.mean),
-            "std": list(d.std),
-            "bbox_crop": d.bbox_crop,
-            "bbox_margin": d.bbox_margin,
-            "resample": "bilinear",
-            "letterbox": "fashattr-v1",  # data.images.letterbox_geometry: long side -> size, centred, fill
-            **_background_entry(d),
-        },
+        "preprocess": preprocess_of(d).to_json(),
         "decoding": bundle_decoding(load_calibration(run_dir, weights) if calibration else None),
         "metrics": {
             "test_holdout": summary.get("test_holdout"),
@@ -112,7 +102,7 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
                 "format": d.format,
                 "root": Path(d.root).name,
                 "train_split": d.train_split,
-                **_data_counts(run_dir / "train.log"),
+                **(summary.get("data_counts") or _counts_from_old_log(run_dir / "train.log")),
             },
             "recipe": cfg.recipe,
             "epochs": cfg.train.epochs,
@@ -140,23 +130,32 @@ def _init_words(source: dict[str, Any]) -> str:
     return "pretrained weights (timm's hub)" if w.get("source") == "hub" else "pretrained weights"
 
 
-def _background_entry(data: Any) -> dict[str, Any]:
-    """``{"background": step}`` when the run removes backgrounds (``data.background=remove``), else ``{}``
-    (so bundles of other runs are unchanged). Its ``model`` is the run's model file here; ``write_bundle``
-    copies that file into the bundle and records its name instead."""
-    from fashattr.data.background import background_for
+def preprocess_of(data: Any) -> Preprocess:
+    """The preprocessing a run's ``DataConfig`` trained with, as its bundle records it. A background step (with
+    ``data.background=remove``) names the run's model file here; ``write_bundle`` copies that file into the
+    bundle and records its name instead."""
+    from fashattr.portable.background import background_for
+    from fashattr.portable.images import fill_color
 
     step = background_for(data)
-    return {} if step is None else {"background": step.to_json()}
+    return Preprocess(
+        image_size=data.image_size,
+        fill=fill_color(data.mean),
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        bbox_crop=data.bbox_crop,
+        bbox_margin=data.bbox_margin,
+        background=None if step is None else step.to_json(),
+    )
 
 
 def _copy_background(config: dict[str, Any], folder: Path) -> None:
     """Make the bundle's background step stand alone: its model file copied in (hashed with the other
-    files; its sha256 checked against the one the cache key used) and, beside an ONNX bundle's
-    ``predict_onnx.py``, the step's code (``data/background.py``), which that runner imports without fashattr."""
-    from fashattr.data import background as bg
+    files; its sha256 checked against the one the cache key used). Its code travels in every ONNX bundle's
+    ``fashattr_portable/``."""
+    from fashattr.portable import background as bg
 
-    step = config["preprocess"].get("background")
+    step = config["preprocess"].get("background")  # edited in place: the model file's name in the bundle
     if not step:
         return
     if step.get("model"):
@@ -165,16 +164,15 @@ def _copy_background(config: dict[str, Any], folder: Path) -> None:
         if found != step["model_sha256"]:
             raise ValueError(f"{step['model']} changed during export: sha256 {found}, expected {step['model_sha256']}")
         step["model"] = bg.BUNDLE_MODEL
-    if (folder / STANDALONE).is_file():
-        shutil.copyfile(bg.__file__, folder / bg.MODULE_COPY)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _data_counts(train_log: Path) -> dict[str, int]:
-    """Image counts from the run's log line ``data: N training images, M for model selection ...``."""
+def _counts_from_old_log(train_log: Path) -> dict[str, int]:
+    """Image counts of a run trained before summary.json kept them (``data_counts``), from its log line
+    ``data: N training images, M for model selection ...``."""
     if not train_log.is_file():
         return {}
     pattern = r"data: (\d+) training images, (\d+) for model selection[^,\n]*(?:, (\d+) in the test)?"
@@ -210,7 +208,7 @@ def write_bundle(
         calib_images: training images that calibrate the int8 model.
         opset: ONNX opset.
         tta: test-time augmentation every runtime of the bundle applies (``"tta"`` of config.json:
-            ``none``, ``flip``, ``zoom``, ``flip+zoom``; ``runtime_onnx.tta_views``).
+            ``none``, ``flip``, ``zoom``, ``flip+zoom``; ``portable.tta.tta_views``).
         decode: the decoding mode the bundle defaults to (``accuracy``, ``balanced``, ``none``); None: the
             one ``fashattr calibrate`` made the run's default.
 
@@ -232,17 +230,17 @@ def write_bundle(
     if out_dir.exists() and not (out_dir.is_dir() and ((out_dir / HASHES).is_file() or not any(out_dir.iterdir()))):
         raise FileExistsError(f"{out_dir} exists and is not a fashattr bundle; choose another --out")
     config = bundle_config(run_dir, weights)
-    runtime_onnx.tta_views(tta)  # an unknown setting fails before anything is written
+    tta_views(tta)  # an unknown setting fails before anything is written
     config["tta"] = tta
     if decode is not None:
-        from fashattr.calibrate import with_default
+        from fashattr.calibration.store import with_default
 
         config["decoding"] = with_default(config["decoding"], decode)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         shutil.copyfile(src, tmp / WEIGHTS)
-        model = _torch_model(config, tmp / WEIGHTS)  # the copy loads into the model it describes
+        model = model_from_config(config, tmp / WEIGHTS)  # the copy loads into the model it describes
         if "onnx" in formats or "onnx-int8" in formats:
             config["onnx"] = _export_onnx(model, config, tmp, run_dir, "onnx-int8" in formats, calib_images, opset)
         _copy_background(config, tmp)
@@ -275,13 +273,28 @@ def _export_onnx(
     model: Any, config: dict[str, Any], folder: Path, run_dir: Path, int8: bool, calib_images: int, opset: int
 ) -> dict[str, Any]:
     """model.onnx (+ model.int8.onnx, with the holdout metric before and after) and predict_onnx.py:
-    ``deploy.onnx.export_bundle_onnx``; returns the config's ``onnx`` part."""
-    from fashattr.deploy.onnx import export_bundle_onnx
+    ``deploy.onnx_bundle.export_bundle_onnx``; returns the config's ``onnx`` part."""
+    from fashattr.deploy.onnx_bundle import export_bundle_onnx
 
     return export_bundle_onnx(model, config, folder, run_dir, int8, calib_images, opset)
 
 
-def _torch_model(config: dict[str, Any], weights: Path) -> Any:
+BACKEND_FORMAT = {"auto": "bundle", "torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}
+
+
+def temporary_bundle(
+    run_dir: str | Path, backend: str = "auto", weights: str = "best", prefix: str = "fashattr-"
+) -> Path:
+    """A run folder exported into a new temporary folder, as the bundle ``backend`` runs (``auto`` and
+    ``torch``: safetensors only; ``onnx``, ``onnx-int8``: with that ONNX file), so a run served or tagged
+    carries the model id its exported bundle would. The caller removes the bundle's parent folder."""
+    fmt = BACKEND_FORMAT[backend]
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    log.info("exporting run %s to a temporary %s bundle in %s", run_dir, fmt, tmp)
+    return write_bundle(run_dir, tmp / Path(run_dir).resolve().name, [fmt], weights)
+
+
+def model_from_config(config: dict[str, Any], weights: Path) -> Any:
     """The AttributeModel a bundle config describes, with ``weights`` loaded (strict), in eval mode."""
     from fashattr.config import ModelConfig
     from fashattr.models import create_model
@@ -296,7 +309,7 @@ def _torch_model(config: dict[str, Any], weights: Path) -> Any:
     mc = ModelConfig(**args)
     # The budget was checked at training time; a bundle is loaded whatever its size.
     mc = dataclasses.replace(mc, pretrained=False, pretrained_file=None, max_mb=None)
-    model = create_model(mc, Schema.from_dict(config["schema"]), config["preprocess"]["image_size"])
+    model = create_model(mc, Schema.from_dict(config["schema"]), Preprocess.of(config).image_size)
     try:
         model.load_state_dict(load_weights(weights))
     except RuntimeError as e:
@@ -306,11 +319,11 @@ def _torch_model(config: dict[str, Any], weights: Path) -> Any:
 
 def load_bundle_torch(bundle: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """Verify a bundle and build its PyTorch model: ``(AttributeModel in eval mode, config)``."""
-    from fashattr.runtime import resolve_device
+    from fashattr.device import resolve_device
 
     bundle = Path(bundle)
     config = verify_bundle(bundle)
-    return _torch_model(config, bundle / WEIGHTS).to(resolve_device(device)), config
+    return model_from_config(config, bundle / WEIGHTS).to(resolve_device(device)), config
 
 
 # --- the model card -----------------------------------------------------------------------------
@@ -326,7 +339,7 @@ def _metric_rows(metrics: dict[str, Any] | None) -> dict[str, float]:
 
 def model_card(config: dict[str, Any]) -> str:
     """README.md of a bundle: what the model is, what it was trained on, its metrics, use and limits."""
-    src, m, pre = config["source"], config["metrics"], config["preprocess"]
+    src, m, pre = config["source"], config["metrics"], Preprocess.of(config)
     data = src.get("trained_on", {})
     groups = config["schema"]["groups"]
     test, sel = _metric_rows(m.get("test_holdout")), _metric_rows(m.get("selection_holdout"))
@@ -351,12 +364,12 @@ def model_card(config: dict[str, Any]) -> str:
         f" {_init_words(src)};"
         f" {src.get('epochs_run')} of {src.get('epochs')} epochs; loss `{src['loss']['name']}`"
         f" (logit adjustment tau {src['loss']['logit_adjust_tau']}); {src['optim']['name']} lr {src['optim']['lr']}",
-        f"- input: {pre['image_size']} px square, letterboxed (aspect kept, bars {tuple(pre['fill'])}), mean"
-        f" {pre['mean']}, std {pre['std']}"
-        + (f", cropped to the garment box + {pre['bbox_margin']}" if pre["bbox_crop"] else "")
+        f"- input: {pre.image_size} px square, letterboxed (aspect kept, bars {pre.fill}), mean"
+        f" {list(pre.mean)}, std {list(pre.std)}"
+        + (f", cropped to the garment box + {pre.bbox_margin}" if pre.bbox_crop else "")
         + (
-            f"; background removed ({pre['background']['method']}) and painted {tuple(pre['background']['fill'])}"
-            if pre.get("background")
+            f"; background removed ({pre.background['method']}) and painted {tuple(pre.background['fill'])}"
+            if pre.background
             else ""
         ),
         "",

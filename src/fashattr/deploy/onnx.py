@@ -1,10 +1,10 @@
 """ONNX export of an AttributeModel: uint8 pixels in, one named logits output per group out.
 
 The graph takes ``image``: uint8 ``(N, S, S, 3)``, the letterboxed pixels every fashattr runtime
-prepares (``runtime_onnx.load_presized``), and does the cast, the mean/std normalisation and the
+prepares (``images.load_presized``), and does the cast, the mean/std normalisation and the
 NHWC -> NCHW transpose itself, so no runtime can get normalisation wrong. It returns one float32
 ``(N, C)`` logits output per group, named after the group, in schema order; the batch axis is dynamic.
-Bundles (:func:`export_bundle_onnx`) add one last output, ``__features__`` (``runtime_onnx.FEATURES_OUTPUT``):
+Bundles (:func:`export_bundle_onnx`) add one last output, ``__features__`` (``bundle_format.FEATURES_OUTPUT``):
 the pooled float32 ``(N, F)`` features the heads read, computed by the same pass, so catalog tagging stores
 an image's embedding beside its predictions at no extra cost; runtimes that only want logits never fetch it.
 What that costs (onnxruntime's profiler, resnet18 at 96 px, 2 threads): the transpose 0.6% of kernel time
@@ -23,7 +23,6 @@ import contextlib
 import copy
 import io
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashattr import runtime_onnx
 from fashattr.errors import BundleError
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import images
 
 log = logging.getLogger("fashattr")
 
 INPUT_NAME = "image"
-FEATURES = runtime_onnx.FEATURES_OUTPUT
+FEATURES = bundle_format.FEATURES_OUTPUT
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
 
@@ -127,15 +127,15 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown ONNX exporter {exporter!r}; choose from {list(EXPORTERS)}")
     path = Path(path)
-    pre = config["preprocess"]
+    pre = bundle_format.Preprocess.of(config)
     names = group_names(config)
     if features and FEATURES in names:
         raise ValueError(f"a group is named {FEATURES!r}, the name of the features output; rename the group")
     net = copy.deepcopy(model).float().cpu().eval()
     net = net.to(memory_format=torch.contiguous_format)
-    wrapped = PixelModel(net, pre["mean"], pre["std"], names, features).eval()
+    wrapped = PixelModel(net, pre.mean, pre.std, names, features).eval()
     outputs = [*names, FEATURES] if features else names
-    size = int(pre["image_size"])
+    size = pre.image_size
     # Batch >= 2 when tracing, so nothing specialises the batch axis to 1.
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     printed = io.StringIO()  # the dynamo exporter prints its progress; keep it out of the CLI's output
@@ -188,11 +188,11 @@ def check_onnx(path: str | Path, config: dict[str, Any]) -> None:
         return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
 
     sizes = [dims(o)[-1] if dims(o) else None for o in graph.output]
-    problem = runtime_onnx.onnx_output_problem(config, [o.name for o in graph.output], sizes)
+    problem = bundle_format.onnx_output_problem(config, [o.name for o in graph.output], sizes)
     if problem:
         raise BundleError(path, problem)
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    s = int(config["preprocess"]["image_size"])
+    s = bundle_format.Preprocess.of(config).image_size
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         raise BundleError(path, f"inputs {[i.name for i in inputs]}; expected one named {INPUT_NAME!r}")
     shape, elem = dims(inputs[0]), inputs[0].type.tensor_type.elem_type
@@ -233,7 +233,7 @@ def torch_logits(
     model: nn.Module, images: np.ndarray, config: dict[str, Any], batch_size: int = 64
 ) -> dict[str, np.ndarray]:
     """Logits of the PyTorch model by the path evaluation and ``fashattr predict`` take (fp32, CPU)."""
-    from fashattr.evaluate import predict_scores
+    from fashattr.inference import predict_scores
 
     pre = config["preprocess"]
     net = copy.deepcopy(model).float().cpu()
@@ -248,7 +248,7 @@ def check_parity(
     ``config`` (the bundle config) gives mean and std; without it the ImageNet ones are used.
     """
     if config is None:
-        config = {"preprocess": {"mean": runtime_onnx.IMAGENET_MEAN, "std": (0.229, 0.224, 0.225)}}
+        config = {"preprocess": {"mean": images.IMAGENET_MEAN, "std": (0.229, 0.224, 0.225)}}
     ref = torch_logits(model, batch, config)
     got = onnx_logits(onnx_path, batch)
     missing = sorted(set(ref) - set(got))
@@ -281,50 +281,3 @@ def check_budget(path: str | Path, max_mb: float | None) -> None:
     """FASHION-HOW's budget on an exported file (MB of 10^6 bytes, as ``model.max_mb``)."""
     if max_mb is not None and (mb := file_mb(path)) > max_mb:
         raise ValueError(f"{Path(path).name}: {mb:.2f} MB, over the budget model.max_mb = {max_mb:g} MB")
-
-
-def export_bundle_onnx(
-    model: nn.Module,
-    config: dict[str, Any],
-    folder: str | Path,
-    run_dir: str | Path | None = None,
-    int8: bool = False,
-    calib_images: int = 200,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
-) -> dict[str, Any]:
-    """Write ``model.onnx`` (and ``model.int8.onnx``) plus ``predict_onnx.py`` into a bundle folder.
-
-    Returns:
-        The ``onnx`` entry of the bundle's config.json: file names, opset, input and output names,
-        the exporter; with ``int8`` also the quantisation settings and ``int8_metrics`` (the holdout
-        metric of the fp32 and the int8 file, measured on ``run_dir``'s data).
-
-    Raises:
-        ValueError: a file over ``model.max_mb``; int8 without a ``run_dir`` to calibrate on.
-    """
-    folder = Path(folder)
-    if int8 and run_dir is None:
-        raise ValueError("int8 quantisation calibrates on the run's training images: give run_dir")
-    fp32 = export_onnx(model, config, folder / "model.onnx", opset, exporter, features=True)
-    check_budget(fp32, config["model"].get("max_mb"))
-    shutil.copyfile(runtime_onnx.__file__, folder / "predict_onnx.py")
-    entry: dict[str, Any] = {
-        "fp32": fp32.name,
-        "opset": opset,
-        "input": INPUT_NAME,
-        "input_layout": "uint8 NHWC, letterboxed; normalised in the graph",
-        "outputs": group_names(config),
-        "features_output": FEATURES,
-        "features_dim": int(onnx_features_dim(fp32)),
-        "exporter": exporter,
-        "torch": torch.__version__,
-    }
-    log.info("model.onnx: %.2f MB", file_mb(fp32))
-    if int8:
-        from fashattr.deploy.quantize import quantize_run
-
-        assert run_dir is not None
-        entry.update(quantize_run(fp32, folder / "model.int8.onnx", config, run_dir, calib_images))
-        check_budget(folder / "model.int8.onnx", config["model"].get("max_mb"))
-    return entry

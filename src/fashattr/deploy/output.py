@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fashattr.deploy.runtime import OnBadImage, Runtime
-from fashattr.runtime_onnx import IMAGE_SUFFIXES, expand_paths  # the one file lister, shared with predict_onnx.py
+from fashattr.portable.images import IMAGE_SUFFIXES, expand_paths
 
 __all__ = ["IMAGE_SUFFIXES", "OUTPUT_SUFFIXES", "PredictionWriter", "expand_paths", "predict_to_file"]
 from fashattr.schema import Schema

@@ -140,7 +140,7 @@ def quantize_run(
     """
     from fashattr.config import load_config
     from fashattr.data.prepare import load_train_eval
-    from fashattr.deploy.onnx import onnx_logits
+    from fashattr.deploy.onnx import onnx_logits  # below this module: no cycle
     from fashattr.metrics import compute_metrics
 
     cfg = load_config(Path(run_dir) / "config.yaml")

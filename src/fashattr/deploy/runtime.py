@@ -6,7 +6,7 @@ neither the trainer, the dataset readers, the augmentations, the batch loader no
 ``torch`` backend, and only onnxruntime + NumPy + Pillow for the ``onnx`` ones.
 
 Pixels are prepared by the same function the training cache uses (``load_presized``), and the
-torch backend normalises exactly as training-time evaluation does (``evaluate.predict_scores``),
+torch backend normalises exactly as training-time evaluation does (``inference.predict_scores``),
 so the same file gives the same logits here and in ``fashattr eval``.
 """
 
@@ -21,8 +21,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from fashattr import runtime_onnx
 from fashattr.errors import BundleError, ImageError
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import decoding, images, onnx_runner, tta
 from fashattr.schema import Schema
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -46,7 +47,7 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
         return backend
     if is_run_folder(path):
         return "torch"
-    onnx = runtime_onnx.read_bundle_config(path).get("onnx") or {}
+    onnx = bundle_format.read_bundle_config(path).get("onnx") or {}
     return "onnx" if onnx.get("fp32") else "torch"
 
 
@@ -73,7 +74,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        from fashattr.runtime import resolve_device
+        from fashattr.device import resolve_device
 
         if threads:
             torch.set_num_threads(threads)
@@ -117,7 +118,7 @@ def _onnx_backend(bundle: Path, variant: str, threads: int | None) -> Backend:
     except ImportError:
         raise ImportError("the onnx backends need onnxruntime: pip install 'fashattr[export]'") from None
     # The bundle was verified by the caller: no second pass over its files.
-    return runtime_onnx.OnnxRunner(bundle, variant=variant, threads=threads, verify=False)
+    return onnx_runner.OnnxRunner(bundle, variant=variant, threads=threads, verify=False)
 
 
 class Runtime:
@@ -129,45 +130,66 @@ class Runtime:
         {'class': 'sleeveless', 'index': 2, 'prob': 0.93}
     """
 
-    def __init__(self, config: dict[str, Any], backend: Backend, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        backend: Backend,
+        source: Path | None = None,
+        *,
+        decode: str | None = None,
+        tta: str | None = None,
+    ) -> None:
+        """``decode``: the decoding mode used whenever a caller names none (None: the bundle's default);
+        ``tta``: the test-time augmentation of every call (None: the bundle's own). Both are fixed here, so
+        every path through this runtime decodes and averages alike.
+
+        Raises:
+            ValueError: a decoding mode the model does not carry, or an unknown ``tta``, naming the choices.
+        """
         self.config = config
         self.backend = backend
         self.source = source
         self.schema = Schema.from_dict(config["schema"])
-        pre = config["preprocess"]
-        self.image_size: int = int(pre["image_size"])
-        self.fill: tuple[int, int, int] = tuple(int(v) for v in pre["fill"])  # type: ignore[assignment]
+        self.prep = bundle_format.Preprocess.of(config)  # image size, fill, normalisation, background step
+        self.image_size: int = self.prep.image_size
+        self.fill: tuple[int, int, int] = self.prep.fill
         # Background removal (preprocess.background; None when the model was trained on photos as they are):
         # the same step the training cache ran, its model file found in the bundle folder.
-        self.background: Any = runtime_onnx.background_step(config, source)
+        self.background: Any = bundle_format.background_step(config, source)
         # The decoding modes the model carries (`fashattr calibrate`: "accuracy", "balanced"; [] for none; "none",
-        # the raw model, is accepted besides them) and the one used when a caller names none (settable:
-        # `fashattr predict --decode` sets it, so every path through this runtime decodes alike).
-        self.decode_modes: list[str] = runtime_onnx.decode_modes(config)
-        self.default_decode: str | None = runtime_onnx.default_decode(config)
-        # Test-time augmentation (runtime_onnx.tta_views): the bundle's own, settable like default_decode
-        # (`fashattr predict/eval --tta` set it, so every path through this runtime averages the same views).
-        self.tta: str = runtime_onnx.tta_mode(config)
+        # the raw model, is accepted besides them) and the one used when a caller names none.
+        self.decode_modes: list[str] = decoding.decode_modes(config)
+        self.default_decode: str | None = decoding.default_decode(config)
+        if decode is not None:
+            self.check_decode(decode)  # an unknown mode fails here, before any image
+            self.default_decode = decode
+        # Test-time augmentation (portable.tta.tta_views).
+        self.tta: str = bundle_format.tta_mode(config if tta is None else {"tta": tta})
         # Peak number of decoded images held at once by predict_files (the queue bound, observed).
         self.peak_in_flight = 0
 
     @classmethod
     def from_bundle(
-        cls, bundle: str | Path, backend: str = "torch", device: str = "cpu", threads: int | None = None
+        cls,
+        bundle: str | Path,
+        backend: str = "torch",
+        device: str = "cpu",
+        threads: int | None = None,
+        *,
+        decode: str | None = None,
+        tta: str | None = None,
     ) -> Runtime:
         """Load a bundle folder (verified against its hashes first) on ``backend`` (``auto``:
-        :func:`resolve_backend`)."""
+        :func:`resolve_backend`); ``decode`` and ``tta`` as in :class:`Runtime`."""
         from fashattr.deploy.bundle import ONNX_FP32, ONNX_INT8, load_bundle_torch, verify_bundle
 
         bundle = Path(bundle)
         backend = resolve_backend(bundle, backend)
         if backend == "torch":
             model, config = load_bundle_torch(bundle)
-            pre, src = config["preprocess"], config.get("source", {})
-            torch_backend = TorchBackend(
-                model, pre["mean"], pre["std"], device, src.get("channels_last", True), threads
-            )
-            return cls(config, torch_backend, bundle)
+            pre, src = bundle_format.Preprocess.of(config), config.get("source", {})
+            torch_backend = TorchBackend(model, pre.mean, pre.std, device, src.get("channels_last", True), threads)
+            return cls(config, torch_backend, bundle, decode=decode, tta=tta)
         config = verify_bundle(bundle)
         variant = "int8" if backend == "onnx-int8" else "fp32"
         name = ONNX_INT8 if variant == "int8" else ONNX_FP32
@@ -176,7 +198,7 @@ class Runtime:
             raise BundleError(bundle / name, f"not in this bundle; export with `fashattr export RUN --format {fmt}`")
         if device != "cpu":
             raise ValueError(f"the {backend} backend runs on the CPU (device {device!r} asked for)")
-        return cls(config, _onnx_backend(bundle, variant, threads), bundle)
+        return cls(config, _onnx_backend(bundle, variant, threads), bundle, decode=decode, tta=tta)
 
     @classmethod
     def from_run(
@@ -186,9 +208,13 @@ class Runtime:
         backend: str = "torch",
         device: str = "cpu",
         threads: int | None = None,
+        *,
+        decode: str | None = None,
+        tta: str | None = None,
     ) -> Runtime:
-        """Load a run folder's ``{weights}.safetensors`` directly (torch backend; export for onnx)."""
-        from fashattr.deploy.bundle import _torch_model, bundle_config
+        """Load a run folder's ``{weights}.safetensors`` directly (torch backend; export for onnx); ``decode``
+        and ``tta`` as in :class:`Runtime`."""
+        from fashattr.deploy.bundle import bundle_config, model_from_config
 
         run_dir = Path(run_dir)
         if backend != "torch":
@@ -200,12 +226,14 @@ class Runtime:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; is {run_dir} a fashattr run folder with a finished epoch?")
         config = bundle_config(run_dir, weights)
-        pre = config["preprocess"]
-        model = _torch_model(config, path)
+        pre = bundle_format.Preprocess.of(config)
+        model = model_from_config(config, path)
         return cls(
             config,
-            TorchBackend(model, pre["mean"], pre["std"], device, config["source"]["channels_last"], threads),
+            TorchBackend(model, pre.mean, pre.std, device, config["source"]["channels_last"], threads),
             run_dir,
+            decode=decode,
+            tta=tta,
         )
 
     @classmethod
@@ -218,28 +246,17 @@ class Runtime:
             return cls.from_bundle(path, backend, **kw)
         return cls.from_run(path, weights, backend, **kw)
 
-    def set_decode(self, mode: str | None) -> None:
-        """Decode with ``mode`` whenever a caller names none (None: keep the bundle's default).
-
-        Raises:
-            ValueError: a mode this model does not carry, naming the ones it does.
-        """
-        if mode is None:
-            return
-        self.check_decode(mode)  # an unknown mode fails here, before any image
-        self.default_decode = mode
-
     # --- the steps --------------------------------------------------------------------------
 
     def preprocess(self, path: str | Path) -> np.ndarray:
         """One image file as the training cache prepares it: ``(S, S, 3)`` uint8 (no box; the background
         removed when the model was trained so)."""
-        return runtime_onnx.load_presized(path, self.image_size, fill=self.fill, background=self.background)
+        return images.load_presized(path, self.image_size, fill=self.fill, background=self.background)
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per group for ``(N, S, S, 3)`` uint8 pixels from :meth:`preprocess` (averaged over the
         views of :attr:`tta` when it is on)."""
-        return runtime_onnx.tta_apply(self.backend.logits, batch, self.tta)
+        return tta.tta_apply(self.backend.logits, batch, self.tta)
 
     @property
     def has_features(self) -> bool:
@@ -256,12 +273,12 @@ class Runtime:
         infer = getattr(self.backend, "infer", None)
         if infer is None:
             raise BundleError(self.source or "model", "this backend gives no features; re-export the bundle")
-        logits, features = runtime_onnx.tta_apply(infer, batch, self.tta)  # both averaged over the views
+        logits, features = tta.tta_apply(infer, batch, self.tta)  # both averaged over the views
         return logits, features
 
     def decode(self, logits: dict[str, np.ndarray], top_k: int = 1, decode: str | None = None) -> list[dict[str, Any]]:
         """Per image, ``{"groups": {group: {class, index, prob}}, "decoding": mode}`` after the bundle's
-        decoding (``runtime_onnx.decode``: the one decoding path of every backend and of predict_onnx.py).
+        decoding (``decoding.decode``: the one decoding path of every backend and of predict_onnx.py).
 
         Args:
             logits: per group, ``(N, C)`` logits from :meth:`logits`.
@@ -271,7 +288,7 @@ class Runtime:
         Raises:
             ValueError: an unknown mode, naming the choices.
         """
-        return runtime_onnx.decode(self.config, logits, top_k, self.default_decode if decode is None else decode)
+        return decoding.decode(self.config, logits, top_k, self.default_decode if decode is None else decode)
 
     def check_decode(self, decode: str | None) -> str | None:
         """The mode name ``decode`` (None: :attr:`default_decode`) resolves to; None when the model has no
@@ -280,7 +297,7 @@ class Runtime:
         Raises:
             ValueError: an unknown mode, naming the choices.
         """
-        return runtime_onnx.decoding_for(self.config, self.default_decode if decode is None else decode)[0]
+        return decoding.decoding_for(self.config, self.default_decode if decode is None else decode)[0]
 
     def predict_arrays(self, batch: np.ndarray, decode: str | None = None) -> list[dict[str, Any]]:
         """Decoded predictions (``{"groups": ..., "decoding": ...}`` per image) for already prepared pixels."""

@@ -30,8 +30,8 @@ import numpy as np
 
 from fashattr.config import Config
 from fashattr.data.pipeline import augmented_batches
+from fashattr.device import autocast
 from fashattr.fileio import atomic_write_text
-from fashattr.runtime import autocast
 
 RULES = ("valley", "steepest")
 

@@ -29,23 +29,23 @@ from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
 from fashattr.data.prepare import load_train_eval
-from fashattr.data.pseudo import add_pseudo_labels
-from fashattr.distill import teacher_targets
+from fashattr.device import amp_dtype, autocast, prefetch_depth, resolve_device
 from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
+from fashattr.engine.distill import teacher_targets
 from fashattr.engine.features import VIEWS, cached_features, feature_batches
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
+from fashattr.engine.pseudo import add_pseudo_labels
 from fashattr.errors import USER_ERRORS, CheckpointError, TrainingDivergedError
-from fashattr.evaluate import predict_scores
 from fashattr.fileio import atomic_write, atomic_write_text
+from fashattr.inference import predict_scores
 from fashattr.losses import MultiGroupLoss, create_loss
 from fashattr.memory import keep_freed_memory
 from fashattr.metrics import Metrics, compute_metrics, metric_names
 from fashattr.models import AttributeModel, create_model
 from fashattr.models.model import HeadsOnly
 from fashattr.predictor import Predictor
-from fashattr.runtime import amp_dtype, autocast, prefetch_depth, resolve_device
 
 log = logging.getLogger("fashattr")
 CHECKPOINT = "checkpoint.pt"
@@ -90,6 +90,11 @@ class Trainer:
             self.schema, self.train, self.eval, self.test = load_train_eval(
                 cfg.data, progress=t.progress and self.dist.main
             )
+        # The images of each part as the data were split (before any pseudo-labelled rows): summary.json keeps
+        # them, and the bundle's model card reads them from there.
+        self.data_counts = {"train_images": len(self.train), "selection_images": len(self.eval)}
+        if self.test is not None:
+            self.data_counts["test_holdout_images"] = len(self.test)
         if cfg.data.pseudo_labels:  # self-training: the teacher's confident labels as extra training rows
             progress = t.progress and self.dist.main
             self.train = add_pseudo_labels(self.train, cfg.data, self.schema, progress, [self.eval, self.test])
@@ -109,7 +114,7 @@ class Trainer:
                 f"train.batch_size {t.batch_size} (global) must divide by the {self.dist.world} processes"
             )
         targets = dict(self.train.labels)
-        if cfg.loss.distill_from:  # the teachers' soft targets ride with the labels (fashattr.distill)
+        if cfg.loss.distill_from:  # the teachers' soft targets ride with the labels (fashattr.engine.distill)
             with distributed.rank0_first(self.dist):
                 pixels = self.train.pixels()
                 targets.update(teacher_targets(cfg, self.schema, pixels, run_dir, t.eval_batch_size, str(self.device)))
@@ -464,6 +469,7 @@ class Trainer:
             "processes": self.dist.world,
             "parameters": sum(x.numel() for x in self.model.parameters()),
             "backbone_weights": self.model.init_weights,  # source, package, version, sha256; None = random
+            "data_counts": self.data_counts,
         }
         test = self._test_holdout()
         if test is not None and self.test is not None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from fashattr.calibration.temperature import fit_temperature, reliability, sigmoid, softmax
 from fashattr.report import figures, stats
-from fashattr.report.calibration import fit_temperature, reliability, sigmoid, softmax
 from fashattr.report.collect import Evaluated
 from fashattr.report.html import Section, esc, figure, note, num, table
 from fashattr.report.sections import Options
@@ -61,7 +61,7 @@ def verdict(ev: Evaluated, group: str, i: int) -> dict[str, Any]:
     }
 
 
-def _short(text: str, width: int = 18) -> str:
+def short(text: str, width: int = 18) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
@@ -82,8 +82,8 @@ def top_losses_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, 
         worst = max(per, key=lambda g: -np.inf if np.isnan(per[g][i]) else per[g][i])
         v = verdict(ev, worst, int(i))
         captions.append(
-            f"loss {total[i]:.2f}\n{_short(worst, 10)}: {_short(str(v['true']), 12)}"
-            f"\n\u2192 {_short(v['predicted'])} {v['prob']:.2f}"
+            f"loss {total[i]:.2f}\n{short(worst, 10)}: {short(str(v['true']), 12)}"
+            f"\n\u2192 {short(v['predicted'])} {v['prob']:.2f}"
         )
         colors.append(figures.WRONG if v["right"] is False else figures.RIGHT)
         out["overall"].append({"path": ev.paths[i], "loss": float(total[i]), "worst_group": worst, **v})
@@ -105,7 +105,7 @@ def top_losses_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, 
             v = verdict(ev, g.name, int(i))
             tp = f" {v['true_prob']:.2f}" if v.get("true_prob") is not None else ""
             captions.append(
-                f"true {_short(str(v['true']))}{tp}\npred {_short(v['predicted'])} {v['prob']:.2f}\nloss {loss[i]:.2f}"
+                f"true {short(str(v['true']))}{tp}\npred {short(v['predicted'])} {v['prob']:.2f}\nloss {loss[i]:.2f}"
             )
             colors.append(figures.WRONG if v["right"] is False else figures.RIGHT)
             rows.append({"path": ev.paths[i], "loss": float(loss[i]), **v})
@@ -149,8 +149,8 @@ def gradcam_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any
         else "CNN: last feature map"
     )
     rows, titles = gradcam_rows(ev, opt)
-    pre = ev.runtime.config["preprocess"]  # type: ignore[attr-defined]
-    grid = _map_size(model, target_layer(model)[0], ev.pixels[:1], pre["mean"], pre["std"])
+    pre = ev.runtime.prep  # type: ignore[attr-defined]
+    grid = _map_size(model, target_layer(model)[0], ev.pixels[:1], pre.mean, pre.std)
     body = (
         f'<p class="muted">Grad-CAM on <code>{esc(layer_name)}</code> ({esc(family)}; a {grid[0]}\u00d7{grid[1]} map '
         f"at {ev.pixels.shape[1]} px input, upsampled: it can point at a region, not an outline); each group's "
@@ -166,7 +166,7 @@ def gradcam_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any
     }
     for start in range(0, len(rows), GRADCAM_ROWS):
         chunk = rows[start : start + GRADCAM_ROWS]
-        maps = gradcam_pixels(model, pre["mean"], pre["std"], ev.pixels[chunk])
+        maps = gradcam_pixels(model, pre.mean, pre.std, ev.pixels[chunk])
         overlays = {g: np.stack([overlay(ev.pixels[i], m) for i, m in zip(chunk, maps[g], strict=True)]) for g in maps}
         captions: dict[str, list[tuple[str, bool]]] = {g: [] for g in maps}
         for i in chunk:
@@ -174,9 +174,9 @@ def gradcam_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str, Any
             for g in maps:
                 v = verdict(ev, g, int(i))
                 shown = v.get("top", v["predicted"])
-                text = f"{_short(g, 8)}: {_short(shown, 12)}"
+                text = f"{short(g, 8)}: {short(shown, 12)}"
                 if v["right"] is False:
-                    text += f"\n(true {_short(str(v['true']), 14)})"
+                    text += f"\n(true {short(str(v['true']), 14)})"
                 captions[g].append((text, v["right"] is not False))
                 record["groups"][g] = v
             out["images"].append(record)
@@ -274,7 +274,7 @@ def calibration_section(ev: Evaluated, opt: Options) -> tuple[Section, dict[str,
 def _saved_decoding(ev: Evaluated) -> tuple[dict[str, Any] | None, str | None]:
     """The default decoding mode of the run's ``calibration.json`` (offsets and temperatures per group)
     when it applies to the reported weights, and a line that says where it was fitted."""
-    from fashattr.calibrate import CalibrationError, load_calibration
+    from fashattr.calibration.store import CalibrationError, load_calibration
 
     if not (ev.info.path / "calibration.json").is_file():
         return None, None

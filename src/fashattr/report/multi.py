@@ -15,7 +15,7 @@ import numpy as np
 from fashattr.report import figures, stats
 from fashattr.report.collect import Evaluated
 from fashattr.report.compare import compare_rows
-from fashattr.report.explain import _short, verdict
+from fashattr.report.explain import short, verdict
 from fashattr.report.html import Section, esc, figure, note, num, table, with_ci
 from fashattr.report.sections import Options, metrics_of, run_steps
 
@@ -159,8 +159,8 @@ def _disagreements(runs: Sequence[Evaluated], opt: Options, same: bool) -> tuple
             for _, i, gname in chosen:
                 v1, v2 = verdict(first, gname, i), verdict(second, gname, i)
                 captions.append(
-                    f"{_short(gname, 9)}: true {_short(str(v1['true']), 12)}\n"
-                    f"A: {_short(v1['predicted'], 16)} \u2713\nB: {_short(v2['predicted'], 16)} \u2717"
+                    f"{short(gname, 9)}: true {short(str(v1['true']), 12)}\n"
+                    f"A: {short(v1['predicted'], 16)} \u2713\nB: {short(v2['predicted'], 16)} \u2717"
                 )
                 images.append(a.pixels[i])
                 pair[key].append({"path": a.paths[i], "group": gname, first.info.name: v1, second.info.name: v2})

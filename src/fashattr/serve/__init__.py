@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +64,17 @@ def loader(
         )
 
     def load() -> Any:
-        from fashattr.deploy.bundle import write_bundle
+        from fashattr.deploy.bundle import temporary_bundle
         from fashattr.deploy.runtime import Runtime
 
         bundle = path
         if is_run:
-            fmt = {"torch": "bundle", "onnx": "onnx", "onnx-int8": "onnx-int8"}[backend]
-            tmp = Path(tempfile.mkdtemp(prefix="fashattr-serve-bundle-"))
-            log.info("exporting run %s to a temporary %s bundle in %s", path, fmt, tmp)
-            bundle = write_bundle(path, tmp / path.resolve().name, [fmt], weights)
+            bundle = temporary_bundle(path, backend, weights, prefix="fashattr-serve-bundle-")
             import atexit
 
-            atexit.register(shutil.rmtree, tmp, True)
-        runtime = Runtime.from_bundle(bundle, backend=backend, threads=threads)
-        runtime.set_decode(decode)  # the default of every request that names none
-        return runtime
+            atexit.register(shutil.rmtree, bundle.parent, True)
+        # decode: the default of every request that names none
+        return Runtime.from_bundle(bundle, backend=backend, threads=threads, decode=decode)
 
     return load
 

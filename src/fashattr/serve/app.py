@@ -370,8 +370,7 @@ def _explain(runtime: Any, pixels: np.ndarray, groups: list[str], big: np.ndarra
     """Grad-CAM maps drawn over ``big`` as PNGs per group, and the logits (on the model thread)."""
     from fashattr.report.gradcam import gradcam_pixels, overlay
 
-    pre = runtime.config["preprocess"]
-    maps = gradcam_pixels(runtime.backend.model, pre["mean"], pre["std"], pixels[None])
+    maps = gradcam_pixels(runtime.backend.model, runtime.prep.mean, runtime.prep.std, pixels[None])
     logits = runtime.logits(pixels[None])
     return {g: _png(overlay(big, maps[g][0])) for g in groups}, logits
 

@@ -3,7 +3,7 @@
 Nothing here trusts a file name: names are only echoed back (their last component), never joined to
 a path. Bytes are sniffed by Pillow before anything is decoded: the declared content type, the format
 and the pixel count (from the header) are checked first, so a decompression bomb costs a header read.
-Decoding then goes through ``Runtime.preprocess`` (``runtime_onnx.load_presized``: the pixels of
+Decoding then goes through ``Runtime.preprocess`` (``images.load_presized``: the pixels of
 ``fashattr predict`` and of training) from a private temporary file.
 """
 
@@ -121,7 +121,7 @@ def decode_upload(
     Raises:
         HTTPException: from :func:`check_upload`; 422 (413 for Pillow's own bomb limit) when decoding fails.
     """
-    from fashattr import runtime_onnx
+    from fashattr.portable import images
 
     check_upload(upload, settings)
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".img")
@@ -131,7 +131,7 @@ def decode_upload(
         pixels = runtime.preprocess(tmp)
         big = None
         if display:
-            big = runtime_onnx.letterbox(runtime_onnx.open_image(tmp), display, runtime.fill)
+            big = images.letterbox(images.open_image(tmp), display, runtime.fill)
     except ImageError as e:
         status = 413 if e.message.startswith("image too large") else 422
         raise HTTPException(status, f"{upload.name}: {e.message}") from None

@@ -92,9 +92,8 @@ def pseudo_label(
     Raises:
         ConfigError: no splits, or a protected split (training, selection, holdouts) among them.
     """
-    from fashattr.evaluate import to_probabilities
+    from fashattr.inference import to_probabilities
     from fashattr.predictor import Predictor
-    from fashattr.runtime_onnx import tta_mode
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -109,8 +108,7 @@ def pseudo_label(
             f"split(s) {bad} are the run's training/selection data or holdouts carved from them; "
             "they are never pseudo-labeled"
         )
-    predictor = Predictor.from_run(run_dir, weights, device)
-    predictor.runtime.tta = tta_mode({"tta": tta})
+    predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     schema = predictor.schema
     thresholds = resolve_thresholds(threshold, schema)
     images: list[dict[str, Any]] = []

@@ -1,4 +1,6 @@
-"""Run a model over cached images: scores per group, metrics, and submission writers."""
+"""A torch model over cached uint8 images: logits per group, in batches (training-time evaluation, quantisation
+checks, distillation), probabilities, and the challenge submission file. Scoring a run on a split is
+:func:`fashattr.predictor.eval_run`."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import torch
 
 from fashattr.data.augment import normalize
 from fashattr.data.loader import BatchLoader
+from fashattr.device import autocast
 from fashattr.fileio import atomic_write_text
-from fashattr.runtime import autocast
 from fashattr.schema import Schema
 
 
@@ -27,9 +29,9 @@ def predict_scores(
     tta: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Logits per group for ``(N, H, W, 3)`` uint8 ``images``, in order; ``tta`` (``"flip"``, ...) averages
-    them over the views of ``runtime_onnx.tta_apply``, the one TTA of every inference path."""
+    them over the views of ``tta.tta_apply``, the one TTA of every inference path."""
     if tta not in (None, "none"):
-        from fashattr.runtime_onnx import tta_apply
+        from fashattr.portable.tta import tta_apply
 
         def plain(view: np.ndarray) -> dict[str, np.ndarray]:
             return predict_scores(model, view, mean, std, batch_size, device, amp, channels_last)

@@ -1,6 +1,6 @@
-"""The standalone ONNX runtime (fashattr/runtime_onnx.py = a bundle's predict_onnx.py): one copy of the pixel
-code, bundle verification, decoding, OnnxRunner, and predict_onnx.py in a venv with only onnxruntime, NumPy
-and Pillow, giving the same classes as the torch runtime."""
+"""The portable runtime (fashattr.portable, copied into every ONNX bundle beside predict_onnx.py): one copy of
+the pixel code, bundle verification, decoding, OnnxRunner, and predict_onnx.py in a venv with only onnxruntime,
+NumPy and Pillow, giving the same classes as the torch runtime."""
 
 from __future__ import annotations
 
@@ -14,27 +14,30 @@ import pytest
 from conftest import tiny_overrides
 from PIL import Image
 
-import fashattr.data.images as images
 import fashattr.errors as errors
-from fashattr import runtime_onnx
+import fashattr.portable.images as images
 from fashattr.config import load_config
 from fashattr.deploy.bundle import write_bundle
 from fashattr.deploy.isolated import onnx_only_venv, run_standalone
 from fashattr.deploy.runtime import Runtime
 from fashattr.engine.trainer import fit
-from fashattr.runtime_onnx import BundleError, OnnxRunner, compute_hashes, decode, verify_bundle
+from fashattr.portable import bundle as bundle_format
+from fashattr.portable import errors as portable_errors
+from fashattr.portable import onnx_runner
+from fashattr.portable.bundle import compute_hashes, verify_bundle
+from fashattr.portable.decoding import decode
+from fashattr.portable.errors import BundleError
+from fashattr.portable.onnx_runner import OnnxRunner
 
 GROUPS = ["pattern", "sleeve", "length", "neckline", "fabric", "fit"]
 
 
 # ---------------------------------------------------------------------------------------- one pixel code
-def test_images_module_reexports_the_one_copy():
-    for name in images.__all__:
-        assert getattr(images, name) is getattr(runtime_onnx, name), name
-    assert errors.ImageError is runtime_onnx.ImageError and errors.BundleError is runtime_onnx.BundleError
+def test_fashattr_errors_are_the_portable_classes():
+    assert errors.ImageError is portable_errors.ImageError and errors.BundleError is portable_errors.BundleError
     assert (
-        issubclass(errors.ConfigError, runtime_onnx.FashattrError)
-        and errors.FashattrError is runtime_onnx.FashattrError
+        issubclass(errors.ConfigError, portable_errors.FashattrError)
+        and errors.FashattrError is portable_errors.FashattrError
     )
 
 
@@ -42,7 +45,7 @@ def test_image_error_from_the_runtime_is_caught_as_fashattr_error(tmp_path: Path
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"plain text, not an image")
     with pytest.raises(errors.ImageError) as e:
-        runtime_onnx.load_presized(bad, 32)
+        images.load_presized(bad, 32)
     assert e.value.file == str(bad) and str(e.value) == f"{bad}: not an image Pillow can identify"
     assert isinstance(e.value, errors.FashattrError) and isinstance(e.value, errors.USER_ERRORS)
 
@@ -102,9 +105,9 @@ def test_newer_format_and_not_a_bundle(tmp_path: Path):
     )
     (tmp_path / "empty").mkdir()
     with pytest.raises(BundleError, match=r"empty/config\.json: missing"):
-        runtime_onnx.read_bundle_config(tmp_path / "empty")
+        bundle_format.read_bundle_config(tmp_path / "empty")
     with pytest.raises(BundleError, match=r"nowhere: no such bundle folder"):
-        runtime_onnx.read_bundle_config(tmp_path / "nowhere")
+        bundle_format.read_bundle_config(tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------------------------------- decode
@@ -183,7 +186,7 @@ def test_onnx_runner_matches_the_torch_runtime(bundle: Path, tiny_data: Path, tm
     assert runner.output_names == GROUPS and runner.bundle_hash == verify_bundle(bundle)
     torch_rt = Runtime.from_bundle(bundle, backend="torch")
     files = sorted((tiny_data / "img").glob("*.jpg"))[:40]
-    x = np.stack([runtime_onnx.preprocess(runner.config, f) for f in files])
+    x = np.stack([bundle_format.preprocess(runner.config, f) for f in files])
     assert (x == np.stack([torch_rt.preprocess(f) for f in files])).all()
     a, b = runner.logits(x), torch_rt.logits(x)
     assert max(float(np.abs(a[g] - b[g]).max()) for g in GROUPS) <= 1e-4
@@ -193,8 +196,8 @@ def test_onnx_runner_matches_the_torch_runtime(bundle: Path, tiny_data: Path, tm
 
 def test_predict_files_reports_each_bad_image_and_predicts_the_rest(bundle: Path, tiny_data: Path, tmp_path: Path):
     photos = folder_with_bad_images(tiny_data, tmp_path)
-    paths = runtime_onnx.expand_paths([photos])
-    records = list(runtime_onnx.predict_files(OnnxRunner(bundle), paths, batch_size=5, workers=2))
+    paths = images.expand_paths([photos])
+    records = list(onnx_runner.predict_files(OnnxRunner(bundle), paths, batch_size=5, workers=2))
     assert [r["path"] for r in records] == [str(p) for p in paths]  # every file, in order
     bad = {Path(r["path"]).name: r["error"] for r in records if "error" in r}
     assert set(bad) == {"00003.jpg", "empty.png"}
@@ -225,7 +228,7 @@ def test_predict_onnx_py_runs_with_only_onnxruntime_numpy_pillow(bundle: Path, t
     proc = run_standalone(python, bundle, str(photos), "--out", str(out), "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = list(Runtime.from_bundle(bundle, backend="torch").predict_files(runtime_onnx.expand_paths([photos])))
+    expected = list(Runtime.from_bundle(bundle, backend="torch").predict_files(images.expand_paths([photos])))
     assert len(records) == len(expected) == 13
     for got, want in zip(records, expected, strict=True):
         assert got["path"] == want["path"]

@@ -1,7 +1,7 @@
 """Background removal: mask the garment's background and paint it in one fill colour.
 
 One step, :meth:`Background.apply`, used by the decode-once cache and by every runtime (predict, the
-bundle runner, serve, tag) at the same place of ``runtime_onnx.load_presized``: after the box crop, before
+bundle runner, serve, tag) at the same place of ``images.load_presized``: after the box crop, before
 the letterbox. Training-time and runtime pixels are therefore the same bytes.
 
 Two methods:
@@ -13,9 +13,8 @@ Two methods:
 - ``rembg``: rembg's U²-Net session (``u2net_custom``) on a local ONNX file; nothing is ever downloaded.
   The cutout is rembg's own ``remove(..., bgcolor=fill)``.
 
-This module stands alone (standard library, NumPy, Pillow; cv2 and rembg imported inside the functions
-that need them, never torch): ``fashattr export`` copies it into ONNX bundles whose model removes the
-background, as ``fashattr_background.py`` beside ``predict_onnx.py``.
+Part of :mod:`fashattr.portable` (standard library, NumPy, Pillow; cv2 and rembg imported inside the
+functions that need them, never torch), so a bundle's ``predict_onnx.py`` removes backgrounds without fashattr.
 """
 
 from __future__ import annotations
@@ -30,9 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .images import fill_color
+
 METHODS = ("grabcut", "rembg")
 BUNDLE_MODEL = "background.onnx"  # the model file's name inside a bundle
-MODULE_COPY = "fashattr_background.py"  # this file's name inside an ONNX bundle
 GRABCUT_SEED = 0
 MODEL_HELP = (
     "put a U²-Net ONNX file (rembg's u2net.onnx, or any model with one (1, 3, 320, 320) image input and a "
@@ -283,8 +283,6 @@ def background_for(data: Any) -> Background | None:
     """
     if data.background == "keep":
         return None
-    from fashattr.runtime_onnx import fill_color
-
     fill: tuple[int, int, int] = fill_color(data.mean)
     if data.background_fill is not None:
         r, g, b = data.background_fill
