@@ -55,7 +55,7 @@ def test_config_reference_lists_every_key_with_its_default_and_meaning():
     assert sorted(rows) == sorted(name for name, _ in expected)
     for name, _ in expected:
         cells = [c.strip() for c in rows[name].split("|")[1:-1]]
-        assert cells[3], f"{name} has no comment in src/fashattr/config.py to explain it"
+        assert cells[3], f"{name} has no comment in src/fashattr/config/sections.py to explain it"
     assert "| `train.epochs` | `int` | `10` |" in text
     assert "| `data.on_bad_image` | `Literal['error', 'skip']` | `\"error\"` |" in text
     assert "| `data.eval_split` | `str \\| None` | `null` |" in text  # a pipe inside a cell is escaped

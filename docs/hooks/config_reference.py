@@ -1,6 +1,6 @@
 """MkDocs hook: the configuration reference page, generated from ``fashattr.config``'s dataclasses at every
 build, so it cannot drift from the code. Each key's meaning is the comment written beside it (or in the block
-just above it) in ``src/fashattr/config.py``; ``tests/test_docs.py`` checks that every key is on the page."""
+just above it) in ``src/fashattr/config/sections.py``; ``tests/test_docs.py`` checks that every key is on the page."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PAGE = "reference/config.md"
 
 INTRO = """# Configuration reference
 
-Generated from the dataclasses of `src/fashattr/config.py` when this site is built: every key a config
+Generated from the dataclasses of `src/fashattr/config/sections.py` when this site is built: every key a config
 file or a `key=value` override can set, its type, its default and what it does.
 
 A config is YAML with these sections (`data:`, `model:`, ...), a recipe name (`fashattr train cpu_quick`), or
