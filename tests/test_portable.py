@@ -266,3 +266,26 @@ def test_standalone_gives_the_torch_runtimes_classes_on_200_real_images(bundle: 
     probs = np.array([[r["groups"][g]["prob"] for g in GROUPS] for r in got])
     assert np.abs(probs - np.array([[r["groups"][g]["prob"] for g in GROUPS] for r in want])).max() <= 2e-6
     assert Image.open(files[0]).size  # the real photos were read, not placeholders
+
+
+# ---------------------------------------------------------------------------------------- Preprocess
+def test_preprocess_block_round_trips_and_names_what_is_missing():
+    from fashattr.portable.bundle import Preprocess
+
+    block = {
+        "image_size": 64,
+        "fill": [124, 116, 104],
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "bbox_crop": True,
+        "bbox_margin": 0.1,
+        "resample": "bilinear",
+        "letterbox": "fashattr-v1",
+    }
+    pre = Preprocess.of({"preprocess": block})
+    assert pre.image_size == 64 and pre.fill == (124, 116, 104) and pre.mean == (0.485, 0.456, 0.406)
+    assert pre.background is None and pre.to_json() == block  # no "background" key unless there is a step
+    with pytest.raises(BundleError, match=r"config.json: preprocess: missing or malformed 'fill'"):
+        Preprocess.of({"preprocess": {k: v for k, v in block.items() if k != "fill"}})
+    with pytest.raises(BundleError, match=r"preprocess: missing or malformed"):
+        Preprocess.of({"preprocess": {**block, "mean": [0.5, 0.5]}})  # three values expected
