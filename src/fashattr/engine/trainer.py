@@ -8,6 +8,7 @@ with the same weights and metrics, bit for bit on CPU, as one never interrupted.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -45,7 +46,7 @@ from fashattr.memory import keep_freed_memory
 from fashattr.metrics import Metrics, compute_metrics, metric_names
 from fashattr.models import AttributeModel, create_model
 from fashattr.models.model import HeadsOnly
-from fashattr.predictor import Predictor
+from fashattr.models.weights import load_weights
 
 log = logging.getLogger("fashattr")
 CHECKPOINT = "checkpoint.pt"
@@ -494,12 +495,24 @@ class Trainer:
 
     def _test_holdout(self) -> Metrics | None:
         """The best weights' metrics on the test holdout, computed as ``fashattr eval RUN --split
-        test_holdout`` computes them (same weights file, code path and batch size), so they match."""
+        test_holdout`` computes them: the weights read back from best.safetensors, fp32, the same batch size
+        and memory format (tests/test_eval_holdout.py checks that the two agree exactly)."""
         if self.test is None or not (self.run_dir / "best.safetensors").is_file():
             return None
         assert self.test.labels is not None
-        predictor = Predictor.from_run(self.run_dir, "best", str(self.device))
-        scores = predictor.scores(self.test.pixels(), self.cfg.train.eval_batch_size)
+        best = copy.deepcopy(self.eval_model)
+        best.load_state_dict(load_weights(self.run_dir / "best.safetensors"))
+        d = self.cfg.data
+        scores = predict_scores(
+            best,
+            self.test.pixels(),
+            d.mean,
+            d.std,
+            self.cfg.train.eval_batch_size,
+            self.device,
+            None,
+            self.channels_last,
+        )
         metrics = compute_metrics(self.schema, self.test.labels, scores)
         log.info(
             "test holdout: %d images never trained or selected on; best.safetensors (epoch %d):\n%s",
