@@ -18,6 +18,7 @@ from fashattr.calibrate import calibrate_run
 from fashattr.calibration.fit import (
     TAU_GRID,
     adjustment,
+    below_majority,
     default_mode,
     f1_threshold,
     fit_calibration,
@@ -157,6 +158,27 @@ def test_fit_calibration_single_and_multi_label():
     assert block["default"] == "accuracy" and block["logit_adjust"] == {"offsets": cal["modes"]["accuracy"]["offsets"]}
     assert block["modes"]["balanced"]["calibration"] == {"temperature": cal["modes"]["balanced"]["temperature"]}
     assert block["thresholds"] == cal["thresholds"] and bundle_decoding(None)["calibration"] is None
+
+
+def test_cross_fit_names_groups_no_better_than_their_majority_class():
+    """A group whose logits carry nothing (fabric) cannot beat always answering its most common class; one whose
+    logits carry the label (sleeve) does. The floor is computed by hand on the same images."""
+    rng = np.random.default_rng(3)
+    schema = Schema((Group("sleeve", ("long", "short", "none")), Group("fabric", ("cotton", "denim", "leather"))))
+    n = 200
+    sleeve_y = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+    fabric_y = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    fabric_y[:3] = -1  # unknown labels are left out of both accuracies
+    logits = {"sleeve": rng.normal(0, 1, (n, 3)) + 3.0 * np.eye(3)[sleeve_y], "fabric": rng.normal(0, 1, (n, 3))}
+    counts = {"sleeve": np.array([50, 30, 20]), "fabric": np.array([70, 20, 10])}
+    cal = fit_calibration(schema, logits, {"sleeve": sleeve_y, "fabric": fabric_y}, counts, folds=5, default="accuracy")
+    floor = cal["cross_fit"]["majority"]
+    known = fabric_y[fabric_y >= 0]
+    assert floor["fabric"] == {"class_index": 0, "acc": pytest.approx(np.mean(known == 0))}
+    assert floor["sleeve"] == {"class_index": 0, "acc": pytest.approx(np.mean(sleeve_y == 0))}
+    below = below_majority(schema, cal["cross_fit"], "accuracy")
+    assert [b[0] for b in below] == ["fabric"] and below[0][2] == "cotton"
+    assert below[0][1] == cal["cross_fit"]["accuracy"]["groups"]["fabric"]["acc"] <= floor["fabric"]["acc"]
 
 
 def test_default_mode_follows_the_selection_metric():

@@ -315,6 +315,35 @@ def cross_fit(
     }
     for m in MODES:
         out[m] = {**_metrics(schema, labels, oof[m]), "fold_tau": taus[m]}
+    out["majority"] = majority_accuracy(schema, labels, priors)
+    return out
+
+
+def majority_accuracy(schema: Any, labels: dict[str, np.ndarray], priors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per single-label group, the accuracy on these images of always answering the training split's most common
+    class (``priors``: log class shares), and that class's index: the floor a group's tags must beat."""
+    out: dict[str, Any] = {}
+    for g in schema.groups:
+        if g.name not in priors:
+            continue
+        y = np.asarray(labels[g.name])
+        known = y >= 0
+        k = int(np.argmax(priors[g.name]))
+        acc = float(np.mean(y[known] == k)) if known.any() else float("nan")
+        out[g.name] = {"class_index": k, "acc": acc}
+    return out
+
+
+def below_majority(schema: Any, cross: dict[str, Any], mode: str) -> list[tuple[str, float, str, float]]:
+    """The single-label groups whose out-of-fold accuracy under ``mode`` is not above always answering the most
+    common class: ``(group, accuracy, that class, its accuracy)`` for each, in schema order."""
+    floor = cross.get("majority") or {}
+    out = []
+    for g in schema.groups:
+        if g.name in floor and mode in cross:
+            acc, base = cross[mode]["groups"][g.name]["acc"], floor[g.name]["acc"]
+            if acc <= base:
+                out.append((g.name, acc, g.classes[floor[g.name]["class_index"]], base))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from fashattr.cli.common import (
@@ -31,6 +32,8 @@ def _calibrate(args: argparse.Namespace) -> None:
     import json
 
     from fashattr.calibrate import CALIBRATION, calibrate_run
+    from fashattr.calibration.fit import below_majority
+    from fashattr.schema import Schema
 
     before_file = Path(args.run) / CALIBRATION
     before = json.loads(before_file.read_text()).get("default") if before_file.is_file() else None
@@ -66,6 +69,14 @@ def _calibrate(args: argparse.Namespace) -> None:
     if cross:
         for metric, label in (("overall_acc", "overall accuracy"), ("avg_class_acc", "average per-class accuracy")):
             print(f"  {label} out of fold: raw {cross['none'][metric]:.4f} -> {d} {cross[d][metric]:.4f}")
+        schema = Schema.load(Path(args.run) / "schema.yaml")
+        for group, acc, cls, base in below_majority(schema, cross, d):
+            print(
+                f"warning: {group}: the {d!r} decoding is right on {acc:.3f} of the selection split out of fold, "
+                f"always answering {cls!r} on {base:.3f}: this group's tags are no better than its most common "
+                "class yet; more labelled photos of its other classes are what helps",
+                file=sys.stderr,
+            )
 
 
 def _report(args: argparse.Namespace) -> None:
