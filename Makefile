@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system clean
+.PHONY: demo test lint system mlflow-server clean
 
 # Ranges in pyproject.toml; the exact versions tested together in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,8 +27,12 @@ lint: $(STAMP)
 system:
 	tools/system-deps.sh
 
-test: lint system
+# The MLflow server of the tracking tests, in .venv-mlflow (its pins clash with ours).
+mlflow-server:
+	tools/mlflow-server.sh
+
+test: lint system mlflow-server
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-mlflow runs

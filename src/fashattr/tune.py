@@ -219,6 +219,7 @@ def run_study(
     import optuna
 
     from fashattr.data.formats import create_reader
+    from fashattr.engine.tracking import study_run
     from fashattr.engine.trainer import fit
     from fashattr.report.compare import load_run
 
@@ -247,6 +248,7 @@ def run_study(
         log.info("study %s already exists: --baseline queues nothing (the creator's trials stand)", study_name)
     base_cfg = config_from_dict(spec.base)
     schema = create_reader(base_cfg.data.format, base_cfg.data.root, base_cfg.data.reader_options).schema()
+    parent = study_run(base_cfg, out, study_name)  # tracking: mlflow: the trials are nested runs under it
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("sampler_seed", seed)
@@ -267,7 +269,7 @@ def run_study(
                 trial.set_user_attr("pruned_because", f"{spec.metric} {value:.4f} at epoch {epoch}")
                 raise optuna.TrialPruned(f"epoch {epoch}")
 
-        run = fit(cfg, on_epoch=report)
+        run = fit(cfg, on_epoch=report, tracking_parent=parent)
         trial.set_user_attr("run", str(run))
         history = [r[spec.metric] for r in load_run(run).history]
         best = max(history) if spec.direction == "maximize" else min(history)
@@ -280,6 +282,11 @@ def run_study(
     while finished() < trials:
         # a diverging learning rate fails its trial (recorded) and the study goes on
         study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
+    if parent is not None:
+        done = [t for t in study.trials if t.value is not None]
+        if done:
+            parent.log_metrics({"best_value": study.best_value, "trials": len(study.trials)}, len(study.trials))
+            parent.set_tags({f"best.{k}": str(v) for k, v in study.best_params.items()})
     return study
 
 

@@ -80,12 +80,18 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from fashattr.engine.tracking import Tracker
     from fashattr.report.build import build_report
 
     options = {"gradcam_images": args.gradcam, "resamples": args.resamples, "seed": args.seed}
     split = args.split or _report_split(args.runs[0])
     html = build_report(args.runs, args.out, split, args.data, args.weights, args.device, options)
     print(f"report on split {split!r} written: {html} (report.json and figures/ beside it; open it in a browser)")
+    for run in args.runs:  # a run tracked in MLflow (tracking: mlflow) gets the report among its artifacts
+        tracker = Tracker.attach(Path(run))
+        if tracker is not None:
+            tracker.log_folder(html.parent, "report")
+            print(f"logged to MLflow run {tracker.run_id} at {tracker.uri} (artifacts: report/)")
 
 
 def _report_split(run: str) -> str:

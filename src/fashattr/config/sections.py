@@ -215,5 +215,10 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out_dir: str = "runs"  # where run folders go; relative to the config file
+    # Experiment tracking (engine/tracking.py): "mlflow" logs the resolved config, every epoch's metrics, the summary,
+    # the run's files and its bundle to MLflow under the run's name (pip install 'fashattr[mlflow]').
+    tracking: Literal["none", "mlflow"] = "none"
+    tracking_uri: str | None = None  # an MLflow server (http://host:5000) or database URI; null: OUT_DIR/mlflow.db
+    tracking_experiment: str = "fashattr"  # the MLflow experiment the runs go to
     name: str | None = None  # run folder name; None: derived from time and backbone
     recipe: str | None = None  # free text: which recipe this config follows

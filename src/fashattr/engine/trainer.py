@@ -38,6 +38,7 @@ from fashattr.engine.features import VIEWS, cached_features, feature_batches
 from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.engine.pseudo import add_pseudo_labels
+from fashattr.engine.tracking import Tracker
 from fashattr.errors import USER_ERRORS, CheckpointError, TrainingDivergedError
 from fashattr.fileio import atomic_write, atomic_write_text
 from fashattr.inference import predict_scores
@@ -72,7 +73,12 @@ class Trainer:
     """Holds what one run needs; ``run()`` trains to the end (or early stop) and returns the run folder."""
 
     def __init__(
-        self, cfg: Config, run_dir: Path, resume: bool, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+        self,
+        cfg: Config,
+        run_dir: Path,
+        resume: bool,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        tracking_parent: Tracker | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.on_epoch = cfg, run_dir, on_epoch
         t = cfg.train
@@ -86,6 +92,8 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.amp = amp_dtype(self.device, t.amp)
         self.channels_last = t.channels_last
+        # MLflow (tracking: mlflow), started before the data are read: an unreachable server stops the run now.
+        self.tracker = Tracker.start(cfg, run_dir, tracking_parent) if self.dist.main else None
 
         with distributed.rank0_first(self.dist):
             self.schema, self.train, self.eval, self.test = load_train_eval(
@@ -438,6 +446,8 @@ class Trainer:
         if self.tb is not None:
             for k, v in record.items():
                 self.tb.add_scalar(k, v, p.epoch + 1)
+        if self.tracker is not None:
+            self.tracker.log_metrics(record, p.epoch + 1)
         p.epoch, p.step, p.loss_sum = p.epoch + 1, 0, 0.0
 
     def _write_metrics(self) -> None:
@@ -479,6 +489,8 @@ class Trainer:
             summary["test_holdout"] = test.summary()
             summary["test_holdout_images"] = len(self.test)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        if self.tracker is not None:
+            self.tracker.finish(self.run_dir, summary)
         if self.tb is not None:
             self.tb.close()
         log.info(
@@ -589,6 +601,7 @@ def fit(
     cfg: Config | None = None,
     resume: str | Path | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    tracking_parent: Tracker | None = None,
 ) -> Path:
     """Train a model; returns the run folder.
 
@@ -601,6 +614,7 @@ def fit(
             (its own config.yaml is used; ``cfg`` must then be None).
         on_epoch: called after every epoch (and its checkpoint) with the number of epochs done
             and that epoch's metrics row; an exception it raises ends the run.
+        tracking_parent: with ``tracking: mlflow``, the MLflow run this one is nested under (a tune study's).
     """
     if (cfg is None) == (resume is None):
         raise ValueError("give either a config for a new run or a run folder to resume")
@@ -617,8 +631,9 @@ def fit(
             save_config(cfg, run_dir / "config.yaml")
         run_dir = distributed.broadcast(run_dir if place.main else Path(), place)
     _setup_logging(run_dir, place.main)
+    trainer = None
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume is not None, on_epoch=on_epoch)
+        trainer = Trainer(cfg, run_dir, resume=resume is not None, on_epoch=on_epoch, tracking_parent=tracking_parent)
         if place.main:
             trainer.schema.save(run_dir / "schema.yaml")
         if resume is None and place.main:
@@ -637,6 +652,8 @@ def fit(
     except BaseException as e:
         if place.main:
             _log_failure(e)
+        if trainer is not None and trainer.tracker is not None:
+            trainer.tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         distributed.close(place, wait=False)
         raise
     distributed.close(place)
