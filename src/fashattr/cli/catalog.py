@@ -12,6 +12,9 @@ from fashattr.cli.common import (
     Subcommands,
 )
 
+# catalog.select.STRATEGIES, without importing the catalog (SQLAlchemy) to build the parser; a test keeps them equal.
+SELECT_STRATEGIES = ["margin", "entropy", "kcenter", "margin+kcenter", "random"]
+
 
 def _tag(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
@@ -55,6 +58,29 @@ def _export_labels(args: argparse.Namespace) -> None:
     info = export_labels(open_catalog(args.db), args.format, args.out, args.model, args.image_root)
     extra = f"; Label Studio labeling config: {info['config']}" if "config" in info else ""
     print(f"{info['images']} image(s) of model {info['model_id'][:12]} -> {info['out']}{extra}", file=sys.stderr)
+
+
+def _select(args: argparse.Namespace) -> None:
+    from fashattr.catalog.search import open_catalog
+    from fashattr.catalog.select import select
+
+    info = select(
+        open_catalog(args.db),
+        args.strategy,
+        args.n,
+        args.out,
+        model=args.model,
+        labelled=args.labelled,
+        tasks=args.tasks,
+        image_root=args.image_root,
+        seed=args.seed,
+    )
+    print(
+        f"{info['selected']} of {info['pool']} unlabelled photo(s) of model {info['model_id'][:12]} by {args.strategy}"
+        f" -> {info['out']}"
+        + (f"; Label Studio tasks {info['tasks']} (config {info['config']})" if "tasks" in info else ""),
+        file=sys.stderr,
+    )
 
 
 def _similar(args: argparse.Namespace) -> None:
@@ -149,6 +175,21 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser, options: arg
         help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: image paths become /data/local-files/?d=<relative path>",
     )
     p.set_defaults(func=_export_labels)
+
+    p = sub.add_parser(
+        "select",
+        help="rank unlabelled catalog photos for labeling: uncertainty (margin, entropy), diversity (kcenter), both",
+    )
+    p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
+    p.add_argument("--strategy", default="margin+kcenter", choices=SELECT_STRATEGIES)
+    p.add_argument("-n", type=int, default=200, help="photos to pick")
+    p.add_argument("--out", default="to_label.csv", help="CSV of the picks: rank, sha256, path, margin uncertainty")
+    p.add_argument("--tasks", help="also write the picks as Label Studio tasks (JSON) with the predictions pre-filled")
+    p.add_argument("--labelled", help="paths or sha256 already labelled (one per line, or a CSV with a path column)")
+    p.add_argument("--model", help="model id (or a unique prefix); default the most recent")
+    p.add_argument("--image-root", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (as export-labels)")
+    p.add_argument("--seed", type=int, default=0, help="random and k-center's first pick")
+    p.set_defaults(func=_select)
 
     p = sub.add_parser(
         "similar",

@@ -1,0 +1,237 @@
+"""``fashattr select``: which photos of a tagged catalog are worth a person's time to label next.
+
+Strategies (the active-learning literature's usual ones):
+
+- ``margin``: the smallest gap between a group's two most likely classes, averaged over the single-label groups
+  (uncertainty sampling by margin; Scheffer et al. 2001);
+- ``entropy``: the predicted distribution's entropy over its classes, divided by ``log C`` so that every group
+  weighs alike, averaged over the groups;
+- ``kcenter``: k-center greedy on the model's embeddings (Sener & Savarese 2018, "core-set"): each pick is the
+  photo farthest (cosine) from everything picked or already labelled, so the batch covers the catalog;
+- ``margin+kcenter``: k-center greedy among the ``4 n`` photos of smallest margin: uncertain, and not all alike;
+- ``random``: the baseline every strategy must beat.
+
+``benchmarks/active_learning.py`` measures them on the FashionDataset (labels against accuracy, three seeds).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from fashattr.catalog.db import image_paths, predictions
+from fashattr.catalog.export import label_config, label_studio_task
+from fashattr.catalog.search import SearchError, resolve_model
+from fashattr.catalog.similar import load_embeddings
+
+STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "random")
+CANDIDATES = 4  # margin+kcenter: k-center among this many times n of the most uncertain photos
+
+
+def margin_uncertainty(probs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image, the mean over groups of ``1 - (p1 - p2)``: 1 where the two best classes tie, 0 where one is
+    certain. ``probs``: per group ``(N, C)`` probabilities."""
+    parts = []
+    for p in probs.values():
+        top = -np.sort(-np.asarray(p, dtype=np.float64), axis=1)
+        second = top[:, 1] if top.shape[1] > 1 else np.zeros(len(top))
+        parts.append(1.0 - (top[:, 0] - second))
+    return np.mean(parts, axis=0)
+
+
+def entropy_uncertainty(probs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image, the mean over groups of the entropy divided by ``log C`` (0: certain, 1: uniform)."""
+    parts = []
+    for p in probs.values():
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0)
+        c = p.shape[1]
+        parts.append(-(p * np.log(p)).sum(1) / np.log(c) if c > 1 else np.zeros(len(p)))
+    return np.mean(parts, axis=0)
+
+
+def kcenter_greedy(embeddings: np.ndarray, n: int, labelled: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """``n`` row indices of ``embeddings`` (unit vectors), each the farthest by cosine distance from the rows
+    picked before it and from ``labelled`` (unit vectors already labelled; none: the first pick is random)."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    n = min(n, len(emb))
+    picked: list[int] = []
+    if labelled is not None and len(labelled):
+        nearest = np.full(len(emb), np.inf, dtype=np.float32)
+        for start in range(0, len(labelled), 1024):  # (N x 1024) at a time: bounded memory
+            sims = emb @ np.asarray(labelled[start : start + 1024], dtype=np.float32).T
+            nearest = np.minimum(nearest, (1.0 - sims).min(1))
+    else:
+        first = int(np.random.default_rng(seed).integers(len(emb))) if len(emb) else 0
+        picked.append(first)
+        nearest = 1.0 - emb @ emb[first]
+    while len(picked) < n:
+        nearest[picked] = -np.inf
+        k = int(np.argmax(nearest))
+        picked.append(k)
+        nearest = np.minimum(nearest, 1.0 - emb @ emb[k])
+    return np.asarray(picked[:n], dtype=np.int64)
+
+
+def choose(
+    strategy: str,
+    n: int,
+    probs: dict[str, np.ndarray],
+    embeddings: np.ndarray | None = None,
+    labelled: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """The ``n`` row indices ``strategy`` picks, best first, from per-group probabilities ``(N, C)`` and (for the
+    k-center strategies) unit embeddings ``(N, F)``; ``labelled``: embeddings of the photos already labelled.
+
+    Raises:
+        ValueError: an unknown strategy, or a k-center strategy without embeddings.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
+    count = len(next(iter(probs.values()))) if probs else (0 if embeddings is None else len(embeddings))
+    n = min(n, count)
+    if strategy == "random":
+        return np.random.default_rng(seed).permutation(count)[:n]
+    if strategy in ("margin", "entropy"):
+        score = margin_uncertainty(probs) if strategy == "margin" else entropy_uncertainty(probs)
+        return np.argsort(-score, kind="stable")[:n]
+    if embeddings is None:
+        raise ValueError(f"strategy {strategy!r} needs the model's embeddings")
+    if strategy == "kcenter":
+        return kcenter_greedy(embeddings, n, labelled, seed)
+    pool = np.argsort(-margin_uncertainty(probs), kind="stable")[: CANDIDATES * n]
+    return pool[kcenter_greedy(embeddings[pool], n, labelled, seed)]
+
+
+def catalog_probabilities(
+    engine: Engine, model_id: str, schema: dict[str, Any], shas: list[str]
+) -> dict[str, np.ndarray]:
+    """Per single-label group, ``(N, C)`` probabilities of the images ``shas`` rebuilt from the catalog's top-k
+    rows (the top classes' probabilities; what they leave, spread evenly over the other classes)."""
+    single = [g for g in schema["groups"] if g.get("kind", "single") == "single"]
+    row_of = {s: i for i, s in enumerate(shas)}
+    out = {g["name"]: np.zeros((len(shas), len(g["classes"]))) for g in single}
+    filled = {g["name"]: np.zeros(len(shas), dtype=bool) for g in single}
+    q = sa.select(predictions.c.sha256, predictions.c.group_name, predictions.c.top_k).where(
+        predictions.c.model_id == model_id, predictions.c.group_name.in_([g["name"] for g in single])
+    )
+    with engine.connect() as conn:
+        for row in conn.execution_options(stream_results=True, yield_per=10_000).execute(q):
+            i = row_of.get(row.sha256)
+            if i is None:
+                continue
+            top = row.top_k if isinstance(row.top_k, list) else json.loads(row.top_k or "[]")
+            p = out[row.group_name][i]
+            for entry in top:
+                p[int(entry["index"])] = float(entry["prob"])
+            rest = np.flatnonzero(p == 0)
+            if len(rest):
+                p[rest] = max(0.0, 1.0 - p.sum()) / len(rest)
+            filled[row.group_name][i] = True
+    for name, ok in filled.items():
+        if not ok.all():
+            missing = shas[int(np.flatnonzero(~ok)[0])]
+            raise SearchError(f"image {missing} has no {name!r} prediction of model {model_id[:12]} in the catalog")
+    return out
+
+
+def select(
+    engine: Engine,
+    strategy: str,
+    n: int,
+    out: str | Path,
+    model: str | None = None,
+    labelled: str | Path | None = None,
+    tasks: str | Path | None = None,
+    image_root: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Rank ``n`` catalog photos for labeling with ``strategy`` and write them to ``out`` (CSV: rank, sha256,
+    path, uncertainty) and, with ``tasks``, as Label Studio tasks with the model's predictions pre-filled.
+    ``labelled``: a file of paths or content hashes already labelled (one per line, or a CSV with a ``path``
+    column): never picked, and the k-center strategies count them as covered.
+
+    Raises:
+        SearchError: no such model in the catalog (naming the ones there), a model without embeddings for a
+            k-center strategy, or fewer unlabelled photos than asked for.
+    """
+    with engine.connect() as conn:
+        model_id, schema = resolve_model(conn, model)
+    shas, emb = load_embeddings(engine, model_id)
+    done = _labelled_shas(engine, labelled) if labelled else set()
+    keep = [i for i, s in enumerate(shas) if s not in done]
+    if not keep:
+        raise SearchError(f"every photo model {model_id[:12]} tagged is labelled already")
+    pool_shas = [shas[i] for i in keep]
+    probs = catalog_probabilities(engine, model_id, schema, pool_shas)
+    covered = emb[[i for i, s in enumerate(shas) if s in done]] if done else None
+    picks = choose(strategy, n, probs, emb[keep], covered, seed)
+    margin = margin_uncertainty(probs)
+    paths = _paths(engine, [pool_shas[i] for i in picks])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "sha256", "path", "margin_uncertainty"])
+        for rank, i in enumerate(picks, 1):
+            w.writerow([rank, pool_shas[i], paths.get(pool_shas[i], ""), f"{margin[i]:.6f}"])
+    info: dict[str, Any] = {"out": str(out), "model_id": model_id, "selected": len(picks), "pool": len(keep)}
+    if tasks:
+        info.update(_write_tasks(engine, model_id, schema, [pool_shas[i] for i in picks], paths, tasks, image_root))
+    return info
+
+
+def _labelled_shas(engine: Engine, path: str | Path) -> set[str]:
+    """Content hashes of the photos a file names (paths, matched through image_paths, or sha256 values)."""
+    text = Path(path).read_text(encoding="utf-8").splitlines()
+    if text and text[0].split(",")[0].strip().lower() == "path":
+        names = [row["path"] for row in csv.DictReader(text)]
+    else:
+        names = [line.strip() for line in text if line.strip()]
+    shas = {s for s in names if len(s) == 64 and all(c in "0123456789abcdef" for c in s)}
+    wanted = [s for s in names if s not in shas]
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.execute(
+                sa.select(image_paths.c.sha256, image_paths.c.path).where(image_paths.c.path.in_(chunk))
+            )
+            shas |= {r.sha256 for r in rows}
+    return shas
+
+
+def _paths(engine: Engine, shas: list[str]) -> dict[str, str]:
+    from fashattr.catalog.similar import latest_paths
+
+    return latest_paths(engine, shas)
+
+
+def _write_tasks(
+    engine: Engine,
+    model_id: str,
+    schema: dict[str, Any],
+    shas: list[str],
+    paths: dict[str, str],
+    out: str | Path,
+    image_root: str | Path | None,
+) -> dict[str, Any]:
+    """The picks as Label Studio tasks (in rank order) and the labeling config beside them."""
+    groups: dict[str, dict[str, tuple[str, float]]] = {s: {} for s in shas}
+    q = sa.select(predictions.c.sha256, predictions.c.group_name, predictions.c.class_name, predictions.c.probability)
+    q = q.where(predictions.c.model_id == model_id, predictions.c.sha256.in_(shas))
+    with engine.connect() as conn:
+        for row in conn.execute(q):
+            groups[row.sha256][row.group_name] = (row.class_name, float(row.probability))
+    items = [{"sha256": s, "path": paths.get(s), "groups": groups[s]} for s in shas]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([label_studio_task(i, schema, model_id, image_root) for i in items], indent=1) + "\n")
+    config = out.with_name(out.name.removesuffix(out.suffix) + ".label_config.xml")
+    config.write_text(label_config(schema), encoding="utf-8")
+    return {"tasks": str(out), "config": str(config)}

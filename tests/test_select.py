@@ -1,0 +1,131 @@
+"""`fashattr select`: uncertainty and diversity computed by hand, and the command on a catalog that `fashattr tag`
+filled from real image files with a real tiny bundle."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+from fashattr.catalog.search import SearchError, open_catalog
+from fashattr.catalog.select import (
+    STRATEGIES,
+    choose,
+    entropy_uncertainty,
+    kcenter_greedy,
+    margin_uncertainty,
+    select,
+)
+from fashattr.cli import main
+from fashattr.cli.catalog import SELECT_STRATEGIES
+from fashattr.config import load_config
+from fashattr.deploy.bundle import write_bundle
+from fashattr.deploy.runtime import Runtime
+from fashattr.engine.trainer import fit
+from fashattr.portable.bundle import file_sha256
+
+
+def unit(degrees: float) -> np.ndarray:
+    r = math.radians(degrees)
+    return np.array([math.cos(r), math.sin(r)], dtype=np.float32)
+
+
+def test_uncertainty_by_hand():
+    probs = {"sleeve": np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]]), "fit": np.array([[1.0, 0.0], [0.5, 0.5]])}
+    # margins: sleeve 0.5 and 0.0, fit 1.0 and 0.0 -> 1 - margin, averaged over the groups
+    assert margin_uncertainty(probs) == pytest.approx([(0.5 + 0.0) / 2, (1.0 + 1.0) / 2])
+    h = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)) / math.log(3)
+    h2 = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2)) / math.log(3)
+    assert entropy_uncertainty(probs) == pytest.approx([(h + 0.0) / 2, (h2 + 1.0) / 2], abs=1e-9)
+
+
+def test_kcenter_greedy_covers_what_is_not_labelled_yet():
+    points = np.stack([unit(a) for a in (0, 10, 90, 180, 170)])
+    # 0 degrees is labelled: the farthest point (180) first, then the one farthest from both (90), then 10 or 170.
+    picks = kcenter_greedy(points, 3, labelled=unit(0)[None])
+    assert list(picks[:2]) == [3, 2] and picks[2] in (1, 4)
+    assert sorted(kcenter_greedy(points, 5, seed=1)) == [0, 1, 2, 3, 4]  # every point once
+
+
+def test_choose_margin_kcenter_picks_diverse_points_among_the_uncertain():
+    probs = {"g": np.array([[0.5, 0.5], [0.51, 0.49], [0.52, 0.48], [0.6, 0.4], [0.98, 0.02], [0.97, 0.03]])}
+    emb = np.stack([unit(0), unit(1), unit(90), unit(180), unit(45), unit(135)])
+    assert list(choose("margin", 3, probs)) == [0, 1, 2]
+    # among the 4 * 1 most uncertain (rows 0-3), farthest from the labelled 0-degree photo: row 3 (180 degrees)
+    assert list(choose("margin+kcenter", 1, probs, emb, labelled=unit(0)[None])) == [3]
+    picks = choose("random", 6, probs, seed=5)
+    assert sorted(picks) == list(range(6)) and list(picks) == list(choose("random", 6, probs, seed=5))
+    with pytest.raises(ValueError, match=r"unknown strategy 'uncertain'; choose from \['margin'"):
+        choose("uncertain", 1, probs)
+    with pytest.raises(ValueError, match="strategy 'kcenter' needs the model's embeddings"):
+        choose("kcenter", 1, probs)
+    assert list(STRATEGIES) == SELECT_STRATEGIES
+
+
+@pytest.fixture(scope="module")
+def tagged(tiny_data: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("select")
+    run = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, out, name="sel", **{"train.epochs": 1})))
+    bundle = write_bundle(run, out / "bundle")
+    photos = out / "photos"
+    photos.mkdir()
+    for f in sorted((tiny_data / "img").glob("*.jpg"))[:30]:
+        shutil.copyfile(f, photos / f.name)
+    url = f"sqlite:///{out / 'catalog.db'}"
+    assert main(["tag", str(bundle), str(photos), "--db", url, "--backend", "torch", "--no-progress"]) == 0
+    return {"bundle": bundle, "photos": photos, "url": url, "out": out}
+
+
+def test_select_ranks_the_catalog_and_writes_label_studio_tasks(tagged: dict, tmp_path: Path):
+    photos, url = Path(tagged["photos"]), str(tagged["url"])
+    labelled = tmp_path / "labelled.txt"
+    done = sorted(photos.glob("*.jpg"))[:5]
+    labelled.write_text("".join(f"{p}\n" for p in done))
+    out, tasks = tmp_path / "pick.csv", tmp_path / "tasks.json"
+    args = ["select", "--db", url, "--strategy", "margin", "-n", "8", "--out", str(out), "--tasks", str(tasks)]
+    assert main([*args, "--labelled", str(labelled)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["rank"]) for r in rows] == list(range(1, 9))
+    assert not {r["path"] for r in rows} & {str(p) for p in done}  # labelled photos are never picked
+    # The margins, recomputed from the bundle on the files themselves (the decoding every command applies).
+    runtime = Runtime.from_bundle(Path(tagged["bundle"]))
+    files = sorted(photos.glob("*.jpg"))
+    decoded = runtime.decode(runtime.logits(np.stack([runtime.preprocess(f) for f in files])), top_k=2)
+    records = {str(f): r for f, r in zip(files, decoded, strict=True)}
+    for row in rows:
+        groups = records[row["path"]]["groups"]
+        want = np.mean([1 - (g["top"][0]["prob"] - g["top"][1]["prob"]) for g in groups.values()])
+        assert float(row["margin_uncertainty"]) == pytest.approx(want, abs=1e-5)
+        assert row["sha256"] == file_sha256(Path(row["path"]))
+    unpicked = [p for p in records if p not in {r["path"] for r in rows} and Path(p) not in done]
+    worst_picked = min(float(r["margin_uncertainty"]) for r in rows)
+    assert all(
+        np.mean([1 - (g["top"][0]["prob"] - g["top"][1]["prob"]) for g in records[p]["groups"].values()])
+        <= worst_picked + 1e-5
+        for p in unpicked
+    )
+    # Label Studio tasks of the picks, in rank order, with the model's predictions pre-filled.
+    task_list = json.loads(tasks.read_text())
+    assert [t["data"]["sha256"] for t in task_list] == [r["sha256"] for r in rows]
+    model_id = task_list[0]["predictions"][0]["model_version"]
+    assert len(model_id) == 64 and tasks.with_name("tasks.label_config.xml").is_file()
+
+
+def test_select_diversity_and_errors(tagged: dict, tmp_path: Path):
+    engine = open_catalog(str(tagged["url"]))
+    info = select(engine, "margin+kcenter", 6, tmp_path / "div.csv", seed=0)
+    assert info["selected"] == 6 and info["pool"] == 30
+    picked = [r["sha256"] for r in csv.DictReader((tmp_path / "div.csv").open())]
+    assert len(set(picked)) == 6
+    with pytest.raises(SearchError, match=r"no model with id 'feedbeef' in the catalog; models: \["):
+        select(engine, "margin", 3, tmp_path / "x.csv", model="feedbeef")
+    everything = tmp_path / "all.txt"
+    everything.write_text("".join(f"{p}\n" for p in sorted(Path(tagged["photos"]).glob("*.jpg"))))
+    with pytest.raises(SearchError, match=r"every photo model \w+ tagged is labelled already"):
+        select(engine, "random", 3, tmp_path / "y.csv", labelled=everything)
