@@ -1,0 +1,237 @@
+"""Choosing what to label, simulated on the FashionDataset as the active-learning literature measures it.
+
+The pool is the train split's training rows (the test holdout and the selection holdout left out); their labels are
+hidden until a strategy picks them. Each seed starts from the same random ``--start`` labelled photos; every round
+each strategy (``fashattr.catalog.select.choose``, the code ``fashattr select`` runs) picks ``--batch`` more from
+what is left, using the current model's probabilities and the images' embeddings; the model is retrained on all
+labels so far and scored on the fixed test holdout (501 photos nothing selects on).
+
+The model: the pretrained backbone of ``linear_probe`` (EfficientNet-Lite0 from its PyPI package, 224 px) frozen,
+its pooled features computed once and cached (``engine.features``), reduced by PCA fitted on the pool's features
+(no labels), and one logistic regression per group (scikit-learn, multinomial, C as ``--c``). A whole curve costs
+seconds per round instead of a fine-tune per round. The embeddings the k-center strategies use are the same
+features, L2-normalised: what ``fashattr tag`` stores.
+
+Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
+labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
+reach random selection's accuracy at 2,000 labels.
+
+    python benchmarks/active_learning.py --seeds 0,1,2 --results benchmarks/results/active_learning
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name
+
+STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter")
+
+
+def features(recipe: str) -> dict[str, Any]:
+    """The pool's and the test holdout's cached backbone features, labels and schema."""
+    import torch
+
+    from fashattr.cli import resolve_config
+    from fashattr.config import load_config
+    from fashattr.data.prepare import load_train_eval
+    from fashattr.engine.features import cached_features
+    from fashattr.models import create_model
+
+    cfg = load_config(resolve_config(recipe))
+    d = cfg.data
+    schema, train, _, test = load_train_eval(d, progress=False)
+    assert test is not None and train.labels is not None and test.labels is not None
+    model = create_model(cfg.model, schema, d.image_size)
+    device = torch.device("cpu")
+    feats = cached_features(model.backbone, train.images, d.mean, d.std, ("none",), device, d.cache_dir)[0].numpy()
+    return {
+        "schema": schema,
+        "pool": feats[train.rows],
+        "pool_labels": train.labels,
+        "test": feats[test.rows],
+        "test_labels": test.labels,
+        "recipe": recipe,
+    }
+
+
+def fit_heads(x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, c: float) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    heads = {}
+    for g in schema.groups:
+        y = labels[g.name]
+        known = y >= 0
+        head = LogisticRegression(C=c, max_iter=500)
+        head.fit(x[known], y[known])
+        heads[g.name] = head
+    return heads
+
+
+def probabilities(heads: dict[str, Any], x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
+    """Per group ``(N, C)`` over every class of the schema (a class no labelled photo has yet gets 0)."""
+    out = {}
+    for g in schema.groups:
+        head = heads[g.name]
+        p = np.zeros((len(x), g.num_classes))
+        p[:, head.classes_] = head.predict_proba(x)
+        out[g.name] = p
+    return out
+
+
+def score(heads: dict[str, Any], x: np.ndarray, labels: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
+    from fashattr.metrics import compute_metrics
+
+    m = compute_metrics(schema, labels, probabilities(heads, x, schema))
+    return {"overall_acc": float(m.overall_acc), "avg_class_acc": float(m.avg_class_acc)}
+
+
+def simulate(data: dict[str, Any], strategy: str, seed: int, args: argparse.Namespace) -> list[dict[str, float]]:
+    from sklearn.decomposition import PCA
+
+    from fashattr.catalog.select import choose
+
+    schema = data["schema"]
+    pca = PCA(n_components=args.pca, random_state=0).fit(data["pool"])  # unsupervised: no labels used
+    pool, test = pca.transform(data["pool"]), pca.transform(data["test"])
+    emb = data["pool"] / np.linalg.norm(data["pool"], axis=1, keepdims=True)
+    n = len(pool)
+    labelled = np.random.default_rng(seed).permutation(n)[: args.start]
+    curve = []
+    while True:
+        sub = {g: v[labelled] for g, v in data["pool_labels"].items()}
+        heads = fit_heads(pool[labelled], sub, schema, args.c)
+        curve.append({"labels": len(labelled), **score(heads, test, data["test_labels"], schema)})
+        if len(labelled) >= args.stop:
+            return curve
+        rest = np.setdiff1d(np.arange(n), labelled)
+        probs = probabilities(heads, pool[rest], schema)
+        picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
+        labelled = np.concatenate([labelled, rest[picks]])
+
+
+def labels_to_reach(curve: list[dict[str, float]], metric: str, value: float) -> int | None:
+    """The fewest labels at which the (mean) curve reaches ``value``; None if it never does."""
+    for point in curve:
+        if point[metric] >= value - 1e-12:
+            return int(point["labels"])
+    return None
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    out = []
+    for points in zip(*curves, strict=True):
+        row: dict[str, float] = {"labels": points[0]["labels"]}
+        for metric in ("overall_acc", "avg_class_acc"):
+            values = [p[metric] for p in points]
+            row[metric], row[metric + "_std"] = float(np.mean(values)), float(np.std(values))
+        out.append(row)
+    return out
+
+
+def plot(means: dict[str, list[dict[str, float]]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    for ax, metric, title in zip(
+        fig.subplots(1, 2),
+        ("overall_acc", "avg_class_acc"),
+        ("overall accuracy", "average per-class accuracy"),
+        strict=True,
+    ):
+        for strategy, curve in means.items():
+            x = [p["labels"] for p in curve]
+            y = np.array([p[metric] for p in curve])
+            s = np.array([p[metric + "_std"] for p in curve])
+            ax.plot(x, y, label=strategy, marker=".")
+            ax.fill_between(x, y - s, y + s, alpha=0.15)
+        ax.set_xlabel("labelled photos")
+        ax.set_ylabel(f"{title}, test holdout")
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--recipe", default="linear_probe", help="the recipe whose frozen backbone gives the features")
+    ap.add_argument("--start", type=int, default=300, help="random labelled photos every seed starts from")
+    ap.add_argument("--batch", type=int, default=200, help="photos picked per round")
+    ap.add_argument("--stop", type=int, default=2100, help="stop once this many photos are labelled")
+    ap.add_argument("--pca", type=int, default=256, help="feature dimensions the heads see")
+    ap.add_argument("--c", type=float, default=0.05, help="inverse L2 strength of the logistic regressions")
+    ap.add_argument("--target", type=int, default=2000, help="random selection's labels the others are held to")
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/active_learning"))
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    data = features(args.recipe)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    strategies = args.strategies.split(",")
+    curves = {s: [simulate(data, s, seed, args) for seed in seeds] for s in strategies}
+    means = {s: mean_curve(c) for s, c in curves.items()}
+    target = next(p for p in means["random"] if p["labels"] >= args.target)
+    reach = {
+        s: {m: labels_to_reach(means[s], m, target[m]) for m in ("overall_acc", "avg_class_acc")} for s in strategies
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    cmd = "python benchmarks/active_learning.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    wall = time.perf_counter() - started
+    record = {
+        "command": cmd.strip(),
+        "cpu": cpu_name(),
+        "wall_s": round(wall, 1),
+        "pool": len(data["pool"]),
+        "test_images": len(data["test"]),
+        "random_at_target": target,
+        "labels_to_reach_random_at_target": reach,
+        "curves": curves,
+        "means": means,
+        "settings": {k: v for k, v in vars(args).items() if k != "results"} | {"results": str(args.results)},
+    }
+    args.results.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(means, args.results.with_suffix(".png"))
+    lines = [
+        "# Choosing what to label: simulated on the FashionDataset (benchmarks/active_learning.py)",
+        "",
+        f"`{record['command']}` on {record['cpu']}; {wall / 60:.1f} min. Pool: {record['pool']} training photos "
+        f"(labels hidden until picked); scored on the {record['test_images']}-photo test holdout. Model: the "
+        f"frozen `{args.recipe}` backbone's cached features, PCA to {args.pca}, one logistic regression per group "
+        f"(C {args.c}); start {args.start} random labels, {args.batch} per round; seeds {args.seeds}.",
+        "",
+        f"Random selection at {target['labels']} labels: overall accuracy {target['overall_acc']:.4f}, average "
+        f"per-class accuracy {target['avg_class_acc']:.4f}. Labels each strategy needs to reach that (mean curve):",
+        "",
+        "| strategy | labels to reach random's overall acc | labels to reach random's avg per-class acc |",
+        "|---|---:|---:|",
+    ]
+    for s in strategies:
+        r = reach[s]
+        lines.append(f"| {s} | {r['overall_acc'] or 'not reached'} | {r['avg_class_acc'] or 'not reached'} |")
+    lines += ["", "Mean ± std over the seeds, test holdout (overall accuracy / average per-class accuracy):", ""]
+    lines.append("| labels | " + " | ".join(strategies) + " |")
+    lines.append("|---:|" + "---|" * len(strategies))
+    for i, point in enumerate(means[strategies[0]]):
+        cells = [
+            f"{m['overall_acc']:.4f} ± {m['overall_acc_std']:.4f} / {m['avg_class_acc']:.4f}"
+            for m in (means[s][i] for s in strategies)
+        ]
+        lines.append(f"| {int(point['labels'])} | " + " | ".join(cells) + " |")
+    lines += ["", f"Figure: `{args.results.with_suffix('.png')}`.", ""]
+    args.results.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
