@@ -69,6 +69,12 @@ def _fashionhow(root: str | Path, options: dict[str, Any]) -> Reader:
     return FashionHowReader(root, options)
 
 
+def _labelstudio(root: str | Path, options: dict[str, Any]) -> Reader:
+    from fashattr.data.formats.labelstudio import LabelStudioReader
+
+    return LabelStudioReader(root, options)
+
+
 _READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "ai6126": _fashiondataset,
     "csv": _csv,
@@ -76,6 +82,7 @@ _READERS: dict[str, Callable[[str | Path, dict[str, Any]], Reader]] = {
     "deepfashion-fine": _deepfashion_fine,
     "fashionhow": _fashionhow,
     "folder": _folder,
+    "labelstudio": _labelstudio,
 }
 
 
@@ -102,7 +109,8 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def infer_format(root: str | Path) -> str:
-    """The layout of the dataset at ``root``, told from what is there: a ``.csv`` / ``.parquet`` file is ``csv``;
+    """The layout of the dataset at ``root``, told from what is there: a ``.csv`` / ``.parquet`` file is ``csv``, a
+    ``.json`` file ``labelstudio`` (Label Studio's export);
     a folder with ``split/`` is ``ai6126``, with ``Anno_fine/`` ``deepfashion-fine``, with ``Anno/`` ``deepfashion``;
     a folder of class folders is ``folder``.
 
@@ -114,6 +122,8 @@ def infer_format(root: str | Path) -> str:
     if root.is_file():
         if root.suffix.lower() in TABLE_SUFFIXES:
             return "csv"
+        if root.suffix.lower() == ".json":
+            return "labelstudio"
         raise DatasetError(
             root,
             f"a {root.suffix or 'suffixless'} file is no dataset layout fashattr reads: a label "

@@ -107,8 +107,12 @@ class CsvReader:
         self.columns, self.rows = _read_rows(self.file)
         self._schema = self._infer_schema()
 
-    def _line(self, i: int) -> int:
+    def _line(self, i: int) -> int | None:
         return i + 2  # 1-based, after the header line
+
+    def _tag(self, i: int) -> str:
+        """What names row ``i`` in a message besides its line (a Label Studio task's id)."""
+        return ""
 
     def _group_columns(self) -> list[str]:
         o = self.opt
@@ -165,30 +169,33 @@ class CsvReader:
         boxes = np.zeros((len(picked), 4), np.float32) if has_box else None
         paths: list[str] = []
         missing: list[tuple[str, int, str]] = []
-        first: dict[str, int] = {}
+        first: dict[str, str] = {}  # image -> where it was first listed
         for k, i in enumerate(picked):
-            row, line = self.rows[i], self._line(i)
+            row, line, tag = self.rows[i], self._line(i), self._tag(i)
             rel = row[o["path_column"]]
+            found: list[str] = []
             if not rel:
-                problems.append((line, "empty image path"))
+                found.append("empty image path")
             elif rel in first:
-                problems.append((line, f"duplicate image {rel!r} (first on line {first[rel]})"))
+                found.append(f"duplicate image {rel!r} (first on {first[rel]})")
             elif not (self.root / rel).is_file():
                 if allow_missing:
-                    missing.append((str(self.file), line, rel))
+                    missing.append((str(self.file), line if line is not None else i, rel))
                 else:
-                    problems.append((line, f"image {rel!r} not found under {self.root}"))
-            first.setdefault(rel, line)
+                    found.append(f"image {rel!r} not found under {self.root}")
+            first.setdefault(rel, f"line {line}" if line is not None else tag.rstrip(": "))
             paths.append(rel)
             for g in self._schema.groups:
-                problems += [(line, p) for p in self._parse(g, row[g.name], labels[g.name], k)]
+                found += self._parse(g, row[g.name], labels[g.name], k)
             if boxes is not None:
-                problems += [(line, p) for p in self._parse_box(row, boxes, k)]
+                found += self._parse_box(row, boxes, k)
+            problems += [(line, tag + f) for f in found]
         if problems:
             raise DatasetError.many(self.file, problems)
         table = Table(self.root, paths, labels, boxes, split=split)
         gone = {line for _, line, _ in missing}
-        return drop_missing(table, missing, [k for k, i in enumerate(picked) if self._line(i) in gone])
+        key = [self._line(i) if self._line(i) is not None else i for i in picked]
+        return drop_missing(table, missing, [k for k, ln in enumerate(key) if ln in gone])
 
     @staticmethod
     def _empty(g: Group, n: int) -> np.ndarray:
