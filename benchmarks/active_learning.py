@@ -52,7 +52,9 @@ def features(recipe: str) -> dict[str, Any]:
     assert test is not None and train.labels is not None and test.labels is not None
     model = create_model(cfg.model, schema, d.image_size)
     device = torch.device("cpu")
-    feats = cached_features(model.backbone, train.images, d.mean, d.std, ("none",), device, d.cache_dir)[0].numpy()
+    # Both views, as linear_probe caches them (a cache hit after one linear_probe run); the plain view is used.
+    views = ("none", "flip")
+    feats = cached_features(model.backbone, train.images, d.mean, d.std, views, device, d.cache_dir)[0].numpy()
     return {
         "schema": schema,
         "pool": feats[train.rows],
