@@ -61,7 +61,10 @@ def test_config_defaults_and_overrides():
 
 
 OPTIM_KEYS = "name, lr, weight_decay, momentum, nesterov, betas, layer_decay, stage_lr"
-TOP_KEYS = "data, model, loss, optim, sched, augment, train, out_dir, name, recipe"
+TOP_KEYS = (
+    "data, model, loss, optim, sched, augment, train, out_dir, tracking, tracking_uri, tracking_experiment, name, "
+    "recipe"
+)
 
 
 def config_error(path: Path | None, overrides: list[str] | None = None) -> str:
