@@ -27,6 +27,7 @@ import csv
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -228,6 +229,8 @@ def main() -> int:
     facts["train_minutes"] = round((time.monotonic() - t0) / 60, 1)
     done = fashattr(["calibrate", "runs/shop", "--tta", "flip"], log, out)
     checks["calibrate: accuracy is the default decoding"] = "default decoding: 'accuracy'" in done.stdout
+    # The groups calibrate says do not beat their most common class (out of fold, on the selection split).
+    facts["calibrate_warned"] = re.findall(r"warning: (\w+): the 'accuracy' decoding is right on", done.stderr)
     done = fashattr(["export", "runs/shop", "--format", "onnx", "--tta", "flip", "--out", "bundle"], log, out)
     checks["export: the bundle says its decoding"] = "default decoding: accuracy" in done.stdout
 
@@ -261,6 +264,10 @@ def main() -> int:
         checks[f"tags beat the majority class: {g}"] = right > base
     facts["groups"] = groups
     facts["new_photos"] = len(truth)
+    losing = {g for g, v in groups.items() if v["tags"] <= v["majority"]}
+    checks["calibrate warned about every group whose tags do not beat the majority"] = losing <= set(
+        facts["calibrate_warned"]
+    )
 
     # 6. the header copy
     checks["the FashionDataset header copy reads as the plain one"] = header_copy(out)
@@ -291,6 +298,9 @@ def main() -> int:
         "| group | most common class | majority accuracy | tag accuracy |",
         "|---|---|---:|---:|",
         *(f"| {g} | {v['majority_class']} | {v['majority']:.3f} | {v['tags']:.3f} |" for g, v in groups.items()),
+        "",
+        "Groups `calibrate` warned about (no better than their most common class out of fold on the selection "
+        f"split): {', '.join(facts['calibrate_warned']) or 'none'}.",
         "",
     ]
     results.with_suffix(".md").write_text("\n".join(lines))
