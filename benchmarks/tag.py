@@ -161,26 +161,12 @@ def main() -> None:
             result["full"] = []
             for dbname, make_url in urls.items():
                 url = make_url(f"full_{dbname}")
+
+                kwargs = {"backend": args.backend, "batch_size": args.batch_size, "workers": 2, "progress": False}
                 with Phase() as ph:
-                    s = tag(
-                        args.bundle,
-                        [DATA / "img"],
-                        url,
-                        backend=args.backend,
-                        batch_size=args.batch_size,
-                        workers=2,
-                        progress=False,
-                    )
-                with Phase() as again:
-                    r = tag(
-                        args.bundle,
-                        [DATA / "img"],
-                        url,
-                        backend=args.backend,
-                        batch_size=args.batch_size,
-                        workers=2,
-                        progress=False,
-                    )
+                    s = tag(args.bundle, [DATA / "img"], url, **kwargs)
+                with Phase() as again:  # the same command once more: everything is done already
+                    r = tag(args.bundle, [DATA / "img"], url, **kwargs)
                 row = {
                     "db": dbname,
                     "tagged": s.tagged,

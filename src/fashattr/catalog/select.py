@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from fashattr.catalog.db import image_paths, predictions
 from fashattr.catalog.export import label_config, label_studio_task
 from fashattr.catalog.search import SearchError, resolve_model
-from fashattr.catalog.similar import load_embeddings
+from fashattr.catalog.similar import latest_paths, load_embeddings
 
 STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "random")
 CANDIDATES = 4  # margin+kcenter: k-center among this many times n of the most uncertain photos
@@ -158,22 +158,37 @@ def select(
     column): never picked, and the k-center strategies count them as covered.
 
     Raises:
-        SearchError: no such model in the catalog (naming the ones there), a model without embeddings for a
-            k-center strategy, or fewer unlabelled photos than asked for.
+        ValueError: an unknown strategy.
+        SearchError: no such model in the catalog (naming the ones there), every photo labelled already, or a
+            k-center strategy on a model whose embeddings are missing (naming a photo without one).
+    Fewer unlabelled photos than ``n`` are all picked.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}")
     with engine.connect() as conn:
         model_id, schema = resolve_model(conn, model)
-    shas, emb = load_embeddings(engine, model_id)
+        shas = list(
+            conn.scalars(
+                sa.select(predictions.c.sha256).where(predictions.c.model_id == model_id).distinct().order_by("sha256")
+            )
+        )
     done = _labelled_shas(engine, labelled) if labelled else set()
-    keep = [i for i, s in enumerate(shas) if s not in done]
-    if not keep:
+    pool_shas = [s for s in shas if s not in done]
+    if not pool_shas:
         raise SearchError(f"every photo model {model_id[:12]} tagged is labelled already")
-    pool_shas = [shas[i] for i in keep]
     probs = catalog_probabilities(engine, model_id, schema, pool_shas)
-    covered = emb[[i for i, s in enumerate(shas) if s in done]] if done else None
-    picks = choose(strategy, n, probs, emb[keep], covered, seed)
+    emb = covered = None
+    if "kcenter" in strategy:  # only the diversity strategies read the embeddings
+        emb_shas, vectors = load_embeddings(engine, model_id)
+        row = {s: i for i, s in enumerate(emb_shas)}
+        lacking = next((s for s in pool_shas if s not in row), None)
+        if lacking is not None:
+            raise SearchError(f"image {lacking} has no embedding of model {model_id[:12]}: tag it again to add one")
+        emb = vectors[[row[s] for s in pool_shas]]
+        covered = vectors[[row[s] for s in sorted(done) if s in row]] if done else None
+    picks = choose(strategy, n, probs, emb, covered, seed)
     margin = margin_uncertainty(probs)
-    paths = _paths(engine, [pool_shas[i] for i in picks])
+    paths = latest_paths(engine, [pool_shas[i] for i in picks])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as f:
@@ -181,7 +196,7 @@ def select(
         w.writerow(["rank", "sha256", "path", "margin_uncertainty"])
         for rank, i in enumerate(picks, 1):
             w.writerow([rank, pool_shas[i], paths.get(pool_shas[i], ""), f"{margin[i]:.6f}"])
-    info: dict[str, Any] = {"out": str(out), "model_id": model_id, "selected": len(picks), "pool": len(keep)}
+    info: dict[str, Any] = {"out": str(out), "model_id": model_id, "selected": len(picks), "pool": len(pool_shas)}
     if tasks:
         info.update(_write_tasks(engine, model_id, schema, [pool_shas[i] for i in picks], paths, tasks, image_root))
     return info
@@ -204,12 +219,6 @@ def _labelled_shas(engine: Engine, path: str | Path) -> set[str]:
             )
             shas |= {r.sha256 for r in rows}
     return shas
-
-
-def _paths(engine: Engine, shas: list[str]) -> dict[str, str]:
-    from fashattr.catalog.similar import latest_paths
-
-    return latest_paths(engine, shas)
 
 
 def _write_tasks(

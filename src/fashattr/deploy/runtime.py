@@ -150,7 +150,8 @@ class Runtime:
         self.backend = backend
         self.source = source
         self.schema = Schema.from_dict(config["schema"])
-        self.prep = bundle_format.Preprocess.of(config)  # image size, fill, normalisation, background step
+        # Image size, fill, normalisation, background step.
+        self.prep = bundle_format.Preprocess.of(config, source / "config.json" if source else "config.json")
         self.image_size: int = self.prep.image_size
         self.fill: tuple[int, int, int] = self.prep.fill
         # Background removal (preprocess.background; None when the model was trained on photos as they are):

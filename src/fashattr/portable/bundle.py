@@ -156,8 +156,8 @@ class Preprocess:
     letterbox: str = "fashattr-v1"  # images.letterbox_geometry: long side -> size, centred, fill
 
     @classmethod
-    def of(cls, config: dict[str, Any]) -> Preprocess:
-        """The block of a bundle's ``config.json``.
+    def of(cls, config: dict[str, Any], file: str | Path = "config.json") -> Preprocess:
+        """The block of a bundle's ``config.json`` (``file``: its path, for the error).
 
         Raises:
             BundleError: a key missing or of the wrong type, naming it.
@@ -179,7 +179,7 @@ class Preprocess:
                 letterbox=str(pre.get("letterbox", "fashattr-v1")),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError("config.json", f"preprocess: missing or malformed {e}") from None
+            raise BundleError(file, f"preprocess: missing or malformed {e}") from None
 
     def to_json(self) -> dict[str, Any]:
         """The block as ``config.json`` holds it (``background`` only when there is a step)."""

@@ -91,7 +91,7 @@ class OnnxRunner:
         self.has_features = len(outputs) > len(self.output_names)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.image_size = Preprocess.of(self.config).image_size
+        self.image_size = Preprocess.of(self.config, self.bundle_dir / "config.json").image_size
         self.background = background_step(self.config, self.bundle_dir)  # None unless the model removes it
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -134,7 +134,7 @@ class LabelStudioReader(CsvReader):
             choices = (r.get("value") or {}).get("choices") or []
             if any("|" in c for c in choices):
                 raise DatasetError(self.file, f"task {task_id}: class name {choices} contains '|'")
-            out[str(r.get("from_name"))] = "|".join(choices)
+            out[str(r.get("from_name"))] = "|".join(sorted(choices))  # order-free: two people's equal sets agree
         return out
 
     def _path(self, task: dict[str, Any], task_id: Any) -> str:
