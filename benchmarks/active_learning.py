@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_name
+from machine import machine_line
 
 STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter")
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     record = {
         "command": cmd.strip(),
-        "cpu": cpu_name(),
+        "cpu": machine_line(),
         "wall_s": round(wall, 1),
         "pool": len(data["pool"]),
         "test_images": len(data["test"]),
