@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system mlflow-server clean
+.PHONY: demo test lint system mlflow-server label-studio clean
 
 # Ranges in pyproject.toml; the exact versions tested together in constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -31,8 +31,12 @@ system:
 mlflow-server:
 	tools/mlflow-server.sh
 
-test: lint system mlflow-server
+# The Label Studio server of the round-trip test, in .venv-labelstudio (its Django stack pins its own versions).
+label-studio:
+	tools/label-studio-server.sh
+
+test: lint system mlflow-server label-studio
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
-	rm -rf $(VENV) .venv-mlflow runs
+	rm -rf $(VENV) .venv-mlflow .venv-labelstudio runs
