@@ -3,11 +3,13 @@
 Per seed, in its own process each (so the times are the commands' own):
 
     fashattr train RECIPE train.seed=S out_dir=OUT name=NAME-sS
-    fashattr calibrate RUN --tta flip
-    fashattr eval RUN --split test_holdout --decode balanced --tta flip    # average per-class accuracy
-    fashattr eval RUN --split test_holdout --decode accuracy --tta flip    # overall accuracy
-    fashattr predict RUN --split val  --tta flip --out RUN/val_prediction.txt
-    fashattr predict RUN --split test --tta flip --out RUN/prediction.txt
+    fashattr calibrate RUN --tta TTA
+    fashattr eval RUN --split test_holdout --decode balanced --tta TTA    # average per-class accuracy
+    fashattr eval RUN --split test_holdout --decode accuracy --tta TTA    # overall accuracy
+    fashattr predict RUN --split val  --tta TTA --out RUN/val_prediction.txt
+    fashattr predict RUN --split test --tta TTA --out RUN/prediction.txt
+
+TTA is ``--tta`` (``flip`` by default; ``cpu_pretrained`` uses ``flip+zoom``).
 
 ``--adopt S=RUN`` takes a finished run instead of training seed S again (the ablation's "resnet10t, 28 epochs"
 row and its seed rows are this recipe): its config must equal the recipe's with ``train.seed=S`` key by key (only
@@ -95,7 +97,14 @@ def prediction_files(decodings: list[str]) -> dict[tuple[str, str | None], str]:
 
 
 def run_seed(
-    recipe: Path, seed: int, out: Path, name: str, adopted: Path | None, resamples: int, decodings: list[str]
+    recipe: Path,
+    seed: int,
+    out: Path,
+    name: str,
+    adopted: Path | None,
+    resamples: int,
+    decodings: list[str],
+    tta: str = "flip",
 ) -> dict[str, Any]:
     """Every command of the recipe for one seed; their wall times, both metrics and the prediction files."""
     run = adopted or out / f"{name}-s{seed}"
@@ -114,19 +123,19 @@ def run_seed(
             "train.progress=false",
         ]
         times["train"] = run_cli(args, log)
-    times["calibrate"] = run_cli(["calibrate", str(run), "--tta", "flip"], log)
+    times["calibrate"] = run_cli(["calibrate", str(run), "--tta", tta], log)
     printed: dict[str, float] = {}
     for metric, mode in METRICS:
         times[f"eval {mode}"] = run_cli(
-            ["eval", str(run), "--split", "test_holdout", "--decode", mode, "--tta", "flip"], log
+            ["eval", str(run), "--split", "test_holdout", "--decode", mode, "--tta", tta], log
         )
         printed[metric] = json.loads((run / "eval_test_holdout.json").read_text())["summary"][metric]
     for (split, mode), file in prediction_files(decodings).items():
         decode = ["--decode", mode] if mode else []
         times[f"predict {split}" + (f" {mode}" if mode else "")] = run_cli(
-            ["predict", str(run), "--split", split, "--tta", "flip", *decode, "--out", str(run / file)], log
+            ["predict", str(run), "--split", split, "--tta", tta, *decode, "--out", str(run / file)], log
         )
-    metrics = evaluate(run, "flip", resamples, log)
+    metrics = evaluate(run, tta, resamples, log)
     for metric, _ in METRICS:
         if abs(metrics[metric]["value"] - printed[metric]) > 1e-9:
             raise SystemExit(
@@ -149,7 +158,8 @@ def markdown(seeds: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"`{meta['command']}`; {meta['cpu']}; load average {meta['load_before']} before, {meta['load_after']} after.",
         "Average per-class accuracy with the balanced decoding, overall accuracy with the accuracy decoding (both",
-        "`fashattr calibrate --tta flip` on the selection holdout); interval = 95% bootstrap. Whole recipe = train +",
+        f"`fashattr calibrate --tta {meta['tta']}` on the selection holdout; every command with TTA {meta['tta']});",
+        "interval = 95% bootstrap. Whole recipe = train +",
         "calibrate + both evals; an adopted run's training time is the one its summary.json records.",
         "",
         "| seed | run | avg per-class acc [95% CI] | overall acc [95% CI] | train | calibrate + evals | whole recipe "
@@ -186,6 +196,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/cpu_best")
     ap.add_argument("--results", default="benchmarks/results/cpu_best")
     ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--tta", default="flip", help="test-time augmentation of every command (flip, flip+zoom, ...)")
     ap.add_argument(
         "--decodings",
         default="",
@@ -204,7 +215,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     done = []
     for seed in seeds:
-        done.append(run_seed(recipe, seed, out, name, adopt.get(seed), args.resamples, decodings))
+        done.append(run_seed(recipe, seed, out, name, adopt.get(seed), args.resamples, decodings, args.tta))
         s = done[-1]
         print(
             f"seed {seed}: avg_class_acc {s['metrics']['avg_class_acc']['value']:.4f}  overall_acc "
@@ -224,6 +235,7 @@ def main() -> None:
         "command": "python benchmarks/cpu_best.py " + " ".join(sys.argv[1:]),
         "test_images": done[0]["metrics"]["images"],
         "resamples": args.resamples,
+        "tta": args.tta,
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "cpu": machine_line(),
