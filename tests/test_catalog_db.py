@@ -21,14 +21,15 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_open_creates_every_table_and_is_idempotent(url: str) -> None:
     engine = db.open_db(url)
     names = set(sa.inspect(engine).get_table_names())
-    assert {"schema_version", "images", "image_paths", "models", "predictions", "embeddings", "errors"} <= names
+    tables = {"schema_version", "images", "image_paths", "models", "predictions", "embeddings", "errors"}
+    assert tables | {"wardrobe_items"} <= names
     indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes("predictions")}
     assert indexes["ix_predictions_attr"] == ["model_id", "group_name", "class_name", "probability"]
     engine.dispose()
     engine = db.open_db(url)  # a second open applies nothing
     with engine.connect() as conn:
-        assert db.current_version(conn) == db.SCHEMA_VERSION == 2
-        assert db.count_rows(conn, db.schema_version) == 2
+        assert db.current_version(conn) == db.SCHEMA_VERSION == 3
+        assert db.count_rows(conn, db.schema_version) == 3
     engine.dispose()
 
 
@@ -36,18 +37,18 @@ def test_later_migrations_run_once_in_order_and_newer_db_is_refused(url: str) ->
     engine = db.open_db(url)
     ran: list[int] = []
 
-    def v3(conn: sa.Connection) -> None:
-        ran.append(3)
+    def v4(conn: sa.Connection) -> None:
+        ran.append(4)
         conn.execute(sa.text("ALTER TABLE images ADD COLUMN phash VARCHAR(16)"))
 
-    later = [*db.MIGRATIONS, (3, v3)]
+    later = [*db.MIGRATIONS, (4, v4)]
     with engine.begin() as conn:
-        assert db.migrate(conn, later) == [3]
+        assert db.migrate(conn, later) == [4]
     with engine.begin() as conn:
         assert db.migrate(conn, later) == []
         assert "phash" in {c["name"] for c in sa.inspect(conn).get_columns("images")}
-    assert ran == [3]
-    with pytest.raises(RuntimeError, match="schema version 3 is newer than this fashattr's \\(2\\)"):
+    assert ran == [4]
+    with pytest.raises(RuntimeError, match="schema version 4 is newer than this fashattr's \\(3\\)"):
         db.open_db(url)
     engine.dispose()
 
@@ -57,11 +58,13 @@ def test_a_schema_1_catalog_gains_the_unsure_column(url: str) -> None:
     engine = db.open_db(url)
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE predictions DROP COLUMN unsure"))
-        conn.execute(sa.delete(db.schema_version).where(db.schema_version.c.version == 2))
+        conn.execute(sa.delete(db.schema_version).where(db.schema_version.c.version >= 2))
+        conn.execute(sa.text("DROP TABLE wardrobe_items"))
     engine.dispose()
-    engine = db.open_db(url)  # migrates: schema 2 adds the column
+    engine = db.open_db(url)  # migrates: schema 2 adds the column, schema 3 the wardrobe
     with engine.connect() as conn:
-        assert db.current_version(conn) == 2
+        assert db.current_version(conn) == 3
+        assert "wardrobe_items" in sa.inspect(conn).get_table_names()
         assert "unsure" in {c["name"] for c in sa.inspect(conn).get_columns("predictions")}
     engine.dispose()
 

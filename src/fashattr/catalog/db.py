@@ -30,6 +30,10 @@ Tables (names and columns are a contract that search, export and similar build o
 ``errors``: images a model could not tag
     ``id`` (PK), ``sha256`` (NULL when the file could not even be read), ``path``, ``model_id``
     (FK models), ``reason``, ``seen``; unique (sha256, model_id).
+``wardrobe_items`` (schema 3): the items of a person's wardrobe (``fashattr wardrobe``)
+    ``wardrobe`` (its name), ``item`` (the person's name for it, unique in the wardrobe), ``sha256`` (FK images:
+    its photo's content), ``path`` (the photo as added), ``category`` (the person's own category, or NULL),
+    ``added``; PK (wardrobe, item).
 
 The unit of work is (sha256, model_id): it is done when a ``predictions`` or an ``errors`` row
 exists for it. Tagging writes the images, paths, predictions, embeddings and errors of one batch in
@@ -126,6 +130,16 @@ errors = sa.Table(
     sa.Index("ix_errors_model", "model_id"),
 )
 V1_TABLES = (schema_version, images, image_paths, models, predictions, embeddings, errors)
+wardrobe_items = sa.Table(  # schema 3 (_v3)
+    "wardrobe_items",
+    metadata,
+    sa.Column("wardrobe", sa.String(128), primary_key=True),
+    sa.Column("item", sa.String(512), primary_key=True),
+    sa.Column("sha256", Hash, sa.ForeignKey("images.sha256"), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("category", sa.Text),
+    sa.Column("added", Ts, nullable=False),
+)
 
 
 # --- migrations: version -> function(connection); a later release appends, never edits -----------------
@@ -143,8 +157,13 @@ def _v2(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE predictions ADD COLUMN unsure BOOLEAN"))
 
 
+def _v3(conn: Connection) -> None:
+    """``wardrobe_items``: the items of ``fashattr wardrobe``, a person's clothes among the catalog's photos."""
+    metadata.create_all(conn, tables=[wardrobe_items])
+
+
 Migration = Callable[[Connection], None]
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -30,7 +30,8 @@ GALLERY_CSP = (
 STYLE = (
     "body{font-family:sans-serif;margin:1em}label{margin-right:1em}.grid{display:flex;flex-wrap:wrap;gap:8px}"
     "figure{margin:0;width:160px;font-size:11px}img{width:160px;height:160px;object-fit:contain;"
-    "background:#f4f4f4}.error{color:#a00}"
+    "background:#f4f4f4}.error{color:#a00}.item{display:flex;gap:1em}img.photo{width:320px;height:320px}"
+    ".unsure{color:#a60}"
 )
 
 

@@ -278,35 +278,51 @@ def contact_sheet(
     A file that cannot be read any more is drawn as a grey tile that says why (and logged), so the sheet
     still shows every match in order.
     """
+    if not result.matches:
+        raise SearchError("no matches to draw on a contact sheet")
+    tiles = [
+        (
+            m.path,
+            m.sha256,
+            [
+                Path(m.path).name if m.path else m.sha256[:12],
+                *(f"{g.group}={g.class_name} {m.probs[g.group]:.2f}" for g in result.conditions),
+            ],
+        )
+        for m in result.matches
+    ]
+    return tile_sheet(tiles, out, columns, thumb, caption_lines or 1 + len(result.conditions))
+
+
+def tile_sheet(
+    tiles: Sequence[tuple[str | None, str, Sequence[str]]], out: str | Path, columns: int, thumb: int, lines: int
+) -> Path:
+    """A PNG grid of photos: each tile ``(path, sha256, caption lines)`` letterboxed to ``thumb`` px with its
+    caption beneath. A photo that cannot be read is a grey tile that says why (and logged)."""
     from PIL import Image, ImageDraw
 
     from fashattr.portable.errors import ImageError
     from fashattr.portable.images import letterbox, open_image
 
-    if not result.matches:
-        raise SearchError("no matches to draw on a contact sheet")
-    lines = caption_lines or 1 + len(result.conditions)
     line_h = 12
     cell_h = thumb + lines * line_h + 6
-    cols = min(columns, len(result.matches))
-    rows = -(-len(result.matches) // cols)
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
     sheet = Image.new("RGB", (cols * (thumb + 8) + 8, rows * cell_h + 8), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for i, m in enumerate(result.matches):
+    for i, (path, sha256, caption) in enumerate(tiles):
         r, c = divmod(i, cols)
         x, y = 8 + c * (thumb + 8), 8 + r * cell_h
-        caption = [Path(m.path).name if m.path else m.sha256[:12]]
         try:
-            if m.path is None:
-                raise ImageError(m.sha256[:12], "no path recorded")
-            tile = Image.fromarray(letterbox(open_image(m.path), thumb, fill=(255, 255, 255)))
+            if path is None:
+                raise ImageError(sha256[:12], "no path recorded")
+            tile = Image.fromarray(letterbox(open_image(path), thumb, fill=(255, 255, 255)))
         except ImageError as e:
             log.warning("contact sheet: %s", e)
             tile = Image.new("RGB", (thumb, thumb), (200, 200, 200))
             ImageDraw.Draw(tile).text((4, thumb // 2), e.message[: thumb // 6], fill=(120, 0, 0))
         sheet.paste(tile, (x, y))
-        caption += [f"{g.group}={g.class_name} {m.probs[g.group]:.2f}" for g in result.conditions]
-        for k, text in enumerate(caption[:lines]):
+        for k, text in enumerate(list(caption)[:lines]):
             draw.text((x, y + thumb + 2 + k * line_h), text[: thumb // 6], fill=(0, 0, 0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

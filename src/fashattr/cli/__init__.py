@@ -1,7 +1,8 @@
 """``fashattr VERB ...``: each subcommand parses its arguments, then calls one library function.
 
 The subcommands live by area: :mod:`.train` (making runs), :mod:`.evaluate` (measuring them), :mod:`.model`
-(predict, export, serve), :mod:`.data` (looking at a dataset), :mod:`.catalog` (tag, search, similar).
+(predict, export, serve), :mod:`.data` (looking at a dataset), :mod:`.catalog` (tag, search, similar),
+:mod:`.wardrobe` (a person's clothes on the catalog).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from fashattr.cli import catalog, data, evaluate, model, train
+from fashattr.cli import catalog, data, evaluate, model, train, wardrobe
 from fashattr.cli.common import recipe_names, resolve_config
 from fashattr.errors import USER_ERRORS
 from fashattr.memory import keep_freed_memory
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--weights", default="best", choices=["best", "last"])
     common.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
 
-    for area in (train, evaluate, model, data, catalog):
+    for area in (train, evaluate, model, data, catalog, wardrobe):
         area.add_commands(sub, common, options)
     return parser
 

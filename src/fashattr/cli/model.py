@@ -84,6 +84,7 @@ def _serve(args: argparse.Namespace) -> None:
         args.weights,
         threads,
         db=args.db,
+        looks=args.looks,
         max_connections=args.max_connections,
         decode=args.decode,
     )
@@ -165,5 +166,9 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser, options: arg
     p.add_argument("--max-connections", type=int, default=256, help="open connections before uvicorn answers 503")
     p.add_argument("--token-file", help="file whose first line is the bearer token the /v1 routes require")
     p.add_argument("--cors-origin", action="append", default=[], help="allow this origin cross-site (repeatable)")
-    p.add_argument("--db", help="a catalog database URL (fashattr tag): adds /v1/search and the /v1/gallery page")
+    p.add_argument(
+        "--db",
+        help="a catalog database URL (fashattr tag): adds /v1/search, the /v1/gallery page and the /v1/wardrobe pages",
+    )
+    p.add_argument("--looks", help="with --db: a looks CSV (look,item); the wardrobe pages show what combines best")
     p.set_defaults(func=_serve)

@@ -73,7 +73,7 @@ def _pseudo_label(args: argparse.Namespace) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from fashattr.data.synthetic import synthesize
 
-    out = synthesize(args.out, args.n, args.size, args.seed)
+    out = synthesize(args.out, args.n, args.size, args.seed, looks=args.looks)
     print(f"wrote {args.n} garments in the FashionDataset layout to {out}")
 
 
@@ -172,6 +172,13 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser, options: arg
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--looks",
+        type=int,
+        default=0,
+        help="also write wardrobe.csv and this many looks (looks.csv) drawn under a known compatibility rule "
+        "(data.synthetic.combines), for fashattr wardrobe",
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("demo", help="synthesize garments, train, evaluate and predict, in a few minutes")

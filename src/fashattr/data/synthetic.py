@@ -190,9 +190,65 @@ def draw_garment(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.
     return np.asarray(out.resize((size, size), Image.Resampling.LANCZOS))
 
 
-def synthesize(out: str | Path, n: int, size: int = 96, seed: int = 0, val: float = 0.15, test: float = 0.15) -> Path:
+SOLID = AI6126_GROUPS["pattern"].index("solid")
+COTTON = AI6126_GROUPS["fabric"].index("cotton")
+
+
+def combines(a: np.ndarray, b: np.ndarray) -> bool:
+    """The synthetic looks' compatibility rule, on two garments' class indices: at most one of the two is
+    patterned (pattern other than solid), and they are not of one fabric, unless that fabric is cotton."""
+    one_patterned = int(a[0]) == SOLID or int(b[0]) == SOLID
+    fabrics_apart = int(a[4]) != int(b[4]) or int(a[4]) == COTTON
+    return one_patterned and fabrics_apart
+
+
+def draw_looks(
+    labels: np.ndarray, n: int, rng: np.random.Generator, sizes: tuple[int, ...] = (2, 3, 4)
+) -> list[list[int]]:
+    """``n`` looks (lists of rows of ``labels``) whose every pair :func:`combines`: a random first garment, then
+    random garments that combine with all chosen so far, up to a size drawn from ``sizes``; a start that cannot
+    reach two garments is drawn again."""
+    looks: list[list[int]] = []
+    while len(looks) < n:
+        look = [int(rng.integers(len(labels)))]
+        size = int(rng.choice(sizes))
+        while len(look) < size:
+            fits = [
+                j for j in range(len(labels)) if j not in look and all(combines(labels[j], labels[k]) for k in look)
+            ]
+            if not fits:
+                break
+            look.append(int(fits[rng.integers(len(fits))]))
+        if len(look) >= 2:
+            looks.append(look)
+    return looks
+
+
+def write_wardrobe(out: str | Path, labels: np.ndarray, looks: list[list[int]], photos: str = "img") -> None:
+    """``wardrobe.csv`` (photo, name, category) and ``looks.csv`` (look, item) for garments ``photos/NNNNN.jpg``:
+    items named by their number, categorised by length (dress or top), the way ``fashattr wardrobe add --items``
+    and ``--looks`` read them."""
+    out = Path(out)
+    kinds = {0: "dress", 1: "dress", 2: "top"}
+    rows = "".join(f"{photos}/{i:05d}.jpg,{i:05d},{kinds[int(labels[i][2])]}\n" for i in range(len(labels)))
+    (out / "wardrobe.csv").write_text("photo,name,category\n" + rows)
+    worn = "".join(f"look{k:04d},{i:05d}\n" for k, look in enumerate(looks) for i in look)
+    (out / "looks.csv").write_text("look,item\n" + worn)
+
+
+def synthesize(
+    out: str | Path,
+    n: int,
+    size: int = 96,
+    seed: int = 0,
+    val: float = 0.15,
+    test: float = 0.15,
+    looks: int = 0,
+) -> Path:
     """Write ``n`` garments in the FashionDataset layout under ``out`` (train and val labelled,
-    test unlabeled, as in the challenge) and return ``out``. The same seed writes the same files."""
+    test unlabeled, as in the challenge) and return ``out``. The same seed writes the same files.
+    With ``looks``, also a wardrobe of all of them and that many looks drawn under :func:`combines`
+    (:func:`write_wardrobe`)."""
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     (out / "split").mkdir(exist_ok=True)
@@ -211,4 +267,6 @@ def synthesize(out: str | Path, n: int, size: int = 96, seed: int = 0, val: floa
     (out / "split" / "list_attr_cloth.txt").write_text(
         "26\nattribute_name   attribute_type\n" + "\n".join(names) + "\n"
     )
+    if looks:
+        write_wardrobe(out, labels, draw_looks(labels, looks, np.random.default_rng(seed + 1)))
     return out

@@ -89,9 +89,11 @@ def run_server(
     max_connections: int = 256,
     db: str | None = None,
     decode: str | None = None,
+    looks: str | None = None,
 ) -> None:
     """Serve ``path`` with uvicorn until interrupted (Ctrl-C); with ``db`` (a catalog database URL) also
-    the catalog's ``/v1/search`` and ``/v1/gallery`` (``fashattr.catalog.http``)."""
+    the catalog's ``/v1/search`` and ``/v1/gallery`` (``fashattr.catalog.http``) and the wardrobe's pages
+    (``fashattr.wardrobe.http``; ``looks``: the looks CSV they learn combinations from)."""
     import uvicorn
 
     if not is_loopback(settings.host) and settings.token is None:
@@ -108,9 +110,13 @@ def run_server(
     app = create_app(loader(path, backend, weights, threads, decode), settings, on_load_failure=stop_serving)
     if db:
         from fashattr.catalog.http import catalog_router
+        from fashattr.wardrobe.http import wardrobe_router
 
         app.include_router(catalog_router(db))
+        app.include_router(wardrobe_router(db, looks))
         app.state.serve.catalog = True
+    elif looks:
+        raise ValueError("--looks needs --db: the wardrobe is in a catalog database")
     config = uvicorn.Config(
         app,
         host=settings.host,
