@@ -12,7 +12,7 @@ from fashattr.cli.common import BACKEND_CHOICES, BACKEND_HELP, Subcommands
 
 # wardrobe.redundant.REDUNDANT_THRESHOLD, without importing the wardrobe (SQLAlchemy, SciPy) to build the parser;
 # a test keeps them equal.
-REDUNDANT_THRESHOLD = 0.9
+REDUNDANT_THRESHOLD = 0.92
 
 
 def _open(args: argparse.Namespace) -> Any:
