@@ -201,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         "means": means,
         "settings": {k: v for k, v in vars(args).items() if k != "results"} | {"results": str(args.results)},
     }
-    args.results.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    plot(means, args.results.with_suffix(".png"))
+    # The results name may hold a dot (active_learning_c0.5): append the suffixes, never replace one.
+    out = {ext: args.results.with_name(args.results.name + ext) for ext in (".json", ".png", ".md")}
+    out[".json"].write_text(json.dumps(record, indent=1) + "\n")
+    plot(means, out[".png"])
     lines = [
         "# Choosing what to label: simulated on the FashionDataset (benchmarks/active_learning.py)",
         "",
@@ -229,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             for m in (means[s][i] for s in strategies)
         ]
         lines.append(f"| {int(point['labels'])} | " + " | ".join(cells) + " |")
-    lines += ["", f"Figure: `{args.results.with_suffix('.png')}`.", ""]
-    args.results.with_suffix(".md").write_text("\n".join(lines))
+    lines += ["", f"Figure: `{out['.png']}`.", ""]
+    out[".md"].write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
