@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import in_ci, tiny_overrides
+from conftest import tiny_overrides
 from pg_cluster import free_port
+from serving import external_server, require_tool
 
 from fashattr.cli import main
 from fashattr.config import load_config
@@ -48,11 +48,7 @@ class LabelStudio:
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Generator[LabelStudio, None, None]:
     """A real Label Studio on a free loopback port: its own data folder (SQLite), one user with an API token,
     local-file serving from a document root the test fills with photos."""
-    if not SERVER.is_file():
-        reason = f"no Label Studio at {SERVER} (tools/label-studio-server.sh installs it; make test runs it)"
-        if in_ci():
-            pytest.fail(f"the Label Studio round trip cannot run under CI: {reason}")
-        pytest.skip(reason)
+    require_tool(SERVER, "Label Studio", "tools/label-studio-server.sh")
     root = tmp_path_factory.mktemp("label_studio")
     documents, data = root / "documents", root / "data"
     documents.mkdir()
@@ -66,25 +62,10 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Generator[LabelStu
     cmd = [str(SERVER), "start", "--no-browser", "--data-dir", str(data), "--internal-host", "127.0.0.1"]
     cmd += ["--port", str(port), "--username", "annotator@fashattr.test", "--password", "fashattr-test"]
     cmd += ["--user-token", TOKEN, "--enable-legacy-api-token", "--log-level", "WARNING"]
-    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below, after the server)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240  # first start: Django's migrations on a new SQLite database
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"label-studio did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    # First start: Django's migrations on a new SQLite database.
+    with external_server(cmd, url + "/health", root / "server.log", ready_s=240, cwd=root, env=env):
         yield LabelStudio(url, documents, data)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def choices(result: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
-import urllib.request
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
-from conftest import in_ci, tiny_overrides
+from conftest import tiny_overrides
 from pg_cluster import free_port
+from serving import external_server, require_tool
 
 from fashattr.config import ConfigError, load_config
 from fashattr.engine.trainer import fit
@@ -28,35 +27,14 @@ SERVER = Path(os.environ.get("FASHATTR_MLFLOW", ROOT / ".venv-mlflow" / "bin" / 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Generator[str, None, None]:
     """A real MLflow tracking server on a free loopback port, its own SQLite store and artifact folder."""
-    if not SERVER.is_file():
-        reason = f"no MLflow server at {SERVER} (tools/mlflow-server.sh installs it; make test runs it)"
-        if in_ci():
-            pytest.fail(f"the tracking tests cannot run under CI: {reason}")
-        pytest.skip(reason)
+    require_tool(SERVER, "MLflow server", "tools/mlflow-server.sh")
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     cmd = [str(SERVER), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below, after the server)
-    proc = subprocess.Popen([*cmd, "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with external_server([*cmd, "--workers", "1"], url + "/health", root / "server.log", cwd=root):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def the_run(client: MlflowClient, name: str, experiment: str = "fashattr") -> mlflow.entities.Run:

@@ -69,17 +69,20 @@ def build_graph(
                 f"{n} items: scoring every pair for combines-with edges is too slow past {MAX_SCORED_ITEMS}; "
                 "export without --looks, or a smaller wardrobe"
             )
+        # The scorer is symmetric: each pair once (upper triangle, in chunks), mirrored into an n x n matrix.
+        rows, cols = np.triu_indices(n, 1)
+        scores = np.full((n, n), -np.inf)
+        for lo in range(0, len(rows), 20_000):
+            top, side = rows[lo : lo + 20_000], cols[lo : lo + 20_000]
+            scores[top, side] = scores[side, top] = scorer.score(w, top, side)
         added: set[tuple[int, int]] = set()
         for i in range(n):
-            others = np.array([j for j in range(n) if j != i])
-            if not len(others):
-                continue
-            s = scorer.score(w, np.full(len(others), i), others)
-            for j in np.argsort(-s, kind="stable")[:k]:
-                a, b = sorted((i, int(others[j])))
-                if s[j] >= 0.5 and (a, b) not in added:
-                    added.add((a, b))
-                    g.add_edge(item_node(w, a), item_node(w, b), kind="combines-with", weight=float(s[j]))
+            for j in np.argsort(-scores[i], kind="stable")[:k]:
+                pair = (min(i, int(j)), max(i, int(j)))
+                if scores[i, j] >= 0.5 and pair not in added:
+                    added.add(pair)
+                    a_node, b_node = item_node(w, pair[0]), item_node(w, pair[1])
+                    g.add_edge(a_node, b_node, kind="combines-with", weight=float(scores[i, j]))
     return g
 
 

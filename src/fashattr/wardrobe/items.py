@@ -16,6 +16,7 @@ model could not read is not added: it is reported with the reason, and the rest 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,45 +142,59 @@ def add_items(
     """Tag ``new``'s photos with ``bundle`` into ``db_url`` (``catalog.tag.tag``; ``tag_options`` go to it) and
     record them as items of ``wardrobe``."""
     from fashattr.catalog.tag import tag
-    from fashattr.portable.bundle import file_sha256
 
     if not wardrobe.strip():
         raise WardrobeError("--wardrobe: empty name")
     tagged = tag(bundle, [str(n.path) for n in new], db_url, **tag_options)
     summary = AddSummary(tagged.model_id, wardrobe, tag_lines=tagged.lines())
+    paths = [os.path.abspath(n.path) for n in new]  # as `tag` records them in image_paths
+    t = db.wardrobe_items
     engine = db.open_db(db_url)
     try:
         with engine.begin() as conn:
-            shas = [file_sha256(n.path) for n in new]
-            done = db.done_keys(conn, tagged.model_id, shas)
-            failed = _errors(conn, tagged.model_id, shas)
-            have = set(
-                conn.execute(
-                    sa.select(db.wardrobe_items.c.item).where(db.wardrobe_items.c.wardrobe == wardrobe)
-                ).scalars()
-            )
+            content = _contents(conn, paths)  # what tag just hashed: no file is read twice
+            done = db.done_keys(conn, tagged.model_id, content.values())
+            failed = _errors(conn, tagged.model_id, paths, list(content.values()))
+            have = set(conn.execute(sa.select(t.c.item).where(t.c.wardrobe == wardrobe)).scalars())
             now = db.now()
-            for n, sha in zip(new, shas, strict=True):
-                if sha in failed or sha not in done:
-                    summary.failed.append((n.item, str(n.path), failed.get(sha, "not tagged")))
+            for n, path in zip(new, paths, strict=True):
+                sha = content.get(path)
+                # By content; by path only for a file that could not even be hashed (an old error on a path that
+                # now holds other content is not this photo's).
+                reason = failed.get(sha) if sha else failed.get(path)
+                if reason or sha is None or sha not in done:
+                    summary.failed.append((n.item, str(n.path), reason or "not tagged"))
                     continue
-                key = (db.wardrobe_items.c.wardrobe == wardrobe) & (db.wardrobe_items.c.item == n.item)
-                conn.execute(sa.delete(db.wardrobe_items).where(key))
-                row = {"wardrobe": wardrobe, "item": n.item, "sha256": sha, "path": str(n.path.resolve())}
-                conn.execute(sa.insert(db.wardrobe_items).values(**row, category=n.category, added=now))
+                conn.execute(sa.delete(t).where((t.c.wardrobe == wardrobe) & (t.c.item == n.item)))
+                row = {"wardrobe": wardrobe, "item": n.item, "sha256": sha, "path": path, "category": n.category}
+                conn.execute(sa.insert(t).values(**row, added=now))
                 (summary.replaced if n.item in have else summary.added).append(n.item)
     finally:
         engine.dispose()
     return summary
 
 
-def _errors(conn: sa.Connection, model_id: str, shas: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for i in range(0, len(shas), 500):
-        q = sa.select(db.errors.c.sha256, db.errors.c.reason).where(
-            db.errors.c.model_id == model_id, db.errors.c.sha256.in_(list(shas[i : i + 500]))
+def _contents(conn: sa.Connection, paths: Sequence[str]) -> dict[str, str]:
+    """The content each path held when it was last seen (image_paths)."""
+    out: dict[str, tuple[Any, str]] = {}
+    for i in range(0, len(paths), 500):
+        q = sa.select(db.image_paths.c.path, db.image_paths.c.sha256, db.image_paths.c.last_seen).where(
+            db.image_paths.c.path.in_(list(paths[i : i + 500]))
         )
-        out.update({str(s): str(r) for s, r in conn.execute(q)})
+        for r in conn.execute(q):
+            if r.path not in out or r.last_seen > out[r.path][0]:
+                out[r.path] = (r.last_seen, r.sha256)
+    return {p: sha for p, (_, sha) in out.items()}
+
+
+def _errors(conn: sa.Connection, model_id: str, paths: Sequence[str], shas: Sequence[str]) -> dict[str, str]:
+    """The model's error reasons, by content and by path (a file that could not even be read has no content)."""
+    out: dict[str, str] = {}
+    e = db.errors
+    for keys, column in ((shas, e.c.sha256), (paths, e.c.path)):
+        for i in range(0, len(keys), 500):
+            q = sa.select(column, e.c.reason).where(e.c.model_id == model_id, column.in_(list(keys[i : i + 500])))
+            out.update({str(k): str(r) for k, r in conn.execute(q)})
     return out
 
 

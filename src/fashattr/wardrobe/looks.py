@@ -5,8 +5,9 @@ worn in a look. Two items worn in one look are a positive pair.
 
 The scorer (:class:`Compatibility`) answers "do these two combine?" as a probability:
 
-- **learned**: a logistic regression (scikit-learn; L2, C 0.01, chosen on the synthetic looks of
-  ``data.synthetic.draw_looks`` at 60 and 200 looks against 0.05, 0.3 and 2) on a pair's symmetric
+- **learned**: a logistic regression (scikit-learn; L2, C :data:`REGRESSION_C`, chosen on the synthetic looks of
+  ``data.synthetic.draw_looks`` at 60 and 200 looks against 0.05, 0.3 and 2: ``benchmarks/wardrobe_looks.py``) on a
+  pair's symmetric
   features: the element-wise product and absolute difference of the two items' embeddings, and the pairs of
   their attribute values (every value of one item with every value of the other, as one-hots, both orders
   summed), so it can learn rules such as "at most one patterned piece" from the attributes and finer taste from
@@ -41,8 +42,8 @@ from fashattr.wardrobe.items import Wardrobe, WardrobeError, closest_hint
 
 log = logging.getLogger("fashattr")
 
+REGRESSION_C = 0.01  # inverse L2 strength of the learned scorer (benchmarks/wardrobe_looks.py)
 MIN_LOOKS = 30  # fewer looks: the co-occurrence scorer without trying the regression
-NEGATIVES_PER_POSITIVE = 2
 FITB_CANDIDATES = 4
 
 
@@ -141,10 +142,6 @@ def pair_features(w: Wardrobe, onehots: np.ndarray, a: np.ndarray, b: np.ndarray
     return np.concatenate([ea * eb, np.abs(ea - eb), cross.reshape(len(a), -1)], axis=1)
 
 
-def positive_pairs(looks: Looks) -> set[tuple[int, int]]:
-    return {(min(i, j), max(i, j)) for m in looks.members for i, j in combinations(m, 2) if i != j}
-
-
 def same_category_pool(w: Wardrobe) -> dict[str | None, np.ndarray]:
     pools: dict[str | None, list[int]] = {}
     for i, c in enumerate(w.categories):
@@ -159,27 +156,30 @@ class Compatibility:
     method: str  # learned | co-occurrence
     model: Any = None
     onehots: np.ndarray | None = None
-    together: dict[tuple[int, int], int] = field(default_factory=dict)
+    together: dict[tuple[int, int], int] = field(default_factory=dict)  # co-occurrence only
     lift: np.ndarray | None = None  # (D, D) log-lift of attribute value pairs
 
     @classmethod
-    def fit(cls, w: Wardrobe, looks: Looks, seed: int = 0, method: str = "auto") -> Compatibility:
-        """``method``: ``learned``, ``co-occurrence`` or ``auto`` (see the module docstring)."""
+    def fit(
+        cls, w: Wardrobe, looks: Looks, seed: int = 0, method: str = "auto", c: float = REGRESSION_C
+    ) -> Compatibility:
+        """``method``: ``learned``, ``co-occurrence`` or ``auto`` (see the module docstring); ``c``: the
+        regression's inverse L2 strength."""
         if method not in ("auto", "learned", "co-occurrence"):
             raise WardrobeError(f"unknown scorer {method!r}; choose from ['auto', 'learned', 'co-occurrence']")
         if method == "auto":
             method = "co-occurrence"
             if len(looks) >= MIN_LOOKS:
-                inner = {m: held_out(w, looks, 0.2, seed, m)["auc"] for m in ("co-occurrence", "learned")}
+                inner = {m: held_out(w, looks, 0.2, seed, m, c=c)["auc"] for m in ("co-occurrence", "learned")}
                 method = max(inner, key=lambda m: inner[m])
         onehots = attribute_onehots(w)
-        pos = sorted(positive_pairs(looks))
-        if not pos:
-            raise WardrobeError("no pair of items worn together to learn from")
-        together: dict[tuple[int, int], int] = {}
+        together: dict[tuple[int, int], int] = {}  # (i < j) -> the looks that hold both
         for m in looks.members:
             for i, j in combinations(sorted(m), 2):
                 together[(i, j)] = together.get((i, j), 0) + 1
+        pos = sorted(together)
+        if not pos:
+            raise WardrobeError("no pair of items worn together to learn from")
         if method == "co-occurrence":
             return cls(method, onehots=onehots, together=together, lift=_log_lift(onehots, pos))
         from sklearn.linear_model import LogisticRegression
@@ -189,9 +189,9 @@ class Compatibility:
         a, b = _with_negatives(w, pos, np.random.default_rng(seed))
         y = np.r_[np.ones(len(pos)), np.zeros(len(a) - len(pos))]
         x = pair_features(w, onehots, a, b)
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=3000))
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
         model.fit(x, y)
-        return cls(method, model=model, onehots=onehots, together=together)
+        return cls(method, model=model, onehots=onehots)
 
     def score(self, w: Wardrobe, a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> np.ndarray:
         """How well each pair ``(a[k], b[k])`` combines, in [0, 1]."""
@@ -228,7 +228,7 @@ def _log_lift(onehots: np.ndarray, pos: list[tuple[int, int]]) -> np.ndarray:
 
 def _with_negatives(w: Wardrobe, pos: list[tuple[int, int]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The positive pairs followed by negatives: per positive (i, j), an item i was never worn with from j's
-    category, and one j was never worn with from i's (:data:`NEGATIVES_PER_POSITIVE`)."""
+    category, and one j was never worn with from i's: two negatives per positive."""
     worn = set(pos)
     pools = same_category_pool(w)
     a, b = [p[0] for p in pos], [p[1] for p in pos]
@@ -285,6 +285,7 @@ def evaluate(
     seed: int = 0,
     method: str = "auto",
     rule: Rule | None = None,
+    c: float = REGRESSION_C,
 ) -> dict[str, Any]:
     """Held-out compatibility AUC and fill-in-the-blank accuracy (see the module docstring). With a known ``rule``
     (synthetic looks), the negative looks and the wrong candidates are drawn among those that break it, so both
@@ -296,11 +297,17 @@ def evaluate(
     """
     if len(looks) < 5:
         raise WardrobeError(f"{len(looks)} look(s): at least 5 are needed to hold some out and measure the scorer")
-    return held_out(w, looks, test_fraction, seed, method, rule)
+    return held_out(w, looks, test_fraction, seed, method, rule, c)
 
 
 def held_out(
-    w: Wardrobe, looks: Looks, test_fraction: float, seed: int, method: str, rule: Rule | None = None
+    w: Wardrobe,
+    looks: Looks,
+    test_fraction: float,
+    seed: int,
+    method: str,
+    rule: Rule | None = None,
+    c: float = REGRESSION_C,
 ) -> dict[str, Any]:
     """:func:`evaluate` without its check: fit on the looks left after holding ``test_fraction`` out, measure."""
     from sklearn.metrics import roc_auc_score
@@ -309,7 +316,7 @@ def held_out(
     order = rng.permutation(len(looks))
     n_test = max(1, round(len(looks) * test_fraction))
     test, train = looks.subset([int(k) for k in order[:n_test]]), looks.subset([int(k) for k in order[n_test:]])
-    scorer = Compatibility.fit(w, train, seed=seed, method=method)
+    scorer = Compatibility.fit(w, train, seed=seed, method=method, c=c)
     scores, truth = [], []
     right = 0
     for m in test.members:
@@ -318,7 +325,7 @@ def held_out(
         blank = m[int(rng.integers(len(m)))]
         rest = [r for r in m if r != blank]
         candidates = fitb_candidates(w, m, blank, rng, rule)
-        fit = [float(scorer.score(w, [c] * len(rest), rest).mean()) for c in candidates]
+        fit = [float(scorer.score(w, [x] * len(rest), rest).mean()) for x in candidates]
         right += int(int(np.argmax(fit)) == 0)
     out = {
         "method": scorer.method,
@@ -342,6 +349,8 @@ def complete(w: Wardrobe, scorer: Compatibility, partial: Sequence[int], k: int 
     candidates = [c for c in range(len(w)) if w.sha256[c] not in taken]
     if not candidates:
         return []
-    fit = np.array([float(scorer.score(w, [c] * len(partial), list(partial)).mean()) for c in candidates])
+    # Every (candidate, item of the look) pair in one call; a candidate's fit is its mean over the look.
+    pairs = scorer.score(w, np.repeat(candidates, len(partial)), np.tile(list(partial), len(candidates)))
+    fit = pairs.reshape(len(candidates), len(partial)).mean(axis=1)
     best = np.argsort(-fit, kind="stable")[:k]
     return [(candidates[int(j)], float(fit[j])) for j in best]
