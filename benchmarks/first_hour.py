@@ -8,9 +8,10 @@ Steps (every one a `fashattr` command, its output in OUT/log.txt):
  1. `data check labels.csv`: the format told from the path; the typo, the empty cells and the missing photos named.
  2. `data init labels.csv --job shop`: a config with the classes declared; the typo's line named with "did you
     mean"; exit 1 until it is fixed. The user fixes the typo and drops the rows of the missing photos.
- 3. `train`, `calibrate --tta TTA` (the accuracy decoding becomes the default: the recipe is selected on overall
-    accuracy), `export --format onnx --tta TTA`; TTA is ``--tta``, the recipe's own (``flip+zoom``, as
-    ``cpu_pretrained``'s: higher on the selection split out of fold on all three of its seeds).
+ 3. `train` (the recipe `data init` wrote: ``shop_probe`` for a table this size, chosen by
+    benchmarks/small_table.py without the 300 photos of step 5), `calibrate --tta TTA` (the accuracy decoding becomes
+    the default: the recipe is selected on overall accuracy), `export --format onnx --tta TTA`; TTA is ``--tta``
+    (``flip+zoom``, as ``cpu_pretrained``'s: higher on the selection split out of fold on all three of its seeds).
  4. 300 new photos (FashionDataset rows the table does not hold) through `predict`, `serve` and `tag` of the
     one bundle: the same labels from all three.
  5. The tags of those 300 photos against their true labels, per group, beside always answering the table's most
@@ -224,6 +225,8 @@ def main() -> int:
     fix_table(table)
     done = fashattr(["data", "init", str(table), "--job", "shop", "--out", "shop.yaml", "--force"], log, out)
     checks["init: clean after the fix"] = "training stops" not in done.stdout
+    written = re.search(r"^recipe: (\S+)", (out / "shop.yaml").read_text(), re.M)
+    facts["recipe"] = written.group(1) if written else "(none named)"
 
     # 3. train, calibrate, export
     t0 = time.monotonic()
@@ -282,7 +285,7 @@ def main() -> int:
         "# A shop's first hour, replayed (benchmarks/first_hour.py)",
         "",
         f"`python benchmarks/first_hour.py {shlex.join(sys.argv[1:])}` on {facts['machine']}; "
-        f"{facts['minutes']} min in all, {facts['train_minutes']} min of training (recipe shop_pretrained"
+        f"{facts['minutes']} min in all, {facts['train_minutes']} min of training (recipe {facts['recipe']}"
         + (f", overrides {' '.join(args.set)}" if args.set else "")
         + f"); served on the {backend} backend.",
         "",

@@ -18,6 +18,7 @@ import yaml
 from fashattr.config import load_config
 from fashattr.data.formats import create_reader, infer_format
 from fashattr.data.profile import edit_distance, likely_typos
+from fashattr.data.starter import SMALL_TABLE, job_recipe
 from fashattr.errors import DatasetError
 from fashattr.schema import ai6126_schema
 
@@ -78,7 +79,8 @@ def test_data_init_writes_a_config_that_stops_on_the_typo(real_data: Path, tmp_p
     out = done.stdout
     assert "likely typo: 'florall' (1 image) looks like 'floral'" in out
     assert "empty cells: 2 of 59 rows" in out  # the missing photo's row is not read
-    assert "Job 'shop': recipe shop_pretrained, which optimises overall accuracy" in out
+    assert "Job 'shop': recipe shop_probe, which optimises overall accuracy" in out
+    assert "The recipe for fewer than 3000 labelled photos (59 here); from 3000: shop_pretrained." in out
     assert "1 listed images are missing" in out
     assert f"{table}:7: column 'pattern': unknown class 'florall' (did you mean 'floral'?)" in out
     cfg = load_config(tmp_path / "fashattr.yaml")
@@ -86,6 +88,7 @@ def test_data_init_writes_a_config_that_stops_on_the_typo(real_data: Path, tmp_p
     # written relative to the config's folder: the config reads the same from any working directory
     assert yaml.safe_load((tmp_path / "fashattr.yaml").read_text())["data"]["root"] == "shop/labels.csv"
     assert cfg.train.select_metric == "overall_acc" and cfg.model.pretrained == "package:efficientnet-lite0"
+    assert cfg.train.feature_cache and cfg.train.trainable_stages == 0  # shop_probe: a small table's recipe
     declared = cfg.data.reader_options["classes"]
     assert "florall" not in declared["pattern"] and "floral" in declared["pattern"]
     assert list(declared) == ai6126_schema().names
@@ -145,6 +148,20 @@ def test_shop_recipe_is_cpu_pretrained_selected_on_overall_accuracy():
     assert shop["train"].pop("select_metric") == "overall_acc"
     assert challenge["train"].pop("select_metric") == "avg_class_acc"
     assert shop == challenge  # nothing else differs: the shop's numbers are cpu_pretrained's model, decoded for it
+    small = yaml.safe_load((recipes / "shop_probe.yaml").read_text())
+    probe = yaml.safe_load((recipes / "linear_probe.yaml").read_text())
+    assert small.pop("recipe") != probe.pop("recipe")
+    assert small["train"].pop("select_metric") == "overall_acc"
+    assert probe["train"].pop("select_metric") == "avg_class_acc"
+    assert small == probe  # the small table's shop recipe is linear_probe, selected on overall accuracy
+
+
+def test_the_job_recipe_follows_the_table_size():
+    assert job_recipe("shop", 1) == job_recipe("shop", SMALL_TABLE - 1) == "shop_probe"
+    assert job_recipe("shop", SMALL_TABLE) == "shop_pretrained"
+    assert job_recipe("challenge", 10) == job_recipe("challenge", 10_000) == "cpu_pretrained"
+    with pytest.raises(ValueError, match=r"unknown job 'shp'; choose from \['challenge', 'shop'\]"):
+        job_recipe("shp", 10)
 
 
 def test_the_own_data_page_walk(tmp_path: Path):

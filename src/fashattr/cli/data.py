@@ -36,7 +36,7 @@ def _data_init(args: argparse.Namespace) -> int:
 
     from fashattr.config import load_config
     from fashattr.data.formats import create_reader, infer_format
-    from fashattr.data.starter import JOBS, starter_config
+    from fashattr.data.starter import starter_config
     from fashattr.errors import DatasetError
     from fashattr.fileio import atomic_write_text
 
@@ -45,12 +45,12 @@ def _data_init(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} exists: pass --force to overwrite it, or --out another file")
     fmt = args.format or infer_format(args.data)
     command = "fashattr " + shlex.join(sys.argv[1:])
-    text, _ = starter_config(
+    text, recipe, _ = starter_config(
         args.data,
         fmt,
         reader_options(args.option),
         args.job,
-        resolve_config(JOBS[args.job][0]),
+        resolve_config,
         args.min_count,
         command,
         out.parent,
@@ -58,7 +58,7 @@ def _data_init(args: argparse.Namespace) -> int:
     atomic_write_text(out, text)
     cfg = load_config(out)  # what was written reads back as a valid config
     print("\n".join(line[2:] for line in text.splitlines() if line.startswith("# ")))
-    print(f"\nwritten: {out} (recipe {JOBS[args.job][0]}, data.root {cfg.data.root})")
+    print(f"\nwritten: {out} (recipe {recipe}, data.root {cfg.data.root})")
     reader = create_reader(cfg.data.format, cfg.data.root, cfg.data.reader_options)
     stopped = []
     for split in reader.splits():  # what training will refuse until it is fixed, named now
@@ -120,7 +120,8 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser, options: arg
         help="start from your data: show its groups and classes, flag typos, write a config for the job",
         description="Read a label table (CSV / Parquet) or folder, show the groups and classes found with their "
         "counts, flag likely typos, rare classes and empty cells, and write a config with the classes declared "
-        "and the recipe for the job: shop (overall accuracy, for catalog tags) or challenge (average per-class).",
+        "and the recipe for the job: shop (overall accuracy, for catalog tags; shop_probe below 3000 labelled photos, "
+        "shop_pretrained from 3000) or challenge (average per-class).",
     )
     p.add_argument("data", help="label table (.csv, .parquet) or dataset folder")
     p.add_argument("--job", choices=["shop", "challenge"], default="shop", help="what the model is for (default shop)")
