@@ -16,10 +16,12 @@ from conftest import tiny_overrides
 from fashattr.catalog.search import SearchError, open_catalog
 from fashattr.catalog.select import (
     STRATEGIES,
+    badge,
     choose,
     entropy_uncertainty,
     kcenter_greedy,
     margin_uncertainty,
+    residuals,
     select,
 )
 from fashattr.cli import main
@@ -66,6 +68,28 @@ def test_choose_margin_kcenter_picks_diverse_points_among_the_uncertain():
     with pytest.raises(ValueError, match="strategy 'kcenter' needs the model's embeddings"):
         choose("kcenter", 1, probs)
     assert list(STRATEGIES) == SELECT_STRATEGIES
+
+
+def test_badge_by_hand():
+    # Two groups; residuals p - onehot(argmax): row 0 confident (0.99) has a tiny gradient, rows 1-3 unsure.
+    probs = {
+        "a": np.array([[0.99, 0.01], [0.5, 0.5], [0.6, 0.4], [0.6, 0.4]]),
+        "b": np.array([[0.99, 0.01], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]),
+    }
+    emb = np.stack([unit(0), unit(0), unit(90), unit(91)])
+    r = residuals(probs)
+    assert r[1] == pytest.approx([-0.5, 0.5, -0.5, 0.5]) and r[2] == pytest.approx([-0.4, 0.4, -0.5, 0.5])
+    # |g|^2 = |x|^2 |r|^2: 1.0 for row 1, 0.82 for rows 2 and 3, 0.0004 for row 0: row 1 first.
+    picks = badge(probs, emb, 2, seed=0)
+    assert picks[0] == 1
+    # Then drawn in proportion to the squared distance from row 1: row 0 lies 0.96 away, rows 2 and 3 (at right
+    # angles: <x1, x2> = 0) 1.0 + 0.82 = 1.82 each; every seed picks one of rows 0, 2, 3 and never row 1 again.
+    seconds = [int(badge(probs, emb, 2, seed=s)[1]) for s in range(200)]
+    assert set(seconds) <= {0, 2, 3} and seconds.count(2) + seconds.count(3) > seconds.count(0)
+    assert sorted(badge(probs, emb, 4, seed=3)) == [0, 1, 2, 3]  # every photo once
+    assert list(choose("badge", 2, probs, emb, seed=7)) == list(badge(probs, emb, 2, seed=7))
+    with pytest.raises(ValueError, match="strategy 'badge' needs the model's embeddings"):
+        choose("badge", 1, probs)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +147,8 @@ def test_select_diversity_and_errors(tagged: dict, tmp_path: Path):
     assert info["selected"] == 6 and info["pool"] == 30
     picked = [r["sha256"] for r in csv.DictReader((tmp_path / "div.csv").open())]
     assert len(set(picked)) == 6
+    info = select(engine, "badge", 6, tmp_path / "badge.csv", seed=0)  # the stored top-k and embeddings
+    assert info["selected"] == 6 and len({r["sha256"] for r in csv.DictReader((tmp_path / "badge.csv").open())}) == 6
     with pytest.raises(SearchError, match=r"no model with id 'feedbeef' in the catalog; models: \["):
         select(engine, "margin", 3, tmp_path / "x.csv", model="feedbeef")
     everything = tmp_path / "all.txt"

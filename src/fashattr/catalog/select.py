@@ -9,6 +9,8 @@ Strategies (the active-learning literature's usual ones):
 - ``kcenter``: k-center greedy on the model's embeddings (Sener & Savarese 2018, "core-set"): each pick is the
   photo farthest (cosine) from everything picked or already labelled, so the batch covers the catalog;
 - ``margin+kcenter``: k-center greedy among the ``4 n`` photos of smallest margin: uncertain, and not all alike;
+- ``badge``: k-means++ seeding on gradient embeddings (Ash et al. 2020, BADGE): uncertain and diverse at once,
+  with no candidate pool to size;
 - ``random``: the baseline every strategy must beat.
 
 ``benchmarks/active_learning.py`` measures them on the FashionDataset (labels against accuracy, three seeds).
@@ -30,7 +32,7 @@ from fashattr.catalog.export import label_config, label_studio_task
 from fashattr.catalog.search import SearchError, resolve_model
 from fashattr.catalog.similar import latest_paths, load_embeddings
 
-STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "random")
+STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "badge", "random")
 CANDIDATES = 4  # margin+kcenter: k-center among this many times n of the most uncertain photos
 
 
@@ -78,6 +80,49 @@ def kcenter_greedy(embeddings: np.ndarray, n: int, labelled: np.ndarray | None =
     return np.asarray(picked[:n], dtype=np.int64)
 
 
+def residuals(probs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image, ``p - onehot(argmax p)`` of every group side by side: the last layer's loss gradient with
+    respect to its logits if the predicted class were the true one (BADGE's "hallucinated" label)."""
+    parts = []
+    for p in probs.values():
+        p = np.asarray(p, dtype=np.float64)
+        r = p.copy()
+        r[np.arange(len(p)), p.argmax(1)] -= 1.0
+        parts.append(r)
+    return np.concatenate(parts, axis=1)
+
+
+def badge(probs: dict[str, np.ndarray], embeddings: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` row indices by BADGE (Ash et al., 2020): k-means++ seeding on each photo's gradient embedding
+    ``residual (x) embedding`` (the last layer's gradient under the predicted labels, every group's side by side).
+    A confident photo's gradient is near zero and k-means++ draws in proportion to the squared distance from the
+    picks so far, so a batch is both uncertain and spread out, with no knob to set. The first pick is the largest
+    gradient, as the paper's code does. The gradients (classes x features per photo) are never built:
+    ``<g_i, g_j> = <x_i, x_j> <r_i, r_j>``, so each pick costs one pass over the embeddings."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    r = residuals(probs)
+    count = len(x)
+    n = min(n, count)
+    norms = (x * x).sum(1) * (r * r).sum(1)
+
+    def distance2(c: int) -> np.ndarray:
+        return np.maximum(norms + norms[c] - 2.0 * (x @ x[c]) * (r @ r[c]), 0.0)
+
+    rng = np.random.default_rng(seed)
+    picked = [int(np.argmax(norms))] if n else []
+    nearest = distance2(picked[0]) if n else np.zeros(0)
+    while len(picked) < n:
+        nearest[picked] = 0.0
+        total = nearest.sum()
+        if total > 0:
+            k = int(rng.choice(count, p=nearest / total))
+        else:  # every photo left sits on a pick already: any of them
+            k = int(rng.choice(np.setdiff1d(np.arange(count), picked)))
+        picked.append(k)
+        nearest = np.minimum(nearest, distance2(k))
+    return np.asarray(picked, dtype=np.int64)
+
+
 def choose(
     strategy: str,
     n: int,
@@ -105,6 +150,8 @@ def choose(
         raise ValueError(f"strategy {strategy!r} needs the model's embeddings")
     if strategy == "kcenter":
         return kcenter_greedy(embeddings, n, labelled, seed)
+    if strategy == "badge":
+        return badge(probs, embeddings, n, seed)
     pool = np.argsort(-margin_uncertainty(probs), kind="stable")[: CANDIDATES * n]
     return pool[kcenter_greedy(embeddings[pool], n, labelled, seed)]
 
@@ -178,7 +225,7 @@ def select(
         raise SearchError(f"every photo model {model_id[:12]} tagged is labelled already")
     probs = catalog_probabilities(engine, model_id, schema, pool_shas)
     emb = covered = None
-    if "kcenter" in strategy:  # only the diversity strategies read the embeddings
+    if "kcenter" in strategy or strategy == "badge":  # only the diversity strategies read the embeddings
         emb_shas, vectors = load_embeddings(engine, model_id)
         row = {s: i for i, s in enumerate(emb_shas)}
         lacking = next((s for s in pool_shas if s not in row), None)
