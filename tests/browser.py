@@ -73,3 +73,16 @@ def open_page(width: int = 1280, height: int = 900) -> Iterator[tuple[Any, PageL
             yield page, log
         finally:
             browser.close()
+
+
+def wait_until(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Poll ``expression`` (JavaScript) until it is truthy. Playwright's ``wait_for_function`` polls by ``eval``
+    inside the page, which a page's Content-Security-Policy (no 'unsafe-eval') refuses whenever the first check
+    fails; ``page.evaluate`` goes through the DevTools protocol, which the CSP does not govern."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
+        time.sleep(0.05)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import open_page
+from browser import open_page, wait_until
 from serving import serving
 from test_serve import make_bundle
 
@@ -38,7 +38,7 @@ def test_page_predicts_a_real_photo_with_gradcam(served: str, real_data: Path, t
     schema = ai6126_schema()
     with open_page() as (page, log):
         page.goto(served + "/")
-        page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+        wait_until(page, "document.getElementById('model').textContent.startsWith('model ')")
         page.set_input_files("#files", str(photo))
         page.wait_for_selector(".card .group", timeout=30_000)
         groups = page.locator(".card .group")
@@ -54,7 +54,7 @@ def test_page_predicts_a_real_photo_with_gradcam(served: str, real_data: Path, t
         page.get_by_text("Grad-CAM per group").click()
         page.wait_for_selector(".card img.cam", timeout=30_000)
         assert page.locator(".card img.cam").count() == len(schema.groups)
-        page.wait_for_function("[...document.querySelectorAll('img.cam')].every(i => i.complete && i.naturalWidth > 0)")
+        wait_until(page, "[...document.querySelectorAll('img.cam')].every(i => i.complete && i.naturalWidth > 0)")
         shot = Path(os.environ.get("FASHATTR_SERVE_SCREENSHOT") or tmp_path / "serve.png")
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
@@ -66,7 +66,7 @@ def test_page_shows_the_error_of_a_non_image_file(served: str, tmp_path: Path):
     notes.write_text("this is not a photo\n")
     with open_page() as (page, log):
         page.goto(served + "/")
-        page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+        wait_until(page, "document.getElementById('model').textContent.startsWith('model ')")
         page.set_input_files("#files", str(notes))
         err = page.wait_for_selector(".card .error", timeout=30_000)
         text = err.text_content() or ""

@@ -283,7 +283,7 @@ def test_bad_wardrobe_input_says_so(shop: dict, tmp_path: Path, capsys: pytest.C
 
 
 def test_wardrobe_pages_in_a_browser(shop: dict, tmp_path: Path):
-    from browser import open_page
+    from browser import open_page, wait_until
     from serving import serving
 
     closet = Path(shop["closet"])
@@ -302,7 +302,8 @@ def test_wardrobe_pages_in_a_browser(shop: dict, tmp_path: Path):
         combos = page.locator(".combos figure")
         assert combos.count() == 6
         assert not {combos.nth(k).locator("figcaption").text_content().split()[0] for k in range(6)} & {"00007"}
-        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        loaded = "document.images.length > 0 && [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        wait_until(page, loaded)  # every photo on the page
         combos.first.locator("a").click()  # an item page links on to the next
         page.wait_for_selector("ul.attributes")
         page.screenshot(path=str(tmp_path / "wardrobe.png"), full_page=True)
