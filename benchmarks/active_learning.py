@@ -9,9 +9,10 @@ labels so far and scored on the fixed test holdout (501 photos nothing selects o
 
 The model: the pretrained backbone of ``linear_probe`` (EfficientNet-Lite0 from its PyPI package, 224 px) frozen,
 its pooled features computed once and cached (``engine.features``), reduced by PCA fitted on the pool's features
-(no labels), and one logistic regression per group (scikit-learn, multinomial, C as ``--c``). A whole curve costs
-seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies use are the
-same features, L2-normalised: what ``fashattr tag`` stores.
+(no labels), and one logistic regression per group (scikit-learn, multinomial, C as ``--c``). ``--c auto`` (the
+default) chooses C on the selection holdout before any curve; ``--pca auto`` chooses the PCA size with it. A whole
+curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
+use are the same features, L2-normalised: what ``fashattr tag`` stores.
 
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
@@ -37,6 +38,7 @@ from machine import machine_line
 STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge")
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" + each: on the selection holdout
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
+PCA_GRID = (64, 128, 256, 512)  # what --pca auto tries (with every C of C_GRID under --c auto)
 
 
 def features(recipe: str) -> dict[str, Any]:
@@ -111,25 +113,28 @@ def reduce(data: dict[str, Any], dims: int) -> dict[str, np.ndarray]:
     return {k: pca.transform(data[k]) for k in ("pool", "selection", "test")}
 
 
-def choose_c(data: dict[str, Any], seeds: list[int], args: argparse.Namespace) -> tuple[float, list[dict[str, Any]]]:
-    """The C of ``C_GRID`` whose heads, fitted on ``--target`` random labels, score best on the selection holdout
-    (mean of overall and average per-class accuracy over the seeds): chosen before any curve is drawn and
-    without the test holdout, as a user without test labels would choose it."""
-    x = reduce(data, args.pca)
+def choose_heads(
+    data: dict[str, Any], seeds: list[int], target: int, dims_grid: tuple[int, ...], c_grid: tuple[float, ...]
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """The PCA size and C (of the grids) whose heads, fitted on ``target`` random labels, score best on the selection
+    holdout (mean of overall and average per-class accuracy over the seeds): chosen before any curve is drawn and
+    without the test holdout, as a user without test labels would choose them."""
     rows = []
-    for c in C_GRID:
-        scores = []
-        for seed in seeds:
-            picked = np.random.default_rng(seed).permutation(len(x["pool"]))[: args.target]
-            heads = fit_heads(
-                x["pool"][picked], {g: v[picked] for g, v in data["pool_labels"].items()}, data["schema"], c
-            )
-            scores.append(score(heads, x["selection"], data["selection_labels"], data["schema"]))
-        overall = float(np.mean([s["overall_acc"] for s in scores]))
-        balanced = float(np.mean([s["avg_class_acc"] for s in scores]))
-        rows.append({"c": c, "overall_acc": overall, "avg_class_acc": balanced, "mean": (overall + balanced) / 2})
+    for dims in dims_grid:
+        x = reduce(data, dims)
+        for c in c_grid:
+            scores = []
+            for seed in seeds:
+                picked = np.random.default_rng(seed).permutation(len(x["pool"]))[:target]
+                labels = {g: v[picked] for g, v in data["pool_labels"].items()}
+                heads = fit_heads(x["pool"][picked], labels, data["schema"], c)
+                scores.append(score(heads, x["selection"], data["selection_labels"], data["schema"]))
+            overall = float(np.mean([s["overall_acc"] for s in scores]))
+            balanced = float(np.mean([s["avg_class_acc"] for s in scores]))
+            mean = (overall + balanced) / 2
+            rows.append({"pca": dims, "c": c, "overall_acc": overall, "avg_class_acc": balanced, "mean": mean})
     best = max(rows, key=lambda r: r["mean"])
-    return float(best["c"]), rows
+    return int(best["pca"]), float(best["c"]), rows
 
 
 def simulate(data: dict[str, Any], strategy: str, seed: int, args: argparse.Namespace) -> list[dict[str, float]]:
@@ -212,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=300, help="random labelled photos every seed starts from")
     ap.add_argument("--batch", type=int, default=200, help="photos picked per round")
     ap.add_argument("--stop", type=int, default=2100, help="stop once this many photos are labelled")
-    ap.add_argument("--pca", type=int, default=256, help="feature dimensions the heads see")
+    ap.add_argument(
+        "--pca", default="256", help="feature dimensions the heads see; auto: chosen with C (--c auto) on the selection"
+    )
     ap.add_argument(
         "--c",
         default="auto",
@@ -226,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     strategies = args.strategies.split(",")
     c_rows: list[dict[str, Any]] = []
+    if args.pca == "auto" and args.c != "auto":
+        raise SystemExit("--pca auto chooses C with it: pass --c auto")
     if args.c == "auto":
-        args.c, c_rows = choose_c(data, seeds, args)
+        dims_grid = PCA_GRID if args.pca == "auto" else (int(args.pca),)
+        args.pca, args.c, c_rows = choose_heads(data, seeds, args.target, dims_grid, C_GRID)
     else:
-        args.c = float(args.c)
+        args.pca, args.c = int(args.pca), float(args.c)
     curves = {s: [simulate(data, s, seed, args) for seed in seeds] for s in strategies}
     means = {s: mean_curve(c) for s, c in curves.items()}
     target = next(p for p in means["random"] if p["labels"] >= args.target)
@@ -266,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if c_rows:
         lines += [
-            f"C chosen before any curve, on the {len(data['selection'])}-photo selection holdout (never on the test "
-            f"holdout): heads fitted on {args.target} random labels per seed, mean of the two metrics:",
+            f"PCA size and C chosen before any curve, on the {len(data['selection'])}-photo selection holdout (never "
+            f"on the test holdout): heads fitted on {args.target} random labels per seed, mean of the two metrics:",
             "",
-            "| C | overall acc | avg per-class acc | mean |",
-            "|---:|---:|---:|---:|",
+            "| PCA | C | overall acc | avg per-class acc | mean |",
+            "|---:|---:|---:|---:|---:|",
             *(
-                f"| {r['c']} | {r['overall_acc']:.4f} | {r['avg_class_acc']:.4f} | {r['mean']:.4f}"
-                f"{' (chosen)' if r['c'] == args.c else ''} |"
+                f"| {r['pca']} | {r['c']} | {r['overall_acc']:.4f} | {r['avg_class_acc']:.4f} | {r['mean']:.4f}"
+                f"{' (chosen)' if (r['pca'], r['c']) == (args.pca, args.c) else ''} |"
                 for r in c_rows
             ),
             "",
