@@ -137,11 +137,13 @@ def choose_heads(
     return int(best["pca"]), float(best["c"]), rows
 
 
-def simulate(data: dict[str, Any], strategy: str, seed: int, args: argparse.Namespace) -> list[dict[str, float]]:
+def simulate(
+    data: dict[str, Any], x: dict[str, np.ndarray], strategy: str, seed: int, args: argparse.Namespace
+) -> list[dict[str, float]]:
+    """One seed's curve for ``strategy``; ``x``: the reduced features (:func:`reduce`, fitted once per run)."""
     from fashattr.catalog.select import choose
 
     schema = data["schema"]
-    x = reduce(data, args.pca)
     pool, test, selection = x["pool"], x["test"], x["selection"]
     emb = data["pool"] / np.linalg.norm(data["pool"], axis=1, keepdims=True)
     n = len(pool)
@@ -229,18 +231,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/active_learning"))
     args = ap.parse_args(argv)
     started = time.perf_counter()
-    data = features(args.recipe)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    strategies = args.strategies.split(",")
-    c_rows: list[dict[str, Any]] = []
+    if args.stop < args.target:
+        raise SystemExit(f"--stop {args.stop} is below --target {args.target}: random's curve must reach the target")
     if args.pca == "auto" and args.c != "auto":
         raise SystemExit("--pca auto chooses C with it: pass --c auto")
+    strategies = args.strategies.split(",")
+    if "random" not in strategies:
+        raise SystemExit(f"--strategies {args.strategies}: random is the baseline every target is measured against")
+    data = features(args.recipe)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    c_rows: list[dict[str, Any]] = []
     if args.c == "auto":
         dims_grid = PCA_GRID if args.pca == "auto" else (int(args.pca),)
         args.pca, args.c, c_rows = choose_heads(data, seeds, args.target, dims_grid, C_GRID)
     else:
         args.pca, args.c = int(args.pca), float(args.c)
-    curves = {s: [simulate(data, s, seed, args) for seed in seeds] for s in strategies}
+    x = reduce(data, args.pca)  # one PCA for every curve: it sees no labels, so it never depends on the strategy
+    curves = {s: [simulate(data, x, s, seed, args) for seed in seeds] for s in strategies}
     means = {s: mean_curve(c) for s, c in curves.items()}
     target = next(p for p in means["random"] if p["labels"] >= args.target)
     every = (*METRICS, *(f"selection_{m}" for m in METRICS))
