@@ -8,10 +8,16 @@ labels so far and scored on the fixed test holdout (501 photos nothing selects o
 (450 photos: where a user would compare strategies, and where ``--c auto`` chooses C).
 
 The model: the pretrained backbone of ``linear_probe`` (EfficientNet-Lite0 from its PyPI package, 224 px) frozen,
-its pooled features computed once and cached (``engine.features``), reduced by PCA fitted on the pool's features
-(no labels), and one logistic regression per group (scikit-learn, multinomial, C as ``--c``). ``--c auto`` (the
-default) chooses C on the selection holdout before any curve; ``--pca auto`` chooses the PCA size with it. A whole
-curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
+its pooled features computed once and cached (``engine.features``), and heads retrained from scratch every round:
+
+- ``--head logistic`` (the default): the features reduced by PCA fitted on the pool's features (no labels), one
+  logistic regression per group (scikit-learn, multinomial, C as ``--c``). ``--c auto`` (the default) chooses C on
+  the selection holdout before any curve; ``--pca auto`` chooses the PCA size with it.
+- ``--head mlp``: the features standardised (the pool's mean and spread; no labels), one hidden layer shared by
+  every group's linear head (PyTorch, AdamW, one-cycle), its width and epochs chosen on the selection holdout
+  (``MLP_GRID``) the same way: a second learner, to see whether a strategy's gain is the linear heads' alone.
+
+A whole curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
 use are the same features, L2-normalised: what ``fashattr tag`` stores.
 
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
@@ -39,6 +45,7 @@ STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" + each: on the selection holdout
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
 PCA_GRID = (64, 128, 256, 512)  # what --pca auto tries (with every C of C_GRID under --c auto)
+MLP_GRID = ((256, 30), (512, 60))  # (hidden width, epochs) that --head mlp tries on the selection holdout
 
 
 def features(recipe: str) -> dict[str, Any]:
@@ -73,21 +80,71 @@ def features(recipe: str) -> dict[str, Any]:
     }
 
 
-def fit_heads(x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, c: float) -> dict[str, Any]:
+def fit_heads(x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, setting: dict[str, Any]) -> Any:
+    """Heads fitted on ``x`` for ``setting``: ``{"c": ...}`` (one logistic regression per group) or
+    ``{"hidden": ..., "epochs": ..., "seed": ...}`` (:class:`MLPHeads`)."""
+    if "hidden" in setting:
+        return MLPHeads(x, labels, schema, setting["hidden"], setting["epochs"], setting.get("seed", 0))
     from sklearn.linear_model import LogisticRegression
 
     heads = {}
     for g in schema.groups:
         y = labels[g.name]
         known = y >= 0
-        head = LogisticRegression(C=c, max_iter=500)
+        head = LogisticRegression(C=setting["c"], max_iter=500)
         head.fit(x[known], y[known])
         heads[g.name] = head
     return heads
 
 
-def probabilities(heads: dict[str, Any], x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
+class MLPHeads:
+    """One hidden layer (input dropout 0.2, GELU, dropout 0.5) shared by a linear head per group, trained on the
+    groups' summed cross-entropy (a missing label, -1, is ignored): AdamW (weight decay 0.05), one-cycle to 1e-3,
+    batches of 128. Shared, so every group's labels shape the features the others see."""
+
+    def __init__(
+        self, x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, hidden: int, epochs: int, seed: int
+    ) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        nn = torch.nn
+        feats = torch.as_tensor(x, dtype=torch.float32)
+        self.body = nn.Sequential(nn.Dropout(0.2), nn.Linear(feats.shape[1], hidden), nn.GELU(), nn.Dropout(0.5))
+        self.heads = nn.ModuleDict({g.name: nn.Linear(hidden, g.num_classes) for g in schema.groups})
+        params = [*self.body.parameters(), *self.heads.parameters()]
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+        ys = {g.name: torch.as_tensor(labels[g.name], dtype=torch.long) for g in schema.groups}
+        n, batch = len(feats), 128
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * -(-n // batch))
+        order = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=order)
+            for i in range(0, n, batch):
+                b = perm[i : i + batch]
+                h = self.body(feats[b])
+                loss = sum(
+                    nn.functional.cross_entropy(head(h), ys[name][b], ignore_index=-1)
+                    for name, head in self.heads.items()
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        self.body.eval()
+
+    def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            h = self.body(torch.as_tensor(x, dtype=torch.float32))
+            return {name: torch.softmax(head(h), 1).numpy().astype(np.float64) for name, head in self.heads.items()}
+
+
+def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
     """Per group ``(N, C)`` over every class of the schema (a class no labelled photo has yet gets 0)."""
+    if isinstance(heads, MLPHeads):
+        return heads.probabilities(x)
     out = {}
     for g in schema.groups:
         head = heads[g.name]
@@ -97,7 +154,7 @@ def probabilities(heads: dict[str, Any], x: np.ndarray, schema: Any) -> dict[str
     return out
 
 
-def score(heads: dict[str, Any], x: np.ndarray, labels: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
+def score(heads: Any, x: np.ndarray, labels: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
     from fashattr.metrics import compute_metrics
 
     m = compute_metrics(schema, labels, probabilities(heads, x, schema))
@@ -113,34 +170,54 @@ def reduce(data: dict[str, Any], dims: int) -> dict[str, np.ndarray]:
     return {k: pca.transform(data[k]) for k in ("pool", "selection", "test")}
 
 
+def standardise(data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The three splits' features centred and scaled by the pool's mean and spread (no label is used)."""
+    mean, spread = data["pool"].mean(0), data["pool"].std(0) + 1e-6
+    return {k: (data[k] - mean) / spread for k in ("pool", "selection", "test")}
+
+
+def inputs(data: dict[str, Any], setting: dict[str, Any]) -> dict[str, np.ndarray]:
+    """What the heads of ``setting`` see: standardised features (MLP) or the PCA of ``setting["pca"]``."""
+    return standardise(data) if "hidden" in setting else reduce(data, setting["pca"])
+
+
+def describe(setting: dict[str, Any]) -> str:
+    if "hidden" in setting:
+        return (
+            f"standardised features, one shared hidden layer of {setting['hidden']} and a linear head per group "
+            f"(MLP, {setting['epochs']} epochs)"
+        )
+    return f"PCA to {setting['pca']}, one logistic regression per group (C {setting['c']})"
+
+
 def choose_heads(
-    data: dict[str, Any], seeds: list[int], target: int, dims_grid: tuple[int, ...], c_grid: tuple[float, ...]
-) -> tuple[int, float, list[dict[str, Any]]]:
-    """The PCA size and C (of the grids) whose heads, fitted on ``target`` random labels, score best on the selection
+    data: dict[str, Any], seeds: list[int], target: int, candidates: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The setting of ``candidates`` whose heads, fitted on ``target`` random labels, score best on the selection
     holdout (mean of overall and average per-class accuracy over the seeds): chosen before any curve is drawn and
-    without the test holdout, as a user without test labels would choose them."""
+    without the test holdout, as a user without test labels would choose it."""
     rows = []
-    for dims in dims_grid:
-        x = reduce(data, dims)
-        for c in c_grid:
-            scores = []
-            for seed in seeds:
-                picked = np.random.default_rng(seed).permutation(len(x["pool"]))[:target]
-                labels = {g: v[picked] for g, v in data["pool_labels"].items()}
-                heads = fit_heads(x["pool"][picked], labels, data["schema"], c)
-                scores.append(score(heads, x["selection"], data["selection_labels"], data["schema"]))
-            overall = float(np.mean([s["overall_acc"] for s in scores]))
-            balanced = float(np.mean([s["avg_class_acc"] for s in scores]))
-            mean = (overall + balanced) / 2
-            rows.append({"pca": dims, "c": c, "overall_acc": overall, "avg_class_acc": balanced, "mean": mean})
+    x_of: dict[Any, dict[str, np.ndarray]] = {}
+    for setting in candidates:
+        key = setting.get("pca", "standardised")
+        x = x_of[key] if key in x_of else x_of.setdefault(key, inputs(data, setting))
+        scores = []
+        for seed in seeds:
+            picked = np.random.default_rng(seed).permutation(len(x["pool"]))[:target]
+            labels = {g: v[picked] for g, v in data["pool_labels"].items()}
+            heads = fit_heads(x["pool"][picked], labels, data["schema"], setting | {"seed": seed})
+            scores.append(score(heads, x["selection"], data["selection_labels"], data["schema"]))
+        overall = float(np.mean([s["overall_acc"] for s in scores]))
+        balanced = float(np.mean([s["avg_class_acc"] for s in scores]))
+        rows.append(setting | {"overall_acc": overall, "avg_class_acc": balanced, "mean": (overall + balanced) / 2})
     best = max(rows, key=lambda r: r["mean"])
-    return int(best["pca"]), float(best["c"]), rows
+    return {k: best[k] for k in candidates[0]}, rows
 
 
 def simulate(
     data: dict[str, Any], x: dict[str, np.ndarray], strategy: str, seed: int, args: argparse.Namespace
 ) -> list[dict[str, float]]:
-    """One seed's curve for ``strategy``; ``x``: the reduced features (:func:`reduce`, fitted once per run)."""
+    """One seed's curve for ``strategy``; ``x``: what the heads see (:func:`inputs`, computed once per run)."""
     from fashattr.catalog.select import choose
 
     schema = data["schema"]
@@ -151,7 +228,7 @@ def simulate(
     curve = []
     while True:
         sub = {g: v[labelled] for g, v in data["pool_labels"].items()}
-        heads = fit_heads(pool[labelled], sub, schema, args.c)
+        heads = fit_heads(pool[labelled], sub, schema, args.heads | {"seed": seed})
         on_selection = score(heads, selection, data["selection_labels"], schema)
         curve.append(
             {
@@ -227,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="inverse L2 strength of the logistic regressions; auto: the best of C_GRID on the selection holdout",
     )
+    ap.add_argument(
+        "--head",
+        choices=("logistic", "mlp"),
+        default="logistic",
+        help="the heads retrained every round; mlp: its width and epochs chosen of MLP_GRID on the selection holdout",
+    )
     ap.add_argument("--target", type=int, default=2000, help="random selection's labels the others are held to")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/active_learning"))
     args = ap.parse_args(argv)
@@ -235,18 +318,25 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--stop {args.stop} is below --target {args.target}: random's curve must reach the target")
     if args.pca == "auto" and args.c != "auto":
         raise SystemExit("--pca auto chooses C with it: pass --c auto")
+    if args.head == "mlp" and (args.pca != "256" or args.c != "auto"):
+        raise SystemExit("--pca and --c set the logistic heads; --head mlp chooses its own setting (MLP_GRID)")
     strategies = args.strategies.split(",")
     if "random" not in strategies:
         raise SystemExit(f"--strategies {args.strategies}: random is the baseline every target is measured against")
     data = features(args.recipe)
     seeds = [int(s) for s in args.seeds.split(",")]
     c_rows: list[dict[str, Any]] = []
-    if args.c == "auto":
+    if args.head == "mlp":
+        candidates = [{"hidden": hidden, "epochs": epochs} for hidden, epochs in MLP_GRID]
+        args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
+    elif args.c == "auto":
         dims_grid = PCA_GRID if args.pca == "auto" else (int(args.pca),)
-        args.pca, args.c, c_rows = choose_heads(data, seeds, args.target, dims_grid, C_GRID)
+        candidates = [{"pca": dims, "c": c} for dims in dims_grid for c in C_GRID]
+        args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
     else:
-        args.pca, args.c = int(args.pca), float(args.c)
-    x = reduce(data, args.pca)  # one PCA for every curve: it sees no labels, so it never depends on the strategy
+        args.heads = {"pca": int(args.pca), "c": float(args.c)}
+    # One PCA (or scaling) for every curve: it sees no labels, so it never depends on the strategy.
+    x = inputs(data, args.heads)
     curves = {s: [simulate(data, x, s, seed, args) for seed in seeds] for s in strategies}
     means = {s: mean_curve(c) for s, c in curves.items()}
     target = next(p for p in means["random"] if p["labels"] >= args.target)
@@ -277,20 +367,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{record['command']}` on {record['cpu']}; {wall / 60:.1f} min. Pool: {record['pool']} training photos "
         f"(labels hidden until picked); scored on the {record['test_images']}-photo test holdout. Model: the "
-        f"frozen `{args.recipe}` backbone's cached features, PCA to {args.pca}, one logistic regression per group "
-        f"(C {args.c}); start {args.start} random labels, {args.batch} per round; seeds {args.seeds}.",
+        f"frozen `{args.recipe}` backbone's cached features, {describe(args.heads)}; start {args.start} random "
+        f"labels, {args.batch} per round; seeds {args.seeds}.",
         "",
     ]
     if c_rows:
+        keys = list(args.heads)
         lines += [
-            f"PCA size and C chosen before any curve, on the {len(data['selection'])}-photo selection holdout (never "
-            f"on the test holdout): heads fitted on {args.target} random labels per seed, mean of the two metrics:",
+            f"The heads' setting chosen before any curve, on the {len(data['selection'])}-photo selection holdout "
+            f"(never on the test holdout): heads fitted on {args.target} random labels per seed, mean of the two "
+            "metrics:",
             "",
-            "| PCA | C | overall acc | avg per-class acc | mean |",
-            "|---:|---:|---:|---:|---:|",
+            "| " + " | ".join(keys) + " | overall acc | avg per-class acc | mean |",
+            "|" + "---:|" * (len(keys) + 3),
             *(
-                f"| {r['pca']} | {r['c']} | {r['overall_acc']:.4f} | {r['avg_class_acc']:.4f} | {r['mean']:.4f}"
-                f"{' (chosen)' if (r['pca'], r['c']) == (args.pca, args.c) else ''} |"
+                "| " + " | ".join(str(r[k]) for k in keys) + f" | {r['overall_acc']:.4f} | {r['avg_class_acc']:.4f} | "
+                f"{r['mean']:.4f}{' (chosen)' if all(r[k] == args.heads[k] for k in keys) else ''} |"
                 for r in c_rows
             ),
             "",
