@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
-from fashattr.config import ModelConfig, OptimConfig, load_config
-from fashattr.engine.finetune import backbone_stages, lr_scales, param_groups, stage_of
+from fashattr.config import ConfigError, ModelConfig, OptimConfig, load_config
+from fashattr.engine.finetune import backbone_stages, init_from_run, lr_scales, param_groups, stage_of
 from fashattr.engine.trainer import Trainer, fit
 from fashattr.models import create_model
-from fashattr.schema import ai6126_schema
+from fashattr.schema import Group, Schema, ai6126_schema
 
 
 def test_stages_follow_timms_grouping():
@@ -102,3 +104,46 @@ def test_ema_weights_are_what_is_evaluated_and_saved(tiny_data: Path, cache_dir:
     assert not all(torch.equal(last[k], state["model"][k].contiguous()) for k in last)  # not the raw weights
     log = (run / "train.log").read_text()
     assert "0 of 5 backbone stages frozen" in log
+
+
+def test_init_from_an_earlier_run_starts_the_whole_model_from_its_weights(
+    tiny_data: Path, cache_dir: Path, tmp_path: Path
+):
+    first = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, tmp_path, name="probe", **{"train.epochs": 1})))
+    saved = load_file(first / "best.safetensors")
+    over = tiny_overrides(tiny_data, cache_dir, tmp_path, name="next", **{"model.init_from": str(first)})
+    trainer = Trainer(load_config(None, over), tmp_path / "next", resume=False)
+    state = trainer.model.state_dict()
+    assert set(state) == set(saved)  # backbone, heads and BatchNorm statistics, every one
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    # trained on: the summary names the file and its hash
+    run = fit(load_config(None, [*over, "train.epochs=1"]))
+    record = json.loads((run / "summary.json").read_text())["init_from"]
+    assert record["file"] == str(first / "best.safetensors")
+    assert record["sha256"] == hashlib.sha256((first / "best.safetensors").read_bytes()).hexdigest()
+
+
+def test_init_from_refuses_what_does_not_fit(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+    first = fit(load_config(None, tiny_overrides(tiny_data, cache_dir, tmp_path, name="probe", **{"train.epochs": 1})))
+    schema = ai6126_schema()
+    other = Schema(tuple(Group(g.name, (*g.classes, "sequin")) if g.name == "fabric" else g for g in schema.groups))
+    with pytest.raises(
+        ConfigError, match=r"another schema: group 'fabric': single \[.*'knit'\], not single \[.*'sequin'\]"
+    ):
+        init_from_run(create_model(ModelConfig(backbone="test_resnet"), other), first, other)
+    # a file of another architecture: the tensors are named
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit this model .*other shape: backbone\.conv1\.0\.weight \(16, 3, 3, 3\) \(needs \(24, 3,",
+    ):
+        init_from_run(create_model(ModelConfig(backbone="resnet10t"), schema), first / "best.safetensors", schema)
+    with pytest.raises(ConfigError, match="not a finished run folder"):
+        init_from_run(create_model(ModelConfig(backbone="test_resnet"), schema), tmp_path, schema)
+    with pytest.raises(ConfigError, match=r"nowhere\.safetensors does not exist"):
+        init_from_run(
+            create_model(ModelConfig(backbone="test_resnet"), schema), tmp_path / "nowhere.safetensors", schema
+        )
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((first / "best.safetensors").read_bytes()[:100])
+    with pytest.raises(ConfigError, match=r"cut\.safetensors: not a readable safetensors file"):
+        init_from_run(create_model(ModelConfig(backbone="test_resnet"), schema), cut, schema)

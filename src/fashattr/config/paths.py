@@ -22,6 +22,7 @@ PATH_KEYS = (
     ("data", "background_model"),
     ("model", "pretrained"),
     ("model", "pretrained_file"),
+    ("model", "init_from"),
     ("loss", "distill_from"),
 )
 
@@ -102,6 +103,8 @@ def absolute_paths(cfg: Config, base: Path) -> Config:
             pseudo_labels=fix(d.pseudo_labels),
             background_model=fix(d.background_model),
         ),
-        model=dataclasses.replace(m, pretrained=pretrained, pretrained_file=fix(m.pretrained_file)),
+        model=dataclasses.replace(
+            m, pretrained=pretrained, pretrained_file=fix(m.pretrained_file), init_from=fix(m.init_from)
+        ),
         loss=dataclasses.replace(loss, distill_from=[fix(v) for v in loss.distill_from]),
     )

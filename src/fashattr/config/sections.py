@@ -74,6 +74,11 @@ class ModelConfig:
     # follow the weights.
     pretrained: bool | str = False
     pretrained_file: str | None = None  # the older spelling of pretrained=FILE
+    # The whole model (backbone, shared layers, heads) from an earlier run of the same schema and architecture:
+    # its folder (best.safetensors) or a .safetensors file. Fine-tune from a linear probe's converged heads
+    # (LP-FT), or start the next labelling round where the last model stopped. Applied after `pretrained`,
+    # which still sets the preprocessing (mean, std, size).
+    init_from: str | None = None
     drop_rate: float = 0.0  # dropout on the pooled features
     drop_path_rate: float = 0.0  # stochastic depth
     head_layers: int = 0  # shared fully-connected layers before the per-group heads

@@ -1,5 +1,5 @@
-"""Fine-tuning: the backbone's stages (timm's own parameter grouping), freezing, and
-discriminative learning rates.
+"""Fine-tuning: the backbone's stages (timm's own parameter grouping), freezing, discriminative
+learning rates, and starting from an earlier run's weights (``model.init_from``).
 
 A *stage* is one of timm's coarse parameter groups of the backbone (``group_matcher(coarse=True)``):
 for a ResNet the stem and ``layer1..layer4``; for a ViT the patch embedding and each block.
@@ -10,10 +10,15 @@ the last stage and always train.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from timm.models import group_parameters
 from torch import nn
 
-from fashattr.config import Config, OptimConfig
+from fashattr.config import Config, ConfigError, OptimConfig
+from fashattr.models.weights import load_weights
+from fashattr.schema import Schema
 
 
 def backbone_stages(backbone: nn.Module) -> list[list[str]]:
@@ -100,3 +105,64 @@ def apply_freeze(model: nn.Module, frozen: int) -> None:
 
 def trainable_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def init_from_run(model: nn.Module, source: str | Path, schema: Schema) -> dict[str, str]:
+    """Start the whole ``model`` (backbone, shared layers and heads) from an earlier run's weights
+    (``model.init_from``): fine-tuning from a converged linear probe (LP-FT, Kumar et al. 2022: the
+    backbone's features are not torn up by random heads in the first steps), or the team's next round
+    starting where the last model stopped.
+
+    ``source``: a run folder (its ``best.safetensors``, checked against its ``schema.yaml``) or a
+    ``.safetensors`` file. Returns what the summary records: the file and its sha256.
+
+    Raises:
+        ConfigError: not a run folder or weights file; the run's schema differs from this one (the
+            first group or class that differs is named); tensors that are missing, unexpected or of
+            another shape (named, up to five of each).
+    """
+    path = Path(source)
+    if path.is_dir():
+        weights, schema_file = path / "best.safetensors", path / "schema.yaml"
+        if not weights.is_file() or not schema_file.is_file():
+            raise ConfigError(f"model.init_from: {path} is not a finished run folder (best.safetensors, schema.yaml)")
+        theirs = Schema.load(schema_file)
+        if theirs != schema:
+            raise ConfigError(
+                f"model.init_from: {path} was trained on another schema: {schema_difference(theirs, schema)}"
+            )
+    elif path.is_file():
+        weights = path
+    else:
+        raise ConfigError(f"model.init_from: {path} does not exist")
+    try:
+        state = load_weights(weights)
+    except ValueError as e:
+        raise ConfigError(f"model.init_from: {e}") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misfit = [
+        f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{what}: {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("other shape", misfit))
+        if names
+    ]
+    if problems:
+        raise ConfigError(f"model.init_from: {weights} does not fit this model ({'; '.join(problems)})")
+    model.load_state_dict(state, strict=True)
+    return {"file": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+
+
+def schema_difference(theirs: Schema, ours: Schema) -> str:
+    """The first difference between two schemas, in words."""
+    if theirs.names != ours.names:
+        return f"groups {theirs.names}, not {ours.names}"
+    for a, b in zip(theirs.groups, ours.groups, strict=True):
+        if a != b:
+            return f"group {a.name!r}: {a.kind} {list(a.classes)}, not {b.kind} {list(b.classes)}"
+    return "the schemas differ"

@@ -35,7 +35,7 @@ from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
 from fashattr.engine.distill import teacher_targets
 from fashattr.engine.features import VIEWS, cached_features, feature_batches
-from fashattr.engine.finetune import apply_freeze, frozen_stages, stage_of, trainable_count
+from fashattr.engine.finetune import apply_freeze, frozen_stages, init_from_run, stage_of, trainable_count
 from fashattr.engine.optim import create_optimizer, create_scheduler
 from fashattr.engine.pseudo import add_pseudo_labels
 from fashattr.engine.tracking import Tracker
@@ -140,6 +140,14 @@ class Trainer:
             world=self.dist.world,
         )
         self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
+        # An earlier run's weights over the whole model; a resumed run restores its own below instead.
+        self.init_from = init_from_run(self.model, cfg.model.init_from, self.schema) if cfg.model.init_from else None
+        if self.init_from and not resume:
+            log.info(
+                "model.init_from: every weight from %s (sha256 %s)",
+                self.init_from["file"],
+                self.init_from["sha256"][:12],
+            )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # The weights above are drawn alike everywhere; from here on each process draws its own
@@ -480,6 +488,7 @@ class Trainer:
             "processes": self.dist.world,
             "parameters": sum(x.numel() for x in self.model.parameters()),
             "backbone_weights": self.model.init_weights,  # source, package, version, sha256; None = random
+            "init_from": self.init_from,  # model.init_from's file and sha256; None = not set
             "data_counts": self.data_counts,
         }
         test = self._test_holdout()
