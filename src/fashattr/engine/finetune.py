@@ -114,7 +114,9 @@ def init_from_run(model: nn.Module, source: str | Path, schema: Schema) -> dict[
     starting where the last model stopped.
 
     ``source``: a run folder (its ``best.safetensors``, checked against its ``schema.yaml``) or a
-    ``.safetensors`` file. Returns what the summary records: the file and its sha256.
+    ``.safetensors`` file. A bare file carries no schema, so only its tensors' names and shapes are
+    checked: give the run folder where you have it. Returns what the summary records: the file and its
+    sha256.
 
     Raises:
         ConfigError: not a run folder or weights file; the run's schema differs from this one (the
