@@ -200,7 +200,9 @@ def choose_heads(
     x_of: dict[Any, dict[str, np.ndarray]] = {}
     for setting in candidates:
         key = setting.get("pca", "standardised")
-        x = x_of[key] if key in x_of else x_of.setdefault(key, inputs(data, setting))
+        if key not in x_of:  # one PCA (or scaling) per size, shared by every C
+            x_of[key] = inputs(data, setting)
+        x = x_of[key]
         scores = []
         for seed in seeds:
             picked = np.random.default_rng(seed).permutation(len(x["pool"]))[:target]

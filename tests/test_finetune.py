@@ -121,6 +121,10 @@ def test_init_from_an_earlier_run_starts_the_whole_model_from_its_weights(
     record = json.loads((run / "summary.json").read_text())["init_from"]
     assert record["file"] == str(first / "best.safetensors")
     assert record["sha256"] == hashlib.sha256((first / "best.safetensors").read_bytes()).hexdigest()
+    # a resumed run takes its weights and this record from its checkpoint: the earlier run may be gone
+    (first / "best.safetensors").unlink()
+    resumed = Trainer(load_config(None, [*over, "train.epochs=1"]), run, resume=True)
+    assert resumed.init_from == record
 
 
 def test_init_from_refuses_what_does_not_fit(tiny_data: Path, cache_dir: Path, tmp_path: Path):

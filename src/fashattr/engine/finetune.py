@@ -10,7 +10,6 @@ the last stage and always train.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from timm.models import group_parameters
@@ -19,6 +18,7 @@ from torch import nn
 from fashattr.config import Config, ConfigError, OptimConfig
 from fashattr.models.weights import load_weights
 from fashattr.schema import Schema
+from fashattr.weight_sources import sha256_of
 
 
 def backbone_stages(backbone: nn.Module) -> list[list[str]]:
@@ -157,7 +157,7 @@ def init_from_run(model: nn.Module, source: str | Path, schema: Schema) -> dict[
     if problems:
         raise ConfigError(f"model.init_from: {weights} does not fit this model ({'; '.join(problems)})")
     model.load_state_dict(state, strict=True)
-    return {"file": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    return {"file": str(weights), "sha256": sha256_of(weights)}
 
 
 def schema_difference(theirs: Schema, ours: Schema) -> str:

@@ -140,9 +140,11 @@ class Trainer:
             world=self.dist.world,
         )
         self.model: AttributeModel = create_model(cfg.model, self.schema, cfg.data.image_size).to(self.device)
-        # An earlier run's weights over the whole model; a resumed run restores its own below instead.
-        self.init_from = init_from_run(self.model, cfg.model.init_from, self.schema) if cfg.model.init_from else None
-        if self.init_from and not resume:
+        # An earlier run's weights over the whole model (file and sha256 for the summary). A resumed run restores
+        # its own weights and this record from its checkpoint: the earlier run need not exist any more.
+        self.init_from: dict[str, str] | None = None
+        if cfg.model.init_from and not resume:
+            self.init_from = init_from_run(self.model, cfg.model.init_from, self.schema)
             log.info(
                 "model.init_from: every weight from %s (sha256 %s)",
                 self.init_from["file"],
@@ -201,6 +203,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "progress": {k: getattr(p, k) for k in Progress.__dataclass_fields__},
+            "init_from": self.init_from,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -223,6 +226,7 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.progress = Progress(**state["progress"])
+        self.init_from = state.get("init_from")  # absent from checkpoints written before model.init_from
         log.info("resumed at epoch %d step %d", self.progress.epoch + 1, self.progress.step)
 
     def save(self) -> None:
