@@ -18,6 +18,7 @@ The spec (YAML) names a base config and a list of rows::
         pseudo_label: {from: previous, threshold: 0.9, splits: [val, test]}
       - name: self-training, rare groups looser
         pseudo_label: {from: baseline, threshold: 0.9, group_thresholds: {fabric: 0.7}, splits: [val, test]}
+        # optional tta: the teacher's test-time augmentation (flip, flip+zoom) when it labels
         standalone: true
       - name: distilled
         distill_from: [baseline, teacher seed 7]   # rows whose runs (same seed) are the teachers
@@ -100,7 +101,7 @@ def plan(spec: dict[str, Any], extra: list[str]) -> list[dict[str, Any]]:
 
 def check_pseudo_spec(row: str, spec: dict[str, Any], earlier: list[str]) -> None:
     """Refuse a ``pseudo_label`` spec with unknown keys or a source that is no earlier row, before any training."""
-    unknown = set(spec) - {"from", "threshold", "group_thresholds", "splits"}
+    unknown = set(spec) - {"from", "threshold", "group_thresholds", "splits", "tta"}
     if unknown:
         raise SystemExit(f"row {row!r}: unknown pseudo_label keys {sorted(unknown)}")
     source = spec.get("from", "previous")
@@ -115,6 +116,8 @@ def pseudo_args(spec: dict[str, Any], source: Path, target: Path) -> list[str]:
     args = ["pseudo-label", str(source), "--threshold", str(spec.get("threshold", 0.9)), "--out", str(target)]
     for group, threshold in (spec.get("group_thresholds") or {}).items():
         args += ["--group-threshold", f"{group}={threshold}"]
+    if spec.get("tta"):  # the teacher's test-time augmentation (its labels are then its TTA-averaged logits)
+        args += ["--tta", str(spec["tta"])]
     splits = ",".join(spec.get("splits", []))
     return args + (["--splits", splits] if splits else [])
 

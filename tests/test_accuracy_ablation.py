@@ -113,6 +113,13 @@ def test_pseudo_label_spec_becomes_the_cli_arguments(ablation: ModuleType) -> No
         "--out",
         "p.json",
     ]
+    # the teacher's test-time augmentation, when the spec names one
+    assert ablation.pseudo_args({"tta": "flip+zoom", "splits": ["val"]}, Path("r"), Path("p.json"))[-4:] == [
+        "--tta",
+        "flip+zoom",
+        "--splits",
+        "val",
+    ]
 
 
 @pytest.mark.parametrize(

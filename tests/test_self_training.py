@@ -18,10 +18,12 @@ from fashattr.cli import main as cli
 from fashattr.config import ConfigError, LossConfig, load_config
 from fashattr.data.dedup import apply_policy, conflicting_duplicates
 from fashattr.data.formats import create_reader
-from fashattr.data.prepare import load_train_eval
-from fashattr.engine.pseudo import add_pseudo_labels, pseudo_label, threshold_labels
+from fashattr.data.prepare import load_split, load_train_eval
+from fashattr.engine.distill import CACHE, soften
+from fashattr.engine.pseudo import add_pseudo_labels, pseudo_label, threshold_check, threshold_labels
 from fashattr.engine.trainer import fit
 from fashattr.losses import create_loss
+from fashattr.predictor import Predictor
 from fashattr.schema import Group, Schema
 
 SCHEMA = Schema((Group("a", ("x", "y", "z")), Group("m", ("p", "q"), kind="multi")))
@@ -41,6 +43,26 @@ def test_thresholds_by_hand():
     assert got["m"].tolist() == [[-1, -1], [-1, -1], [-1, -1]]
 
 
+def test_threshold_check_by_hand():
+    """Coverage and precision of the pseudo-labels where the answers are known (the selection split)."""
+    probs = {
+        "a": np.array([[0.95, 0.03, 0.02], [0.1, 0.85, 0.05], [0.5, 0.4, 0.1], [0.05, 0.05, 0.9]]),
+        "m": np.array([[0.97, 0.5], [0.02, 0.9], [0.15, 0.85], [0.6, 0.95]]),
+    }
+    truth = {"a": np.array([0, 0, 1, -1]), "m": np.array([[1, 1], [0, 0], [0, 1], [-1, 1]], dtype=np.int8)}
+    got = threshold_check(SCHEMA, probs, truth, {"a": 0.8, "m": 0.9})
+    # a: rows 1-3 have a truth; rows 1 (0.95 -> 0, right) and 2 (0.85 -> 1, wrong) are kept: 2 of 3, 1 of 2 right
+    assert got["a"] == {"threshold": 0.8, "coverage": round(2 / 3, 4), "precision": 0.5}
+    # m: 7 known entries; kept (p >= 0.9 -> 1, p <= 0.1 -> 0): (0,p)=1 right, (1,p)=0 right, (1,q)=1 wrong,
+    # (3,q)=1 right; (0,q) 0.5, (2,p) 0.15, (2,q) 0.85 unsure; (3,p) has no truth
+    assert got["m"] == {"threshold": 0.9, "coverage": round(4 / 7, 4), "precision": 0.75}
+    assert threshold_check(SCHEMA, probs, truth, {"a": 1.0, "m": 1.0})["a"] == {
+        "threshold": 1.0,
+        "coverage": 0.0,
+        "precision": None,
+    }
+
+
 def test_a_group_below_threshold_is_masked_in_the_loss_by_hand():
     logits = {"a": torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), "m": torch.tensor([[3.0, -2.0], [1.0, 0.5]])}
     targets = {"a": torch.tensor([-1, 1]), "m": torch.tensor([[1, -1], [-1, -1]], dtype=torch.int8)}
@@ -56,13 +78,34 @@ def test_a_group_below_threshold_is_masked_in_the_loss_by_hand():
     assert none["a"].item() == 0.0
 
 
-def test_pseudo_labels_train_and_never_touch_the_holdouts(tiny_data: Path, cache_dir: Path, tmp_path: Path):
+def test_pseudo_labels_train_and_never_touch_the_holdouts(
+    tiny_data: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     over = tiny_overrides(tiny_data, cache_dir, tmp_path, **{"train.epochs": 1, "data.test_holdout": 0.2})
     teacher = fit(load_config(None, [*over, "name=teacher", "data.unlabeled_splits=[val,test]"]))
     out = tmp_path / "pseudo.json"
     assert cli(["pseudo-label", str(teacher), "--threshold", "0.5", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["splits"] == ["val", "test"] and len(data["images"]) == 24 + 20
+    # the threshold tried on the selection holdout, where the answers are known: per group, the share of its
+    # images whose top softmax probability reaches 0.5, and how many of those the teacher gets right
+    check = data["selection_check"]
+    schema, held = load_split(load_config(teacher / "config.yaml").data, "holdout", progress=False)
+    assert check["split"] == "holdout" and check["images"] == len(held) and held.labels is not None
+    scores = Predictor.from_run(teacher).scores(held.pixels())
+    for g in schema.groups:
+        z = scores[g.name].astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        kept = p.max(1) / p.sum(1) >= 0.5
+        right = (z.argmax(1) == held.labels[g.name])[kept]
+        assert check["groups"][g.name]["coverage"] == round(float(kept.mean()), 4)
+        assert check["groups"][g.name]["precision"] == (round(float(right.mean()), 4) if kept.any() else None)
+    # and the command prints them beside what it labeled
+    printed = capsys.readouterr().out
+    assert f"on holdout ({len(held)} known): kept, right" in printed
+    c, k = check["groups"]["sleeve"], data["kept"]["sleeve"]
+    right = "-" if c["precision"] is None else f"{c['precision']:.1%}"
+    assert f"  sleeve            0.50  {k:6d} ({k / 44:5.1%})  {c['coverage']:.1%}, {right}\n" in printed
     val_paths = create_reader("ai6126", tiny_data).read("val").paths
     assert [img["path"] for img in data["images"][:24]] == val_paths
     # the holdouts and the training split are refused, by the command and by the config
@@ -135,3 +178,36 @@ def test_a_copy_of_a_holdout_image_in_an_unlabeled_split_is_never_trained_on(cac
     both = add_pseudo_labels(train, replace(cfg, pseudo_labels=str(tmp_path / "p.json")), schema, False, [held, test])
     assert both.table.paths == [train.table.paths[r] for r in train.rows] + [val[0], val[2], val[3]]
     assert len(both.images) == len(train) + 3
+
+
+def test_with_distillation_every_pseudo_image_is_kept_for_the_soft_targets(
+    tiny_data: Path, cache_dir: Path, tmp_path: Path
+):
+    """Noisy Student: with loss.distill_from, an image with no confident group still trains, on the teacher's
+    soft targets alone (its hard labels are all unknown, masked in the loss)."""
+    over = tiny_overrides(tiny_data, cache_dir, tmp_path, **{"train.epochs": 1, "data.test_holdout": 0.2})
+    teacher = fit(load_config(None, [*over, "name=teacher"]))
+    out = tmp_path / "pseudo.json"
+    assert cli(["pseudo-label", str(teacher), "--splits", "val,test", "--threshold", "0.5", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for i, img in enumerate(data["images"]):
+        img["labels"] = {g: (1 if i < 10 and g == "sleeve" else -1) for g in img["labels"]}
+    out.write_text(json.dumps(data))
+    cfg = load_config(None, [*over, "name=student", f"data.pseudo_labels={out}", f"loss.distill_from=[{teacher}]"])
+    student = fit(cfg)
+    log = (student / "train.log").read_text()
+    assert "34 of 44 images have no label above its threshold; kept for the teachers' soft targets" in log
+    assert "pseudo-labels: 44 images added to" in log
+    # the soft targets cover the training images and then all 44 pseudo images, each the teacher's softmax(z / T)
+    schema, train, held, test = load_train_eval(cfg.data, progress=False)
+    both = add_pseudo_labels(train, cfg.data, schema, False, [held, test], soft_targets=True)
+    assert len(both) == len(train) + 44
+    assert both.labels is not None and (both.labels["sleeve"][len(train) :] >= 0).sum() == 10
+    want = soften(schema, Predictor.from_run(teacher).scores(both.pixels()), cfg.loss.distill_temperature)
+    with np.load(student / CACHE) as z:
+        for g in schema.names:
+            assert z[g].shape[0] == len(train) + 44
+            assert np.allclose(z[g], want[g], atol=1e-6)
+    # without distillation the 34 images would teach nothing: left out, as before
+    plain = add_pseudo_labels(train, cfg.data, schema, False, [held, test])
+    assert len(plain) == len(train) + 10

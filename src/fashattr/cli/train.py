@@ -65,9 +65,16 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         thresholds = {**dict.fromkeys(thresholds, args.threshold), **thresholds}
     result = pseudo_label(args.run, splits, thresholds, args.out, args.weights, args.device, args.tta, args.data)
     n = len(result["images"])
+    check = result["selection_check"]
     print(f"{n} images of {result['splits']} labeled by {result['teacher']}; written to {args.out}")
+    print(
+        f"  {'group':<12} {'threshold':>9}  {'labeled here':>14}  "
+        f"on {check['split']} ({check['images']} known): kept, right"
+    )
     for g, k in result["kept"].items():
-        print(f"  {g:<12} {k:6d} above threshold {result['thresholds'][g]:.2f}  ({k / max(n, 1):.1%})")
+        c = check["groups"][g]
+        right = "-" if c["precision"] is None else f"{c['precision']:.1%}"
+        print(f"  {g:<12} {result['thresholds'][g]:9.2f}  {k:6d} ({k / max(n, 1):5.1%})  {c['coverage']:.1%}, {right}")
 
 
 def _synth(args: argparse.Namespace) -> None:

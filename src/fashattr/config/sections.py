@@ -43,8 +43,10 @@ class DataConfig:
     balance_power: float = 1.0  # balanced sampler: 1 = inverse frequency, 0.5 = square root
     # Self-training (engine/pseudo.py): the splits whose images carry no labels, which `fashattr pseudo-label RUN`
     # labels with a teacher run when it is given no --splits; and the file it wrote, whose images (each group
-    # above its confidence threshold; the rest unknown, masked in the loss) are added to the training rows.
-    # Never the train split (the holdouts come from it) nor eval_split: both are refused.
+    # above its confidence threshold; the rest unknown, masked in the loss) are added to the training rows. An
+    # image with no group above its threshold is left out, unless loss.distill_from is set: the teachers' soft
+    # targets then teach on every image of the file (Noisy Student). Never the train split (the holdouts come from
+    # it) nor eval_split: both are refused.
     unlabeled_splits: list[str] = field(default_factory=list)
     pseudo_labels: str | None = None  # pseudo-label file from `fashattr pseudo-label` to train on
     # Exact duplicate images (same file bytes) within train_split whose labels disagree (data/dedup.py):

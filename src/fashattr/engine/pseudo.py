@@ -67,6 +67,26 @@ def threshold_labels(
     return out
 
 
+def threshold_check(
+    schema: Schema, probs: dict[str, np.ndarray], truth: dict[str, np.ndarray], thresholds: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """How the pseudo-labels of ``probs`` would fare where the labels are known (the selection split): per group,
+    the share of labels kept at its threshold (``coverage``; multi-label: of image-class entries) and how many of
+    them are right (``precision``; None when none is kept). Missing true labels (-1) are left out of both."""
+    out: dict[str, dict[str, Any]] = {}
+    labels = threshold_labels(schema, probs, thresholds)
+    for g in schema.groups:
+        y, known = labels[g.name], truth[g.name] >= 0
+        kept = (y >= 0) & known
+        right = int((y[kept] == truth[g.name][kept]).sum())
+        out[g.name] = {
+            "threshold": thresholds[g.name],
+            "coverage": round(float(kept.sum() / max(int(known.sum()), 1)), 4),
+            "precision": round(right / int(kept.sum()), 4) if kept.any() else None,
+        }
+    return out
+
+
 def protected_splits(cfg: DataConfig) -> set[str]:
     """Splits that never receive pseudo-labels: training, selection, and the holdouts carved from training."""
     return {s for s in (cfg.train_split, cfg.eval_split, HOLDOUT, TEST_HOLDOUT) if s}
@@ -87,7 +107,8 @@ def pseudo_label(
 
     Returns:
         The file's content (``images``: ``{"split", "path", "labels"}`` per image; ``kept``: per group, how
-        many images got a label).
+        many images got a label; ``selection_check``: per group, the coverage and precision the thresholds give
+        on the run's selection split, where the labels are known: ``threshold_check``).
 
     Raises:
         ConfigError: no splits, or a protected split (training, selection, holdouts) among them.
@@ -111,6 +132,26 @@ def pseudo_label(
     predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     schema = predictor.schema
     thresholds = resolve_thresholds(threshold, schema)
+    # The thresholds tried where the answers are known: the selection split the run chose its epoch on (never
+    # the test holdout), so a user can choose them for precision and coverage before training on the file.
+    selection = cfg.data.eval_split or HOLDOUT
+    _, held = load_split(cfg.data, selection, progress=cfg.train.progress)
+    assert held.labels is not None
+    check = threshold_check(
+        schema,
+        to_probabilities(schema, predictor.scores(held.pixels(), cfg.train.eval_batch_size)),
+        held.labels,
+        thresholds,
+    )
+    log.info(
+        "on the selection split (%s, %d labelled images) these thresholds keep, per group: %s",
+        selection,
+        len(held),
+        "; ".join(
+            f"{g} {c['coverage']:.0%} at {'-' if c['precision'] is None else format(c['precision'], '.1%')} precision"
+            for g, c in check.items()
+        ),
+    )
     images: list[dict[str, Any]] = []
     kept = dict.fromkeys(schema.names, 0)
     for split in splits:
@@ -132,6 +173,7 @@ def pseudo_label(
         "tta": predictor.runtime.tta,
         "splits": splits,
         "thresholds": thresholds,
+        "selection_check": {"split": selection, "images": len(held), "groups": check},
         "kept": kept,
         "images": images,
     }
@@ -176,9 +218,17 @@ def read_pseudo_labels(path: str | Path, schema: Schema, cfg: DataConfig) -> tup
 
 
 def add_pseudo_labels(
-    train: Split, cfg: DataConfig, schema: Schema, progress: bool = True, holdouts: list[Split | None] | None = None
+    train: Split,
+    cfg: DataConfig,
+    schema: Schema,
+    progress: bool = True,
+    holdouts: list[Split | None] | None = None,
+    soft_targets: bool = False,
 ) -> Split:
     """``train`` with the images of ``cfg.pseudo_labels`` appended (pixels decoded through the cache).
+
+    An image with no group above its threshold is left out (it would teach nothing), unless ``soft_targets``
+    (the run distils, ``loss.distill_from``): the teachers' soft targets then teach on it, as in Noisy Student.
 
     An image of the file whose bytes equal an image of ``holdouts`` (the selection and test holdouts: another
     split may hold an exact copy of one, as the FashionDataset's test split does of a train image) is left
@@ -214,13 +264,16 @@ def add_pseudo_labels(
     for g in schema.groups:
         y = labels[g.name]
         known |= (y >= 0) if y.ndim == 1 else (y >= 0).any(1)
-    usable = [i for i in range(len(paths)) if known[i] and i not in copies]
+    usable = [i for i in range(len(paths)) if (known[i] or soft_targets) and i not in copies]
     keep = np.array([i for i in usable if i not in cache.bad], dtype=np.int64)
     if len(keep) < len(usable):
         log.warning("pseudo-labels: %d unreadable image(s) left out", len(usable) - len(keep))
     if not known.all():
         log.info(
-            "pseudo-labels: %d of %d images have no label above its threshold; left out", (~known).sum(), len(paths)
+            "pseudo-labels: %d of %d images have no label above its threshold; %s",
+            (~known).sum(),
+            len(paths),
+            "kept for the teachers' soft targets (loss.distill_from)" if soft_targets else "left out",
         )
     images = np.concatenate([train.pixels(), cache.pixels[keep]])
     merged = {g: np.concatenate([train.labels[g], labels[g][keep]]) for g in train.labels}

@@ -106,7 +106,14 @@ class Trainer:
             self.data_counts["test_holdout_images"] = len(self.test)
         if cfg.data.pseudo_labels:  # self-training: the teacher's confident labels as extra training rows
             progress = t.progress and self.dist.main
-            self.train = add_pseudo_labels(self.train, cfg.data, self.schema, progress, [self.eval, self.test])
+            self.train = add_pseudo_labels(
+                self.train,
+                cfg.data,
+                self.schema,
+                progress,
+                [self.eval, self.test],
+                soft_targets=bool(cfg.loss.distill_from),
+            )
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
         selectable = [*metric_names(self.schema), "eval_loss"]
         if t.select_metric not in selectable:
