@@ -39,6 +39,11 @@ def server(catalog: dict[str, Any]) -> Iterator[str]:  # noqa: F811
     thread.join(10)
 
 
+# The server loads its model in the background while these requests run; on a loaded 2-core machine (the test
+# suite's two workers and another job) an answer can take longer than httpx's default 5 s. Behaviour, not speed.
+SLOW = 60.0
+
+
 def test_search_route_and_images(server: str, catalog: dict[str, Any]):  # noqa: F811
     conds = common_pair(catalog["truth"])
     q = [("q", f"{g}={c}") for g, c in conds.items()]
@@ -113,20 +118,20 @@ def test_fashattr_serve_with_db_adds_the_catalog_routes(catalog: dict[str, Any],
             assert time.monotonic() < deadline, "fashattr serve did not start"
             time.sleep(0.2)
         conds = common_pair(catalog["truth"])
-        r = httpx.get(f"{base}/v1/search", params=[("q", f"{g}={c}") for g, c in conds.items()])
+        r = httpx.get(f"{base}/v1/search", params=[("q", f"{g}={c}") for g, c in conds.items()], timeout=SLOW)
         assert r.status_code == 200, r.text
         assert [m["sha256"] for m in r.json()["matches"]] == expected_matches(catalog["truth"], conds)
-        bad = httpx.get(f"{base}/v1/search", params={"q": "fit=baggy"})
+        bad = httpx.get(f"{base}/v1/search", params={"q": "fit=baggy"}, timeout=SLOW)
         assert bad.status_code == 400 and bad.json()["error"].startswith("unknown class 'baggy' of group 'fit'")
-        page = httpx.get(f"{base}/v1/gallery")
+        page = httpx.get(f"{base}/v1/gallery", timeout=SLOW)
         assert page.status_code == 200 and page.text.count("<select") == 6
         # the model's page links the gallery when the catalog is mounted
         deadline = time.monotonic() + 60
         while httpx.get(f"{base}/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the model did not load"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/v1/schema").json()["catalog"] is True
-        assert '<a id="gallery" href="/v1/gallery" hidden>' in httpx.get(f"{base}/").text
+        assert httpx.get(f"{base}/v1/schema", timeout=SLOW).json()["catalog"] is True
+        assert '<a id="gallery" href="/v1/gallery" hidden>' in httpx.get(f"{base}/", timeout=SLOW).text
     finally:
         proc.terminate()
         proc.wait(20)
