@@ -17,7 +17,9 @@ from fashattr.catalog.search import SearchError, open_catalog
 from fashattr.catalog.select import (
     STRATEGIES,
     badge,
+    balanced_boundary,
     choose,
+    class_boundary_distance,
     entropy_uncertainty,
     kcenter_greedy,
     margin_uncertainty,
@@ -90,6 +92,25 @@ def test_badge_by_hand():
     assert list(choose("badge", 2, probs, emb, seed=7)) == list(badge(probs, emb, 2, seed=7))
     with pytest.raises(ValueError, match="strategy 'badge' needs the model's embeddings"):
         choose("badge", 1, probs)
+
+
+def test_balanced_gives_a_rare_class_its_turn():
+    # Rows 0-2 sit on the border of the two common classes; row 3 is the one near class 2's border.
+    p = np.array(
+        [[0.50, 0.49, 0.01], [0.51, 0.48, 0.01], [0.52, 0.47, 0.01], [0.60, 0.10, 0.30], [0.90, 0.05, 0.05]]
+    )
+    # |p_c - max of the others|: class 0 -> .01 .03 .05 .30 .85; class 2 -> .49 .50 .51 .30 .85
+    assert class_boundary_distance(p, 0) == pytest.approx([0.01, 0.03, 0.05, 0.30, 0.85])
+    assert class_boundary_distance(p, 1) == pytest.approx([0.01, 0.03, 0.05, 0.50, 0.85])
+    assert class_boundary_distance(p, 2) == pytest.approx([0.49, 0.50, 0.51, 0.30, 0.85])
+    probs = {"g": p, "one": np.ones((5, 1))}  # a one-class group has no boundary and no turn
+    assert list(choose("margin", 3, probs)) == [0, 1, 2]
+    # Whatever the turn order: class 0 takes row 0, class 1 row 1 (row 0 is taken), class 2 row 3.
+    for seed in range(6):
+        assert sorted(choose("balanced", 3, probs, seed=seed)) == [0, 1, 3]
+    assert list(choose("balanced", 3, probs, seed=2)) == list(balanced_boundary(probs, 3, seed=2))
+    assert sorted(balanced_boundary(probs, 9, seed=1)) == [0, 1, 2, 3, 4]  # n above the pool: every photo once
+    assert sorted(balanced_boundary({"one": np.ones((4, 1))}, 4, seed=0)) == [0, 1, 2, 3]  # no boundary: random
 
 
 @pytest.fixture(scope="module")

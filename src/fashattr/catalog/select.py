@@ -11,6 +11,9 @@ Strategies (the active-learning literature's usual ones):
 - ``margin+kcenter``: k-center greedy among the ``4 n`` photos of smallest margin: uncertain, and not all alike;
 - ``badge``: k-means++ seeding on gradient embeddings (Ash et al. 2020, BADGE): uncertain and diverse at once,
   with no candidate pool to size;
+- ``balanced``: BASE (Emam et al. 2021, "Active Learning at the ImageNet Scale"): every class of every group takes
+  its turn, and each turn picks the photo nearest that class's decision boundary, so a rare class gets as many
+  photos near its boundary as a common one (uncertainty sampling alone mostly meets the common classes' borders);
 - ``random``: the baseline every strategy must beat.
 
 ``benchmarks/active_learning.py`` measures them on the FashionDataset (labels against accuracy, three seeds).
@@ -32,7 +35,7 @@ from fashattr.catalog.export import label_config, label_studio_task
 from fashattr.catalog.search import SearchError, resolve_model
 from fashattr.catalog.similar import latest_paths, load_embeddings
 
-STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "badge", "random")
+STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced", "random")
 CANDIDATES = 4  # margin+kcenter: k-center among this many times n of the most uncertain photos
 
 
@@ -123,6 +126,46 @@ def badge(probs: dict[str, np.ndarray], embeddings: np.ndarray, n: int, seed: in
     return np.asarray(picked, dtype=np.int64)
 
 
+def class_boundary_distance(p: np.ndarray, c: int) -> np.ndarray:
+    """Per image, how far class ``c`` is from the top: ``|p_c - max_{c' != c} p_c'|`` (0 on ``c``'s decision
+    boundary; large where ``c`` is certain either way). ``p``: ``(N, C)`` probabilities, ``C >= 2``."""
+    p = np.asarray(p, dtype=np.float64)
+    others = np.delete(p, c, axis=1).max(1)
+    return np.abs(p[:, c] - others)
+
+
+def balanced_boundary(probs: dict[str, np.ndarray], n: int, seed: int = 0) -> np.ndarray:
+    """``n`` row indices by BASE (Emam et al. 2021): the classes of every group take turns (in an order shuffled
+    by ``seed``, the same every round), and each turn picks the photo not picked yet nearest that class's decision
+    boundary (:func:`class_boundary_distance`). Each class gets an equal share of the batch, whatever its
+    frequency: the class-balanced counterpart of margin sampling. A group of one class has no boundary and no turn."""
+    orders = [
+        np.argsort(class_boundary_distance(p, c), kind="stable")
+        for p in probs.values()
+        for c in range(np.asarray(p).shape[1])
+        if np.asarray(p).shape[1] > 1
+    ]
+    count = len(next(iter(probs.values()))) if probs else 0
+    n = min(n, count)
+    if not orders:  # no group with a boundary: nothing to rank by
+        return np.random.default_rng(seed).permutation(count)[:n]
+    turns = np.random.default_rng(seed).permutation(len(orders))
+    taken = np.zeros(count, dtype=bool)
+    at = [0] * len(orders)  # each class's place in its own ranking
+    picked: list[int] = []
+    while len(picked) < n:
+        for t in turns:
+            order = orders[t]
+            while taken[order[at[t]]]:  # skip photos another class took; n <= count keeps one free
+                at[t] += 1
+            k = int(order[at[t]])
+            taken[k] = True
+            picked.append(k)
+            if len(picked) == n:
+                break
+    return np.asarray(picked, dtype=np.int64)
+
+
 def choose(
     strategy: str,
     n: int,
@@ -143,6 +186,8 @@ def choose(
     n = min(n, count)
     if strategy == "random":
         return np.random.default_rng(seed).permutation(count)[:n]
+    if strategy == "balanced":
+        return balanced_boundary(probs, n, seed)
     if strategy in ("margin", "entropy"):
         score = margin_uncertainty(probs) if strategy == "margin" else entropy_uncertainty(probs)
         return np.argsort(-score, kind="stable")[:n]

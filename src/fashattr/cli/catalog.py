@@ -13,7 +13,7 @@ from fashattr.cli.common import (
 )
 
 # catalog.select.STRATEGIES, without importing the catalog (SQLAlchemy) to build the parser; a test keeps them equal.
-SELECT_STRATEGIES = ["margin", "entropy", "kcenter", "margin+kcenter", "badge", "random"]
+SELECT_STRATEGIES = ["margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced", "random"]
 
 
 def _tag(args: argparse.Namespace) -> int:
