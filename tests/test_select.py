@@ -96,9 +96,7 @@ def test_badge_by_hand():
 
 def test_balanced_gives_a_rare_class_its_turn():
     # Rows 0-2 sit on the border of the two common classes; row 3 is the one near class 2's border.
-    p = np.array(
-        [[0.50, 0.49, 0.01], [0.51, 0.48, 0.01], [0.52, 0.47, 0.01], [0.60, 0.10, 0.30], [0.90, 0.05, 0.05]]
-    )
+    p = np.array([[0.50, 0.49, 0.01], [0.51, 0.48, 0.01], [0.52, 0.47, 0.01], [0.60, 0.10, 0.30], [0.90, 0.05, 0.05]])
     # |p_c - max of the others|: class 0 -> .01 .03 .05 .30 .85; class 2 -> .49 .50 .51 .30 .85
     assert class_boundary_distance(p, 0) == pytest.approx([0.01, 0.03, 0.05, 0.30, 0.85])
     assert class_boundary_distance(p, 1) == pytest.approx([0.01, 0.03, 0.05, 0.50, 0.85])
