@@ -178,7 +178,8 @@ def add_commands(sub: Subcommands, common: argparse.ArgumentParser, options: arg
 
     p = sub.add_parser(
         "select",
-        help="rank unlabelled catalog photos for labeling: uncertainty (margin, entropy), diversity (kcenter), both",
+        help="rank unlabelled catalog photos for labeling: uncertainty (margin, entropy), diversity (kcenter), both "
+        "(margin+kcenter, badge), class-balanced (balanced)",
     )
     p.add_argument("--db", default="sqlite:///catalog.db", help="SQLAlchemy URL of the catalog")
     p.add_argument("--strategy", default="margin+kcenter", choices=SELECT_STRATEGIES)
