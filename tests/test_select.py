@@ -11,13 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from conftest import tiny_overrides
+from sqlalchemy.engine import Engine
 
-from fashattr.catalog.search import SearchError, open_catalog
+from fashattr.catalog.db import predictions
+from fashattr.catalog.search import SearchError, open_catalog, resolve_model
 from fashattr.catalog.select import (
     STRATEGIES,
     badge,
     balanced_boundary,
+    catalog_probabilities,
     choose,
     class_boundary_distance,
     entropy_uncertainty,
@@ -160,6 +164,12 @@ def test_select_ranks_the_catalog_and_writes_label_studio_tasks(tagged: dict, tm
     assert len(model_id) == 64 and tasks.with_name("tasks.label_config.xml").is_file()
 
 
+def all_shas(engine: Engine) -> list[str]:
+    """Every photo the catalog's models tagged."""
+    with engine.connect() as conn:
+        return list(conn.scalars(sa.select(predictions.c.sha256).distinct()))
+
+
 def test_select_diversity_and_errors(tagged: dict, tmp_path: Path):
     engine = open_catalog(str(tagged["url"]))
     info = select(engine, "margin+kcenter", 6, tmp_path / "div.csv", seed=0)
@@ -168,6 +178,14 @@ def test_select_diversity_and_errors(tagged: dict, tmp_path: Path):
     assert len(set(picked)) == 6
     info = select(engine, "badge", 6, tmp_path / "badge.csv", seed=0)  # the stored top-k and embeddings
     assert info["selected"] == 6 and len({r["sha256"] for r in csv.DictReader((tmp_path / "badge.csv").open())}) == 6
+    # balanced: the catalog's stored top-k probabilities, every photo in sha256 order, ranked by balanced_boundary
+    info = select(engine, "balanced", 6, tmp_path / "bal.csv", seed=0)
+    picked = [r["sha256"] for r in csv.DictReader((tmp_path / "bal.csv").open())]
+    with engine.connect() as conn:
+        model_id, schema = resolve_model(conn, None)
+    shas = sorted(all_shas(engine))  # select's pool: nothing is labelled here
+    want = balanced_boundary(catalog_probabilities(engine, model_id, schema, shas), 6, seed=0)
+    assert info["selected"] == 6 and picked == [shas[i] for i in want]
     with pytest.raises(SearchError, match=r"no model with id 'feedbeef' in the catalog; models: \["):
         select(engine, "margin", 3, tmp_path / "x.csv", model="feedbeef")
     everything = tmp_path / "all.txt"
