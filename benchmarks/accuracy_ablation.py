@@ -235,7 +235,7 @@ def needed_runs(row: dict[str, Any]) -> list[str]:
 def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, Any]:
     """Both metrics on the test holdout, each with its decoding and a bootstrap interval."""
     from fashattr.config import load_config
-    from fashattr.data.prepare import TEST_HOLDOUT, load_split
+    from fashattr.data.prepare import TEST_HOLDOUT, inference_data, load_split
     from fashattr.predictor import Predictor
 
     # The decodings are fitted on the selection holdout (never the test holdout), on the logits this row
@@ -246,7 +246,7 @@ def evaluate(run_dir: Path, tta: str, resamples: int, log: Path) -> dict[str, An
         run_cli(["calibrate", str(run_dir), "--tta", tta], log)
     cfg = load_config(run_dir / "config.yaml")
     predictor = Predictor.from_run(run_dir, tta=tta)
-    _, data = load_split(cfg.data, TEST_HOLDOUT, progress=False)
+    _, data = load_split(inference_data(cfg.data), TEST_HOLDOUT, progress=False)
     assert data.labels is not None
     scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
     return {

@@ -35,7 +35,7 @@ import numpy as np
 from fashattr.calibrate import calibrate_run
 from fashattr.config import load_config
 from fashattr.data.formats import create_reader
-from fashattr.data.prepare import holdout_rows, load_split
+from fashattr.data.prepare import holdout_rows, inference_data, load_split
 from fashattr.metrics import compute_metrics
 from fashattr.portable.decoding import decision_logits
 from fashattr.predictor import Predictor, eval_run
@@ -82,7 +82,7 @@ def measure(run: Path, work: Path, folds: int, objective: str) -> dict[str, Any]
     calibrate_s = time.perf_counter() - start
     cfg = load_config(copy / "config.yaml")
     predictor = Predictor.from_run(copy)
-    _, test = load_split(cfg.data, "test_holdout", progress=False)
+    _, test = load_split(inference_data(cfg.data), "test_holdout", progress=False)
     assert test.labels is not None
     logits = predictor.scores(test.pixels(), cfg.train.eval_batch_size)
     rows: dict[str, Any] = {}

@@ -97,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from fashattr.calibrate import training_counts
     from fashattr.config import load_config
-    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
+    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, inference_data, load_split
     from fashattr.engine.distill import check_teacher
 
     cfg = load_config(args.runs[0] / "config.yaml")
     for run in args.runs[1:]:
         check_teacher(cfg, run)  # the same split and pixels, or it names the key that differs
-    schema, hold = load_split(cfg.data, HOLDOUT, progress=False)
-    _, test = load_split(cfg.data, TEST_HOLDOUT, progress=False)
+        size = inference_data(load_config(run / "config.yaml").data).image_size
+        if size != inference_data(cfg.data).image_size:
+            raise SystemExit(f"{run} is used at {size} px, {args.runs[0]} at {inference_data(cfg.data).image_size} px")
+    schema, hold = load_split(inference_data(cfg.data), HOLDOUT, progress=False)
+    _, test = load_split(inference_data(cfg.data), TEST_HOLDOUT, progress=False)
     counts = training_counts(cfg, schema)[1]
     splits = {"holdout": hold, "test_holdout": test}
     logits = [run_logits(run, splits, args.tta) for run in args.runs]

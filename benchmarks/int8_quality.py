@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fashattr.config import load_config
-from fashattr.data.prepare import load_train_eval
+from fashattr.data.prepare import inference_data, load_train_eval
 from fashattr.deploy.bundle import bundle_config
 from fashattr.deploy.onnx import export_onnx, onnx_logits, torch_logits
 from fashattr.deploy.quantize import CALIBRATION_METHODS, quantize_int8
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.load_state_dict(load_weights(args.run / "best.safetensors"))
     model.eval()
-    _, train, _, test = load_train_eval(cfg.data, progress=False)
+    _, train, _, test = load_train_eval(inference_data(cfg.data), progress=False)  # the pixels the bundle takes
     if test is None or test.labels is None:
         sys.exit(f"{args.run}: no test holdout (data.test_holdout is 0)")
     images = test.pixels()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "run": str(args.run),
         "backbone": cfg.model.backbone,
-        "image_size": cfg.data.image_size,
+        "image_size": inference_data(cfg.data).image_size,
         "test_holdout_images": len(images),
         "cpu": cpu(),
         "rows": rows,

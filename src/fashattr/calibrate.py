@@ -19,7 +19,7 @@ from fashattr.calibration.fit import default_mode, fit_calibration
 from fashattr.calibration.store import CALIBRATION, FORMAT, VERSION, read_json
 from fashattr.config import load_config
 from fashattr.data.formats import create_reader
-from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, holdout_rows, load_split
+from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, holdout_rows, inference_data, load_split
 from fashattr.deploy.bundle import bundle_config, model_from_config
 from fashattr.deploy.runtime import TorchBackend
 from fashattr.fileio import atomic_write_text
@@ -91,7 +91,7 @@ def calibrate_run(
     config = bundle_config(run_dir, weights, calibration=False)
     pre = Preprocess.of(config)
     backend = TorchBackend(model_from_config(config, path), pre.mean, pre.std, device, cfg.train.channels_last)
-    schema, data = load_split(cfg.data, split, progress=cfg.train.progress)
+    schema, data = load_split(inference_data(cfg.data), split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to calibrate on; use the run's holdout")
     train_rows, train_counts = training_counts(cfg, schema)
@@ -113,6 +113,7 @@ def calibrate_run(
             "run": run_dir.resolve().name,
             "split": split,
             "images": len(data),
+            "image_size": pre.image_size,  # the size the run is used at (data.eval_size, else data.image_size)
             "train_images": len(train_rows),
             "weights": path.name,
             "weights_sha256": file_sha256(path),

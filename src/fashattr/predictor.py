@@ -155,7 +155,7 @@ def eval_run(
     Raises:
         ValueError: an unknown decoding mode (naming the choices), or a split without labels.
     """
-    from fashattr.data.prepare import load_split  # the dataset readers: only evaluation needs them
+    from fashattr.data.prepare import inference_data, load_split  # the dataset readers: only evaluation needs them
     from fashattr.metrics import compute_metrics
     from fashattr.portable.decoding import decision_logits
 
@@ -163,7 +163,7 @@ def eval_run(
     cfg = _run_data(run_dir, data_root)
     predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     mode = predictor.runtime.check_decode(decode)
-    _, data = load_split(cfg.data, split, progress=cfg.train.progress)
+    _, data = load_split(inference_data(cfg.data), split, progress=cfg.train.progress)
     if data.labels is None:
         raise ValueError(f"split {split!r} has no labels to evaluate against; use `fashattr predict` for it")
     # The training-time evaluation's batch size (and its fp32), so the numbers reproduce its own.
@@ -188,7 +188,7 @@ def predict_split(
 ) -> int:
     """Write the challenge file for ``split``: one line per listed image, in order, decoded with the run's
     ``calibration.json`` when it has one (``decode``, ``tta``: as in :func:`eval_run`). Returns the line count."""
-    from fashattr.data.prepare import load_split
+    from fashattr.data.prepare import inference_data, load_split
     from fashattr.inference import write_submission
     from fashattr.portable.decoding import decision_logits
 
@@ -196,7 +196,7 @@ def predict_split(
     cfg = _run_data(run_dir, data_root)
     predictor = Predictor.from_run(run_dir, weights, device, tta=tta)
     predictor.runtime.check_decode(decode)
-    _, data = load_split(cfg.data, split, progress=cfg.train.progress)
+    _, data = load_split(inference_data(cfg.data), split, progress=cfg.train.progress)
     if data.skipped:  # the challenge file needs one line per listed image: nothing may be left out
         path, why = next(iter(data.skipped.items()))
         err = ImageError(data.table.root / path, why)

@@ -29,14 +29,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_calibration(run_dir: str | Path, weights: str = "best") -> dict[str, Any] | None:
+def load_calibration(
+    run_dir: str | Path, weights: str = "best", image_size: int | None = None
+) -> dict[str, Any] | None:
     """``run_dir/calibration.json`` when it applies to ``{weights}.safetensors``, else None.
 
     A calibration fitted for the other weights file (``best`` vs ``last``) is not applied (a warning
-    says so); one whose weights file has changed since is refused.
+    says so); one whose weights file has changed since is refused, and so is one fitted on images of another
+    size than ``image_size`` (the size the run is used at now: ``data.eval_size`` changed since).
 
     Raises:
-        CalibrationError: unreadable, not a calibration file, or fitted on weights that have changed since.
+        CalibrationError: unreadable, not a calibration file, or fitted on weights or a size that have changed.
     """
     run_dir = Path(run_dir)
     path = run_dir / CALIBRATION
@@ -61,6 +64,13 @@ def load_calibration(run_dir: str | Path, weights: str = "best") -> dict[str, An
             path,
             f"fitted on {name} with sha256 {fitted.get('weights_sha256')}, but that file is now {found} (trained "
             "further?); run `fashattr calibrate RUN` again, or delete calibration.json",
+        )
+    fitted_size = fitted.get("image_size")  # absent in files written before data.eval_size existed
+    if image_size is not None and fitted_size is not None and fitted_size != image_size:
+        raise CalibrationError(
+            path,
+            f"fitted on images at {fitted_size} px, but the run is now used at {image_size} px (data.eval_size "
+            "changed?); run `fashattr calibrate RUN` again, or delete calibration.json",
         )
     return cal
 
@@ -88,7 +98,7 @@ def bundle_decoding(cal: dict[str, Any] | None) -> dict[str, Any]:
         "thresholds": cal.get("thresholds") or {},
         "modes": modes,
         "default": d,
-        "fitted_on": {k: fitted.get(k) for k in ("split", "images", "weights", "created")},
+        "fitted_on": {k: fitted.get(k) for k in ("split", "images", "image_size", "weights", "created")},
     }
 
 

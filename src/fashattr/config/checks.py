@@ -14,6 +14,8 @@ def check(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     if cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size: {cfg.data.image_size} is too small (minimum 8)")
+    if cfg.data.eval_size is not None and cfg.data.eval_size < 8:
+        raise ConfigError(f"data.eval_size: {cfg.data.eval_size} is too small (minimum 8; null: data.image_size)")
     if cfg.data.eval_split is None and not 0.0 < cfg.data.holdout < 1.0:
         raise ConfigError(f"data.holdout: {cfg.data.holdout} must be in (0, 1) when data.eval_split is null")
     if not 0.0 <= cfg.data.test_holdout < 1.0:

@@ -26,6 +26,11 @@ class DataConfig:
     test_holdout: float = 0.0
     test_holdout_seed: int = 1234  # fixed: the same test holdout for every recipe
     image_size: int = 112  # side of the letterboxed square the model sees, in pixels
+    # The side a trained model is evaluated and used at (calibrate, eval, predict, pseudo-label, report, the
+    # bundle, ONNX, serve, catalog); null: image_size. Training and its choice of epoch stay at image_size. A
+    # random-resized-crop recipe shows garments larger than a whole letterboxed photo does, so a model scores
+    # higher when tested a little larger than it trained (FixRes, Touvron et al. 2019; benchmarks/eval_size.py).
+    eval_size: int | None = None
     bbox_crop: bool = False  # crop to the garment's box where the layout has boxes
     bbox_margin: float = 0.1  # box grown by this share of its size on every side
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # normalisation; follows the pretrained weights unless set

@@ -40,6 +40,15 @@ class Split:
         return self.images[self.rows]
 
 
+def inference_data(cfg: DataConfig) -> DataConfig:
+    """The data settings a trained model is evaluated and used with: its letterbox side is ``eval_size`` when
+    set (training, and its choice of epoch, stay at ``image_size``). Every reader of a split for a trained
+    model (calibrate, eval, predict, pseudo-label, report) and the bundle's preprocessing go through it."""
+    if cfg.eval_size is None or cfg.eval_size == cfg.image_size:
+        return cfg
+    return replace(cfg, image_size=cfg.eval_size)
+
+
 def cache_table(table: Table, cfg: DataConfig, progress: bool = True) -> ImageCache:
     """Decode (or reuse) the presized pixels of ``table`` with the config's preprocessing."""
     crop = cfg.bbox_crop and table.bboxes is not None
@@ -90,7 +99,9 @@ def holdout_rows(table: Table, schema: Schema, cfg: DataConfig) -> tuple[np.ndar
 
 
 def load_split(cfg: DataConfig, name: str, progress: bool = True) -> tuple[Schema, Split]:
-    """One split by name; ``holdout`` and ``test_holdout`` are the stratified holdouts of ``train_split``."""
+    """One split by name; ``holdout`` and ``test_holdout`` are the stratified holdouts of ``train_split``.
+    Its pixels are at ``cfg.image_size``: pass :func:`inference_data` of a run's settings to read a split as the
+    trained model is used."""
     if name == TEST_HOLDOUT and cfg.test_holdout == 0.0:
         raise ConfigError(
             "split 'test_holdout': this config has none (data.test_holdout is 0); "

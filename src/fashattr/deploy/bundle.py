@@ -81,14 +81,15 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
     model = dataclasses.asdict(dataclasses.replace(cfg.model, pretrained=False, pretrained_file=None))
     summary = _read_json(run_dir / "summary.json")
     d = cfg.data
+    pre = preprocess_of(d)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fashattr_version": fashattr.__version__,
         "schema": schema.to_dict(),
         "model": model,
-        "preprocess": preprocess_of(d).to_json(),
-        "decoding": bundle_decoding(load_calibration(run_dir, weights) if calibration else None),
+        "preprocess": pre.to_json(),
+        "decoding": bundle_decoding(load_calibration(run_dir, weights, pre.image_size) if calibration else None),
         "metrics": {
             "test_holdout": summary.get("test_holdout"),
             "test_holdout_images": summary.get("test_holdout_images"),
@@ -119,7 +120,8 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
 
 
 def preprocess_of(data: Any) -> Preprocess:
-    """The preprocessing a run's ``DataConfig`` trained with, as its bundle records it. A background step (with
+    """The preprocessing a run's ``DataConfig`` is used with, as its bundle records it (at ``data.eval_size`` when
+    set: ``data.prepare.inference_data``). A background step (with
     ``data.background=remove``) names the run's model file here; ``write_bundle`` copies that file into the
     bundle and records its name instead."""
     from fashattr.portable.background import background_for
@@ -127,7 +129,7 @@ def preprocess_of(data: Any) -> Preprocess:
 
     step = background_for(data)
     return Preprocess(
-        image_size=data.image_size,
+        image_size=data.eval_size or data.image_size,  # a model is used at data.eval_size when it has one
         fill=fill_color(data.mean),
         mean=tuple(data.mean),
         std=tuple(data.std),

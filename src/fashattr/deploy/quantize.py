@@ -139,12 +139,13 @@ def quantize_run(
         the change in points of average per-class accuracy).
     """
     from fashattr.config import load_config
-    from fashattr.data.prepare import load_train_eval
+    from fashattr.data.prepare import inference_data, load_train_eval
     from fashattr.deploy.onnx import onnx_logits  # below this module: no cycle
     from fashattr.metrics import compute_metrics
 
     cfg = load_config(Path(run_dir) / "config.yaml")
-    schema, train, select, test = load_train_eval(cfg.data, progress=cfg.train.progress)
+    # At the size the model is used at (data.eval_size when set): calibration images and both measurements.
+    schema, train, select, test = load_train_eval(inference_data(cfg.data), progress=cfg.train.progress)
     rng = np.random.default_rng(seed)
     n = min(calib_images, len(train))
     if n <= 0:

@@ -23,7 +23,7 @@ import numpy as np
 
 from fashattr.config import ConfigError, DataConfig, load_config
 from fashattr.data.dedup import file_digests
-from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, Split, cache_table, load_split
+from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, Split, cache_table, inference_data, load_split
 from fashattr.data.table import UNKNOWN, Table
 from fashattr.fileio import atomic_write_text
 from fashattr.schema import Schema
@@ -135,7 +135,7 @@ def pseudo_label(
     # The thresholds tried where the answers are known: the selection split the run chose its epoch on (never
     # the test holdout), so a user can choose them for precision and coverage before training on the file.
     selection = cfg.data.eval_split or HOLDOUT
-    _, held = load_split(cfg.data, selection, progress=cfg.train.progress)
+    _, held = load_split(inference_data(cfg.data), selection, progress=cfg.train.progress)
     assert held.labels is not None
     check = threshold_check(
         schema,
@@ -155,7 +155,7 @@ def pseudo_label(
     images: list[dict[str, Any]] = []
     kept = dict.fromkeys(schema.names, 0)
     for split in splits:
-        _, data = load_split(cfg.data, split, progress=cfg.train.progress)
+        _, data = load_split(inference_data(cfg.data), split, progress=cfg.train.progress)
         scores = predictor.scores(data.pixels(), cfg.train.eval_batch_size)
         labels = threshold_labels(schema, to_probabilities(schema, scores), thresholds)
         for k, row in enumerate(data.rows):

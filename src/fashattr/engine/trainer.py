@@ -29,7 +29,7 @@ from fashattr.config import Config, ConfigError, load_config, save_config
 from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
-from fashattr.data.prepare import load_train_eval
+from fashattr.data.prepare import TEST_HOLDOUT, inference_data, load_split, load_train_eval
 from fashattr.device import amp_dtype, autocast, prefetch_depth, resolve_device
 from fashattr.engine import distributed
 from fashattr.engine.checkpoint import load_checkpoint, recovery_hint, save_checkpoint, save_weights
@@ -46,7 +46,7 @@ from fashattr.losses import MultiGroupLoss, create_loss
 from fashattr.memory import keep_freed_memory
 from fashattr.metrics import Metrics, compute_metrics, metric_names
 from fashattr.models import AttributeModel, create_model
-from fashattr.models.model import HeadsOnly
+from fashattr.models.model import HeadsOnly, fixed_input_size
 from fashattr.models.weights import load_weights
 
 log = logging.getLogger("fashattr")
@@ -95,6 +95,11 @@ class Trainer:
         # MLflow (tracking: mlflow), started before the data are read: an unreachable server stops the run now.
         self.tracker = Tracker.start(cfg, run_dir, tracking_parent) if self.dist.main else None
 
+        if cfg.data.eval_size not in (None, cfg.data.image_size) and fixed_input_size(cfg.model.backbone):
+            raise ConfigError(
+                f"data.eval_size {cfg.data.eval_size}: {cfg.model.backbone} is built for one input size "
+                f"(data.image_size {cfg.data.image_size}); leave data.eval_size null"
+            )
         with distributed.rank0_first(self.dist):
             self.schema, self.train, self.eval, self.test = load_train_eval(
                 cfg.data, progress=t.progress and self.dist.main
@@ -115,6 +120,13 @@ class Trainer:
                 soft_targets=bool(cfg.loss.distill_from),
             )
         self.eval_pixels = self.eval.pixels()  # gathered once, evaluated every epoch
+        if inference_data(cfg.data) is not cfg.data:
+            log.info(
+                "pixels: trained and selected at %d px; the test holdout, calibrate, eval, predict and the bundle "
+                "at %d px (data.eval_size)",
+                cfg.data.image_size,
+                cfg.data.eval_size,
+            )
         selectable = [*metric_names(self.schema), "eval_loss"]
         if t.select_metric not in selectable:
             raise ConfigError(f"train.select_metric {t.select_metric!r} unknown; choose from {selectable}")
@@ -535,9 +547,13 @@ class Trainer:
         best = copy.deepcopy(self.eval_model)
         best.load_state_dict(load_weights(self.run_dir / "best.safetensors"))
         d = self.cfg.data
+        test = self.test
+        if inference_data(d) is not d:  # data.eval_size: read at the size the model is used at, as eval reads it
+            _, test = load_split(inference_data(d), TEST_HOLDOUT, progress=self.cfg.train.progress)
+        assert test.labels is not None
         scores = predict_scores(
             best,
-            self.test.pixels(),
+            test.pixels(),
             d.mean,
             d.std,
             self.cfg.train.eval_batch_size,
@@ -545,10 +561,11 @@ class Trainer:
             None,
             self.channels_last,
         )
-        metrics = compute_metrics(self.schema, self.test.labels, scores)
+        metrics = compute_metrics(self.schema, test.labels, scores)
         log.info(
-            "test holdout: %d images never trained or selected on; best.safetensors (epoch %d):\n%s",
-            len(self.test),
+            "test holdout: %d images never trained or selected on, at %d px; best.safetensors (epoch %d):\n%s",
+            len(test),
+            inference_data(d).image_size,
             self.progress.best_epoch,
             metrics.table(),
         )

@@ -103,6 +103,12 @@ class HeadsOnly(nn.Module):
         return self.model.classify(pooled)
 
 
+def fixed_input_size(backbone: str) -> bool:
+    """Whether a timm backbone is built for one input size (ViT-style position embeddings), so it cannot be
+    used at another size than it trained at."""
+    return bool(get_pretrained_cfg_value(backbone, "fixed_input_size"))
+
+
 def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None) -> AttributeModel:
     """Build the model for ``schema``: any timm backbone by name with its classifier removed, its initial
     weights from ``cfg.pretrained`` (weight_sources.py) and recorded in ``model.init_weights``.
@@ -120,7 +126,7 @@ def create_model(cfg: ModelConfig, schema: Schema, image_size: int | None = None
         close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=5, cutoff=0.6)
         raise ValueError(f"unknown timm backbone {cfg.backbone!r}; close names: {close}")
     extra: dict[str, Any] = {}
-    if image_size is not None and get_pretrained_cfg_value(cfg.backbone, "fixed_input_size"):
+    if image_size is not None and fixed_input_size(cfg.backbone):
         extra["img_size"] = image_size
     extra |= {"num_classes": 0, "drop_path_rate": cfg.drop_path_rate or None}
     weights = resolve_weights(cfg)

@@ -113,7 +113,7 @@ def evaluate_run(
         FashattrError: not a run folder, or no weights in it.
     """
     from fashattr.config import load_config
-    from fashattr.data.prepare import load_split
+    from fashattr.data.prepare import inference_data, load_split
     from fashattr.deploy.runtime import Runtime
     from fashattr.predictor import Predictor
 
@@ -124,7 +124,7 @@ def evaluate_run(
     if data_root:
         cfg = replace(cfg, data=replace(cfg.data, root=data_root))
     runtime = Runtime.from_run(run_dir, chosen, device=device)
-    schema, data = load_split(cfg.data, split, progress=False)
+    schema, data = load_split(inference_data(cfg.data), split, progress=False)
     pixels = data.pixels()
     logits = Predictor.from_runtime(runtime).scores(pixels, cfg.train.eval_batch_size)
     if data.labels is None:
