@@ -87,7 +87,11 @@ def test_export_onnx_and_int8_take_eval_size_pixels(run: Path, tmp_path: Path):
     out = tmp_path / "bundle"
     assert main(["export", str(run), "--format", "onnx-int8", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["preprocess"]["image_size"] == EVAL
+    assert config["preprocess"]["image_size"] == EVAL and config["source"]["trained_on"]["image_size"] == TRAIN
+    assert (
+        f"- input: {EVAL} px square (trained at {TRAIN} px: data.eval_size), letterboxed"
+        in (out / "README.md").read_text()
+    )
     # int8 was calibrated and measured on 40 px images of the run (the ONNX graph takes nothing else).
     assert config["onnx"]["int8_metrics"]["images"] == 31
     cfg = load_config(run / "config.yaml")

@@ -104,6 +104,7 @@ def bundle_config(run_dir: str | Path, weights: str = "best", calibration: bool 
                 "format": d.format,
                 "root": Path(d.root).name,
                 "train_split": d.train_split,
+                "image_size": d.image_size,  # the side it trained at; preprocess.image_size is the one it is used at
                 **(summary.get("data_counts") or _counts_from_old_log(run_dir / "train.log")),
             },
             "recipe": cfg.recipe,

@@ -35,7 +35,13 @@ def model_card(config: dict[str, Any]) -> str:
         f" {_init_words(src)};"
         f" {src.get('epochs_run')} of {src.get('epochs')} epochs; loss `{src['loss']['name']}`"
         f" (logit adjustment tau {src['loss']['logit_adjust_tau']}); {src['optim']['name']} lr {src['optim']['lr']}",
-        f"- input: {pre.image_size} px square, letterboxed (aspect kept, bars {pre.fill}), mean"
+        f"- input: {pre.image_size} px square"
+        + (
+            f" (trained at {trained} px: data.eval_size)"
+            if (trained := data.get("image_size")) not in (None, pre.image_size)
+            else ""
+        )
+        + f", letterboxed (aspect kept, bars {pre.fill}), mean"
         f" {list(pre.mean)}, std {list(pre.std)}"
         + (f", cropped to the garment box + {pre.bbox_margin}" if pre.bbox_crop else "")
         + (
