@@ -127,3 +127,15 @@ def test_the_size_benchmark_reproduces_eval_at_the_runs_own_size(run: Path, tmp_
     assert [r["size"] for r in result["rows"]] == [TRAIN, EVAL] and result["trained_at"] == TRAIN
     assert set(result["best_on_selection"].values()) <= {TRAIN, EVAL}
     assert "| es | 40 |" in (tmp_path / "eval_size_tiny.md").read_text()
+
+
+def test_an_eval_size_far_from_image_size_is_named(caplog: pytest.LogCaptureFixture):
+    # A recipe's eval_size 224 stays when a quick run overrides image_size=64 on the command line: say so.
+    with caplog.at_level("WARNING", logger="fashattr"):
+        load_config(None, ["data.image_size=64", "data.eval_size=224"])
+        load_config(None, ["data.image_size=192", "data.eval_size=224"])  # 1.17x: the measured setting, silent
+    said = [r.getMessage() for r in caplog.records if "eval_size" in r.getMessage()]
+    assert said == [
+        "data.eval_size 224 is 3.50x data.image_size 64: the model is used at a size far from the one it trains at; "
+        "change data.eval_size with data.image_size (null: the same size)"
+    ]

@@ -246,4 +246,14 @@ def test_cpu_pretrained_is_its_draft_plus_the_regularisation_row():
     recipe = load_config(root / "configs" / "recipes" / "cpu_pretrained.yaml")
     skip = {"recipe", "name", "out_dir"}
     a, b = dataclasses.asdict(measured), dataclasses.asdict(recipe)
+    # One setting beyond the row, which training never reads: the size the model is used at (data.eval_size).
+    a["data"]["eval_size"] = recipe.data.eval_size
     assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+    # That size is the one the committed sweep over the recipe's three seeds supports on the selection holdout:
+    # the best overall accuracy there, and average per-class accuracy within half a point of the best size's.
+    sweep = json.loads((root / "benchmarks" / "results" / "eval_size_cpu_pretrained.json").read_text())
+    assert sweep["trained_at"] == recipe.data.image_size and len(sweep["runs"]) == 3
+    selection = {int(size): m["selection"] for size, m in sweep["mean"].items()}
+    chosen = selection[recipe.data.eval_size]
+    assert chosen["overall_acc"] == max(m["overall_acc"] for m in selection.values())
+    assert chosen["avg_class_acc"] >= max(m["avg_class_acc"] for m in selection.values()) - 0.005

@@ -122,7 +122,20 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested mapping into a Config; the preprocessing it leaves unset follows the weights."""
     cfg: Config = _build(Config, data or {}, "")
     check(cfg)
-    return _follow_weights(cfg, (data or {}).get("data") or {})
+    cfg = _follow_weights(cfg, (data or {}).get("data") or {})
+    _warn_eval_size(cfg.data.image_size, cfg.data.eval_size)
+    return cfg
+
+
+def _warn_eval_size(image_size: int, eval_size: int | None) -> None:
+    """An absolute ``data.eval_size`` does not follow an ``image_size`` changed on the command line: say so when
+    the two sizes are far apart (the measured gain came from testing about 1.17x larger than training)."""
+    if eval_size is not None and not 0.8 <= eval_size / image_size <= 1.5:
+        log.warning(
+            "data.eval_size %d is %.2fx data.image_size %d: the model is used at a size far from the one it trains "
+            "at; change data.eval_size with data.image_size (null: the same size)",
+            eval_size, eval_size / image_size, image_size,
+        )  # fmt: skip
 
 
 def _follow_weights(cfg: Config, data_keys: dict[str, Any]) -> Config:
