@@ -41,21 +41,39 @@ def run_logits(run: Path, split_data: dict[str, Any], tta: str) -> dict[str, dic
     return {name: predictor.scores(data.pixels(), 128) for name, data in split_data.items()}
 
 
-def score(
-    schema: Any, hold: Any, test: Any, counts: dict[str, np.ndarray], members: list[dict[str, Any]], resamples: int
-) -> dict[str, Any]:
-    """Decodings fitted on the members' mean holdout logits; both metrics on the test holdout."""
+def fitted_decodings(
+    schema: Any, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], counts: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both decodings fitted on selection-holdout ``logits`` exactly as ``fashattr calibrate`` fits them: the
+    calibration, and the bundle-config part that ``portable.decoding`` applies."""
     from fashattr.calibration.fit import fit_calibration
     from fashattr.calibration.store import bundle_decoding
 
-    def mean(split: str) -> dict[str, np.ndarray]:
-        return {g.name: np.mean([m[split][g.name] for m in members], axis=0) for g in schema.groups}
-
-    cal = fit_calibration(schema, mean("holdout"), hold.labels, counts, folds=0)
+    cal = fit_calibration(schema, logits, labels, counts, folds=0)
     config = {
         "schema": {"groups": [{"name": g.name, "kind": g.kind} for g in schema.groups]},
         "decoding": bundle_decoding(cal),
     }
+    return cal, config
+
+
+def write_results(folder: Path, prefix: str, name: str, result: dict[str, Any], text: str) -> None:
+    """``folder/{prefix}_{name as a slug}.json`` and ``.md``."""
+    stem = f"{prefix}_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"{stem}.md").write_text(text)
+
+
+def score(
+    schema: Any, hold: Any, test: Any, counts: dict[str, np.ndarray], members: list[dict[str, Any]], resamples: int
+) -> dict[str, Any]:
+    """Decodings fitted on the members' mean holdout logits; both metrics on the test holdout."""
+
+    def mean(split: str) -> dict[str, np.ndarray]:
+        return {g.name: np.mean([m[split][g.name] for m in members], axis=0) for g in schema.groups}
+
+    cal, config = fitted_decodings(schema, mean("holdout"), hold.labels, counts)
     tau = {m: cal["modes"][m]["tau"] for m in ("balanced", "accuracy")}
     return {"tau": tau, **both_metrics(schema, test.labels, config, mean("test_holdout"), resamples)}
 
@@ -137,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "members_mean": {m: statistics.mean(r[m]["value"] for r in members) for m, _ in METRICS},
         "ensemble": ensemble,
     }
-    stem = "ensemble_" + re.sub(r"[^a-z0-9]+", "_", args.name.lower()).strip("_")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.results / f"{stem}.md").write_text(markdown(result))
+    write_results(args.results, "ensemble", args.name, result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -15,8 +15,6 @@ test holdout's 95% bootstrap interval. Choose the size on the selection holdout;
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shlex
 import statistics
 import sys
@@ -27,33 +25,44 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_ablation import METRICS, both_metrics
+from ensemble import fitted_decodings, write_results
 from machine import machine_line
 
 
-def score_size(run: Path, size: int, tta: str, resamples: int) -> dict[str, Any]:
-    """One run at one letterbox side: decodings fitted on the selection holdout, both metrics on both holdouts."""
+def score_sizes(run: Path, sizes: list[int], tta: str, resamples: int) -> list[dict[str, Any]]:
+    """One run at each letterbox side: decodings fitted on the selection holdout, both metrics on both holdouts."""
     from fashattr.calibrate import training_counts
-    from fashattr.calibration.fit import fit_calibration
-    from fashattr.calibration.store import bundle_decoding
     from fashattr.config import load_config
-    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
     from fashattr.predictor import Predictor
 
     cfg = load_config(run / "config.yaml")
+    predictor = Predictor.from_run(run, tta=tta)  # scores() takes the pixels as given, at any size
+    counts = training_counts(cfg, predictor.schema)[1]
+    rows = []
+    for size in sizes:
+        rows.append({"run": str(run), **score_size(cfg, predictor, counts, size, resamples)})
+        r = rows[-1]
+        print(
+            f"{run.name} {size} px: selection {r['selection']['avg_class_acc']['value']:.4f} / "
+            f"{r['selection']['overall_acc']['value']:.4f}, test {r['test']['avg_class_acc']['value']:.4f} / "
+            f"{r['test']['overall_acc']['value']:.4f} ({r['seconds']:.0f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def score_size(cfg: Any, predictor: Any, counts: dict[str, Any], size: int, resamples: int) -> dict[str, Any]:
+    """The run's model (``predictor``) on both holdouts read at ``size`` px."""
+    from fashattr.data.prepare import HOLDOUT, TEST_HOLDOUT, load_split
+
     data = replace(cfg.data, image_size=size, eval_size=None)
     start = time.perf_counter()
     schema, hold = load_split(data, HOLDOUT, progress=False)
     _, test = load_split(data, TEST_HOLDOUT, progress=False)
-    predictor = Predictor.from_run(run, tta=tta)  # scores() takes the pixels as given, at any size
     logits = {
         name: predictor.scores(s.pixels(), cfg.train.eval_batch_size) for name, s in (("hold", hold), ("test", test))
     }
-    counts = training_counts(cfg, schema)[1]
-    cal = fit_calibration(schema, logits["hold"], hold.labels, counts, folds=0)
-    config = {
-        "schema": {"groups": [{"name": g.name, "kind": g.kind} for g in schema.groups]},
-        "decoding": bundle_decoding(cal),
-    }
+    _, config = fitted_decodings(schema, logits["hold"], hold.labels, counts)
     return {
         "size": size,
         "selection": both_metrics(schema, hold.labels, config, logits["hold"], resamples),
@@ -121,21 +130,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from fashattr.config import load_config
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        raise SystemExit(f"--sizes {args.sizes!r}: comma-separated sides in pixels, e.g. 192,224") from None
+    if min(sizes) < 8:
+        raise SystemExit(f"--sizes {args.sizes!r}: a side of at least 8 pixels")
     trained = {load_config(run / "config.yaml").data.image_size for run in args.runs}
     if len(trained) != 1:
         raise SystemExit(f"the runs trained at different sizes {sorted(trained)}; compare one training size at a time")
-    rows = []
-    for run in args.runs:
-        for size in sizes:
-            rows.append({"run": str(run), **score_size(run, size, args.tta, args.resamples)})
-            r = rows[-1]
-            print(
-                f"{run.name} {size} px: selection {r['selection']['avg_class_acc']['value']:.4f} / "
-                f"{r['selection']['overall_acc']['value']:.4f}, test {r['test']['avg_class_acc']['value']:.4f} / "
-                f"{r['test']['overall_acc']['value']:.4f} ({r['seconds']:.0f} s)",
-                flush=True,
-            )
+    rows = [row for run in args.runs for row in score_sizes(run, sizes, args.tta, args.resamples)]
     mean = {
         size: {
             part: {m: statistics.mean(r[part][m]["value"] for r in rows if r["size"] == size) for m, _ in METRICS}
@@ -155,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean": mean,
         "best_on_selection": {m: max(sizes, key=lambda s: mean[s]["selection"][m]) for m, _ in METRICS},
     }
-    stem = "eval_size_" + re.sub(r"[^a-z0-9]+", "_", args.name.lower()).strip("_")
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.results / f"{stem}.md").write_text(markdown(result))
+    write_results(args.results, "eval_size", args.name, result, markdown(result))
     print(markdown(result))
     return 0
 
