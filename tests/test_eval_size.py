@@ -68,7 +68,9 @@ def test_the_run_trains_at_image_size_and_is_measured_at_eval_size(run: Path):
     assert json.loads((run / "eval_test_holdout.json").read_text())["summary"] == summary["test_holdout"]
 
 
-def test_calibrate_records_the_size_and_a_changed_size_is_refused(run: Path, tmp_path: Path):
+def test_calibrate_records_the_size_and_a_changed_size_is_refused(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     assert main(["calibrate", str(run)]) == 0
     cal = json.loads((run / "calibration.json").read_text())
     assert cal["fitted_on"]["image_size"] == EVAL
@@ -76,11 +78,18 @@ def test_calibrate_records_the_size_and_a_changed_size_is_refused(run: Path, tmp
     # The same run used at another size: its decodings were fitted on other logits.
     other = tmp_path / "resized"
     other.mkdir()
-    for f in ("schema.yaml", "best.safetensors", "calibration.json", "summary.json"):
+    for f in ("schema.yaml", "best.safetensors", "calibration.json", "summary.json", "metrics.csv"):
         (other / f).write_bytes((run / f).read_bytes())
     (other / "config.yaml").write_text((run / "config.yaml").read_text().replace(f"eval_size: {EVAL}", "eval_size: 48"))
     with pytest.raises(CalibrationError, match=r"fitted on images at 40 px, but the run is now used at 48 px"):
         bundle_config(other)
+    # The report, too, refuses to decode 48 px logits with it, and says what to do.
+    assert main(["report", str(other), "--split", "holdout", "--gradcam", "0", "--resamples", "10"]) == 2
+    assert "fitted on images at 40 px, but the run is now used at 48 px" in capsys.readouterr().err
+    # What docs/training.md tells a user to do after choosing a size: calibrate again, at the new size.
+    assert main(["calibrate", str(other)]) == 0
+    assert json.loads((other / "calibration.json").read_text())["fitted_on"]["image_size"] == 48
+    assert bundle_config(other)["preprocess"]["image_size"] == 48
 
 
 def test_export_onnx_and_int8_take_eval_size_pixels(run: Path, tmp_path: Path):
@@ -139,3 +148,15 @@ def test_an_eval_size_far_from_image_size_is_named(caplog: pytest.LogCaptureFixt
         "data.eval_size 224 is 3.50x data.image_size 64: the model is used at a size far from the one it trains at; "
         "change data.eval_size with data.image_size (null: the same size)"
     ]
+
+
+def test_the_report_names_both_sizes(run: Path, tmp_path: Path):
+    """A report reads the pixels the model is used at, and its summary says so beside the training size."""
+    out = tmp_path / "report"
+    assert main(["calibrate", str(run)]) == 0
+    assert (
+        main(["report", str(run), "--split", "holdout", "--gradcam", "0", "--resamples", "10", "--out", str(out)]) == 0
+    )
+    summary = json.loads((out / "report.json").read_text())["sections"]["summary"]
+    assert (summary["facts"]["image_size"], summary["facts"]["trained_at"]) == (EVAL, TRAIN)
+    assert f"at {EVAL} px (trained at {TRAIN})" in (out / "report.html").read_text()

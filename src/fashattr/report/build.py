@@ -102,7 +102,10 @@ def build_report(
         title = "fashattr report: " + " vs ".join(e.info.name for e in evaluated)
     first = evaluated[0]
     models = "; ".join(
-        f"{e.info.name}: {e.info.backbone} at {e.info.image_size} px, {e.weights}.safetensors" for e in evaluated
+        f"{e.info.name}: {e.info.backbone} at {e.pixels.shape[1]} px"
+        + (f" (trained at {e.info.image_size})" if e.pixels.shape[1] != e.info.image_size else "")
+        + f", {e.weights}.safetensors"
+        for e in evaluated
     )
     subtitle = f"split {first.split!r}, {len(first.paths)} images; {models}"
     html_path = out / "report.html"

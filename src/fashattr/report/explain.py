@@ -279,7 +279,7 @@ def _saved_decoding(ev: Evaluated) -> tuple[dict[str, Any] | None, str | None]:
     if not (ev.info.path / "calibration.json").is_file():
         return None, None
     try:
-        cal = load_calibration(ev.info.path, ev.weights)
+        cal = load_calibration(ev.info.path, ev.weights, ev.pixels.shape[1])  # refused when fitted at another size
     except CalibrationError as e:
         return None, f"calibration.json not used: {e}"
     if cal is None:

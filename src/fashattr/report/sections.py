@@ -88,7 +88,8 @@ def summary_section(ev: Evaluated, metrics: Metrics | None, opt: Options) -> tup
         "run": str(info.path),
         "recipe": info.recipe,
         "backbone": info.backbone,
-        "image_size": info.image_size,
+        "image_size": ev.pixels.shape[1],  # the side these images were read at (data.eval_size when set)
+        "trained_at": info.image_size,
         "parameters": info.parameters or None,
         "weights_mb": round(info.weights_mb, 1),
         "weights": f"{ev.weights}.safetensors",
@@ -103,6 +104,8 @@ def summary_section(ev: Evaluated, metrics: Metrics | None, opt: Options) -> tup
         "training_images": int(max(v.sum() for v in ev.train_counts.values())) if ev.train_counts else None,
     }
     labels = {
+        "image_size": "image size (px)",
+        "trained_at": "trained at (px)",
         "parameters": "parameters",
         "weights_mb": "weights (MB)",
         "train_wall_s": "training time (s)",
