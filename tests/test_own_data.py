@@ -176,7 +176,7 @@ def test_the_own_data_page_walk(tmp_path: Path):
     for args in commands:
         args = args[1:]
         if args[0] == "train":
-            # Quick: 64 px, and used at 64 px too (the shop recipe's data.eval_size is for its 192 px).
+            # Quick: 64 px, and used at 64 px too (the shop recipe's data.eval_size is for its 224 px).
             args += ["train.epochs=2", "data.image_size=64", "data.eval_size=null", "train.progress=false"]
         done = cli(*args, cwd=tmp_path)
         assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"

@@ -129,7 +129,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 def _warn_eval_size(image_size: int, eval_size: int | None) -> None:
     """An absolute ``data.eval_size`` does not follow an ``image_size`` changed on the command line: say so when
-    the two sizes are far apart (the measured gain came from testing about 1.17x larger than training)."""
+    the two sizes are far apart (the measured gains came from using the model 1.17x and 1.29x larger than it
+    trained)."""
     if eval_size is not None and not 0.8 <= eval_size / image_size <= 1.5:
         log.warning(
             "data.eval_size %d is %.2fx data.image_size %d: the model is used at a size far from the one it trains "
