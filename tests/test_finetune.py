@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
-from fashattr.config import ConfigError, ModelConfig, OptimConfig, load_config
+from fashattr.config import ConfigError, ModelConfig, OptimConfig, TrainConfig, load_config
 from fashattr.engine.finetune import backbone_stages, init_from_run, lr_scales, param_groups, stage_of
-from fashattr.engine.trainer import Trainer, fit
+from fashattr.engine.trainer import Trainer, create_ema, fit
 from fashattr.models import create_model
 from fashattr.schema import Group, Schema, ai6126_schema
 
@@ -104,6 +105,26 @@ def test_ema_weights_are_what_is_evaluated_and_saved(tiny_data: Path, cache_dir:
     assert not all(torch.equal(last[k], state["model"][k].contiguous()) for k in last)  # not the raw weights
     log = (run / "train.log").read_text()
     assert "0 of 5 backbone stages frozen" in log
+
+
+def test_ema_warns_when_its_warm_up_never_reaches_the_decay_asked_for(caplog: pytest.LogCaptureFixture):
+    """cpu_pretrained's 12 epochs of 126 steps: timm's warm-up, 1 - (1 + step)^(-2/3), ends at 1 - 1512^(-2/3)
+    = 0.9924 (an average over ~132 steps), short of 0.998 (~500): said once, with the setting that fixes it."""
+    model = torch.nn.Linear(2, 2)
+    with caplog.at_level(logging.WARNING, logger="fashattr"):
+        ema = create_ema(model, TrainConfig(ema_decay=0.998), steps=1512)
+    assert ema is not None and ema.get_decay(1512) == pytest.approx(1 - 1512 ** (-2 / 3))
+    assert caplog.messages == [
+        "train.ema_decay 0.998 is never reached: the warm-up (train.ema_warmup) ramps it to 0.9924 by the last of "
+        "1512 steps, an average over about the last 132 steps instead of 500; train.ema_warmup=false uses 0.998 "
+        "from the first step"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fashattr"):
+        assert create_ema(model, TrainConfig(ema_decay=0.998, ema_warmup=False), steps=1512).get_decay(2) == 0.998
+        create_ema(model, TrainConfig(ema_decay=0.99), steps=1512)  # 0.99 is reached after 1,000 steps
+        assert create_ema(model, TrainConfig(ema_decay=0.0), steps=1512) is None
+    assert caplog.messages == []
 
 
 def test_init_from_an_earlier_run_starts_the_whole_model_from_its_weights(

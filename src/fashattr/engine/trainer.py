@@ -25,7 +25,7 @@ import torch
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from fashattr.config import Config, ConfigError, load_config, save_config
+from fashattr.config import Config, ConfigError, TrainConfig, load_config, save_config
 from fashattr.data.augment import BatchAugment
 from fashattr.data.loader import BatchLoader, sample_weights
 from fashattr.data.pipeline import Prefetcher, augmented_batches
@@ -53,6 +53,24 @@ log = logging.getLogger("fashattr")
 CHECKPOINT = "checkpoint.pt"
 TIMING_COLUMNS = ("epoch_s", "train_img_s")  # the only metrics.csv columns that vary between runs
 SYNC_EVERY = 20  # steps between reading the loss back from the device (a sync that stalls CUDA)
+
+
+def create_ema(model: torch.nn.Module, t: TrainConfig, steps: int) -> ModelEmaV3 | None:
+    """timm's weight average for ``train.ema_decay`` (None when 0), warning when its warm-up keeps the decay
+    below the configured one for the whole run: timm ramps it as 1 - (1 + step)^(-2/3), which reaches 0.998
+    only after about 11,000 steps, so a short fine-tune would average over far fewer steps than it asks for."""
+    if t.ema_decay <= 0:
+        return None
+    ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=t.ema_warmup)
+    reached = ema.get_decay(steps)
+    if reached < t.ema_decay:
+        log.warning(
+            "train.ema_decay %g is never reached: the warm-up (train.ema_warmup) ramps it to %.4f by the last of "
+            "%d steps, an average over about the last %d steps instead of %d; train.ema_warmup=false uses %g "
+            "from the first step",
+            t.ema_decay, reached, steps, round(1 / (1 - reached)), round(1 / (1 - t.ema_decay)), t.ema_decay,
+        )  # fmt: skip
+    return ema
 
 
 @dataclass
@@ -185,7 +203,7 @@ class Trainer:
         self.n_stages = stage_of(self.model)[1]
         self.frozen = -1  # backbone stages frozen in the current epoch; -1 = not yet applied
         # The average follows the raw model; evaluation and saved weights use it when it is on.
-        self.ema = ModelEmaV3(self.model, decay=t.ema_decay, use_warmup=t.ema_warmup) if t.ema_decay > 0 else None
+        self.ema = create_ema(self.model, t, len(self.loader) * t.epochs)
         self.eval_model: AttributeModel = self.ema.module if self.ema is not None else self.model
         self.scheduler = create_scheduler(cfg.sched, self.optimizer, len(self.loader), t.epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)

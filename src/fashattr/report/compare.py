@@ -20,7 +20,8 @@ class RunInfo:
     name: str
     recipe: str
     backbone: str
-    image_size: int
+    image_size: int  # the side it trained at (data.image_size)
+    used_at: int  # the side it is evaluated and used at (data.eval_size, else data.image_size)
     parameters: int
     weights_mb: float  # best.safetensors on disk, in 10^6 bytes
     wall_s: float
@@ -61,6 +62,7 @@ def load_run(path: str | Path) -> RunInfo:
         recipe=cfg.get("recipe") or path.name,
         backbone=cfg["model"]["backbone"],
         image_size=cfg["data"]["image_size"],
+        used_at=cfg["data"].get("eval_size") or cfg["data"]["image_size"],
         parameters=parameters,
         weights_mb=weights.stat().st_size / 1e6 if weights.is_file() else 0.0,
         wall_s=wall,
@@ -90,6 +92,9 @@ def compare_rows(runs: list[RunInfo]) -> list[dict[str, object]]:
             "recipe": r.recipe.split(" (")[0],
             "backbone": r.backbone,
             "size": r.image_size,
+            # The selection-holdout columns are read at "size" (per epoch, in training); the test-holdout
+            # ones and every later use of the model at "used_at" (data.eval_size).
+            "used_at": r.used_at,
             "params_m": round(r.parameters / 1e6, 2),
             "mb": round(r.weights_mb, 1),
             "avg_class_acc": r.best.get("avg_class_acc"),
