@@ -178,7 +178,11 @@ def test_drawing_never_switches_the_matplotlib_backend(svg_backend: None, tmp_pa
         LrFindResult(lrs, [2.0 - i / 20 for i in range(20)], [2.0] * 20, 1e-3, 1e-3, "valley", 1e-3, False), tmp_path
     )
     history = [{"epoch": 1, "avg_class_acc": 0.5, "train_loss": 1.0, "eval_loss": 1.1}]
-    run = RunInfo(tmp_path, "r", "x", "test_resnet", 32, 1, 0.1, 1.0, 1, 1, "avg_class_acc", history[0], history)
+    run = RunInfo(
+        path=tmp_path, name="r", recipe="x", backbone="test_resnet", image_size=32, used_at=32, parameters=1,
+        weights_mb=0.1, wall_s=1.0, best_epoch=1, epochs_run=1, select_metric="avg_class_acc", best=history[0],
+        history=history,
+    )  # fmt: skip
     plot_curves([run], tmp_path / "curves.png")
     report = {"dataset": "d", "splits": {"train": {"labeled": True, "class_counts": {"g": {"a": 3, "b": 1}}}}}
     plot_distribution(report, tmp_path / "dist.png")
