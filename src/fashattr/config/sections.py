@@ -210,7 +210,9 @@ class TrainConfig:
     # Exponential moving average of the weights (timm's ModelEmaV3); when on, evaluation, model
     # selection and best/last.safetensors use the averaged weights. 0 = off.
     ema_decay: float = 0.0
-    ema_warmup: bool = True  # decay ramps up from 0 over the first steps (timm's warm-up)
+    # timm's warm-up: the decay ramps as 1 - (1 + step)^(-2/3), reaching 0.998 only after ~11,000 steps; short
+    # fine-tunes want false (cpu_pretrained), and training warns when a run never reaches ema_decay.
+    ema_warmup: bool = True
     # Train the heads on the frozen backbone's pooled features, computed once per image (and per flipped
     # image when augment.hflip > 0) and cached by content (engine/features.py): seconds per epoch instead
     # of minutes. Needs train.trainable_stages=0 and no augmentation but hflip.
