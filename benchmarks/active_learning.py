@@ -17,13 +17,19 @@ its pooled features computed once and cached (``engine.features``), and heads re
   every group's linear head (PyTorch, AdamW, one-cycle), its width and epochs chosen on the selection holdout
   (``MLP_GRID``) the same way: a second learner, to see whether a strategy's gain is the linear heads' alone.
 
+``--views flip`` trains the heads on each photo's mirror image too and averages both images' probabilities (the
+flip augmentation and test-time flip ``linear_probe`` itself uses; the cache holds both views); ``--views auto``
+chooses plain or flip with the heads' setting on the selection holdout.
+
 A whole curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
 use are the same features, L2-normalised: what ``fashattr tag`` stores.
 
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
 reach random selection's accuracy at 2,000 labels, and seed by seed each strategy at 1,400 labels (``--budget``)
-minus random at 2,000, with its 95% interval over the seeds.
+minus random at 2,000, with two 95% intervals: over the seeds (a t-interval), and by a two-level bootstrap of the
+holdout's photos and the seeds (:func:`photo_bootstrap`; it also sees the noise of which photos a holdout holds,
+which the seeds cannot show and which makes the two holdouts disagree).
 
     python benchmarks/active_learning.py --seeds 0,1,2 --results benchmarks/results/active_learning
 """
@@ -49,8 +55,9 @@ PCA_GRID = (64, 128, 256, 512)  # what --pca auto tries (with every C of C_GRID 
 MLP_GRID = ((256, 30), (512, 60))  # (hidden width, epochs) that --head mlp tries on the selection holdout
 
 
-def features(recipe: str) -> dict[str, Any]:
-    """The pool's and the test holdout's cached backbone features, labels and schema."""
+def features(recipe: str, views: int = 1) -> dict[str, Any]:
+    """The pool's, the selection holdout's and the test holdout's cached backbone features ``(views, N, F)``: the
+    plain image, and with ``views`` 2 its mirror image too; their labels and the schema."""
     import torch
 
     from fashattr.cli import resolve_config
@@ -66,34 +73,35 @@ def features(recipe: str) -> dict[str, Any]:
     assert selection.labels is not None
     model = create_model(cfg.model, schema, d.image_size)
     device = torch.device("cpu")
-    # Both views, as linear_probe caches them (a cache hit after one linear_probe run); the plain view is used.
-    views = ("none", "flip")
-    feats = cached_features(model.backbone, train.images, d.mean, d.std, views, device, d.cache_dir)[0].numpy()
+    # Both views, as linear_probe caches them (a cache hit after one linear_probe run); --views picks how many are used.
+    both = ("none", "flip")
+    feats = cached_features(model.backbone, train.images, d.mean, d.std, both, device, d.cache_dir)[:views].numpy()
     return {
         "schema": schema,
-        "pool": feats[train.rows],
+        "pool": feats[:, train.rows],
         "pool_labels": train.labels,
-        "test": feats[test.rows],
+        "test": feats[:, test.rows],
         "test_labels": test.labels,
-        "selection": feats[selection.rows],
+        "selection": feats[:, selection.rows],
         "selection_labels": selection.labels,
         "recipe": recipe,
     }
 
 
 def fit_heads(x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, setting: dict[str, Any]) -> Any:
-    """Heads fitted on ``x`` for ``setting``: ``{"c": ...}`` (one logistic regression per group) or
-    ``{"hidden": ..., "epochs": ..., "seed": ...}`` (:class:`MLPHeads`)."""
+    """Heads fitted on ``x`` ``(views, N, F)`` for ``setting``: ``{"c": ...}`` (one logistic regression per group,
+    every view a training row) or ``{"hidden": ..., "epochs": ..., "seed": ...}`` (:class:`MLPHeads`)."""
     if "hidden" in setting:
         return MLPHeads(x, labels, schema, setting["hidden"], setting["epochs"], setting.get("seed", 0))
     from sklearn.linear_model import LogisticRegression
 
     heads = {}
+    rows = x.reshape(-1, x.shape[-1])
     for g in schema.groups:
-        y = labels[g.name]
+        y = np.tile(labels[g.name], len(x))
         known = y >= 0
         head = LogisticRegression(C=setting["c"], max_iter=500)
-        head.fit(x[known], y[known])
+        head.fit(rows[known], y[known])
         heads[g.name] = head
     return heads
 
@@ -101,7 +109,8 @@ def fit_heads(x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, setting
 class MLPHeads:
     """One hidden layer (input dropout 0.2, GELU, dropout 0.5) shared by a linear head per group, trained on the
     groups' summed cross-entropy (a missing label, -1, is ignored): AdamW (weight decay 0.05), one-cycle to 1e-3,
-    batches of 128. Shared, so every group's labels shape the features the others see."""
+    batches of 128. Shared, so every group's labels shape the features the others see. With two views each row's
+    view is drawn anew every epoch (the mirror image half the time), as ``linear_probe`` trains on cached features."""
 
     def __init__(
         self, x: np.ndarray, labels: dict[str, np.ndarray], schema: Any, hidden: int, epochs: int, seed: int
@@ -111,19 +120,21 @@ class MLPHeads:
         torch.manual_seed(seed)
         nn = torch.nn
         feats = torch.as_tensor(x, dtype=torch.float32)
-        self.body = nn.Sequential(nn.Dropout(0.2), nn.Linear(feats.shape[1], hidden), nn.GELU(), nn.Dropout(0.5))
+        views, n, dims = feats.shape
+        self.body = nn.Sequential(nn.Dropout(0.2), nn.Linear(dims, hidden), nn.GELU(), nn.Dropout(0.5))
         self.heads = nn.ModuleDict({g.name: nn.Linear(hidden, g.num_classes) for g in schema.groups})
         params = [*self.body.parameters(), *self.heads.parameters()]
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
         ys = {g.name: torch.as_tensor(labels[g.name], dtype=torch.long) for g in schema.groups}
-        n, batch = len(feats), 128
+        batch = 128
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * -(-n // batch))
         order = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
             perm = torch.randperm(n, generator=order)
+            view = torch.randint(views, (n,), generator=order) if views > 1 else torch.zeros(n, dtype=torch.long)
             for i in range(0, n, batch):
                 b = perm[i : i + batch]
-                h = self.body(feats[b])
+                h = self.body(feats[view[b], b])
                 loss = sum(
                     nn.functional.cross_entropy(head(h), ys[name][b], ignore_index=-1)
                     for name, head in self.heads.items()
@@ -135,50 +146,121 @@ class MLPHeads:
         self.body.eval()
 
     def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Per group ``(N, C)``: the mean of the views' softmax (test-time flip with two views)."""
         import torch
 
         with torch.no_grad():
             h = self.body(torch.as_tensor(x, dtype=torch.float32))
-            return {name: torch.softmax(head(h), 1).numpy().astype(np.float64) for name, head in self.heads.items()}
+            return {
+                name: torch.softmax(head(h), -1).mean(0).numpy().astype(np.float64) for name, head in self.heads.items()
+            }
 
 
 def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
-    """Per group ``(N, C)`` over every class of the schema (a class no labelled photo has yet gets 0)."""
+    """Per group ``(N, C)`` over every class of the schema, the mean over the views of ``x`` ``(views, N, F)`` (a
+    class no labelled photo has yet gets 0)."""
     if isinstance(heads, MLPHeads):
         return heads.probabilities(x)
     out = {}
     for g in schema.groups:
         head = heads[g.name]
-        p = np.zeros((len(x), g.num_classes))
-        p[:, head.classes_] = head.predict_proba(x)
+        p = np.zeros((x.shape[1], g.num_classes))
+        p[:, head.classes_] = np.mean([head.predict_proba(view) for view in x], axis=0)
         out[g.name] = p
     return out
 
 
 def score(heads: Any, x: np.ndarray, labels: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
+    return score_of(probabilities(heads, x, schema), labels, schema)
+
+
+def score_of(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], schema: Any) -> dict[str, float]:
+    """Overall and average per-class accuracy of ``probs`` (argmax), by ``fashattr.metrics``."""
     from fashattr.metrics import compute_metrics
 
-    m = compute_metrics(schema, labels, probabilities(heads, x, schema))
+    m = compute_metrics(schema, labels, probs)
     return {"overall_acc": float(m.overall_acc), "avg_class_acc": float(m.avg_class_acc)}
 
 
+def resampled_metrics(weights: np.ndarray, predicted: np.ndarray, truth: np.ndarray, classes: list[int]) -> dict:
+    """Overall and average per-class accuracy ``(draws,)`` of predicted classes ``(N, groups)`` against ``truth``
+    (-1: unknown) when photo ``i`` counts ``weights[:, i]`` times (a bootstrap draw of the holdout; all ones: the
+    holdout itself). A class a draw holds no photo of is left out of its average, as ``fashattr.metrics`` leaves
+    out a class absent from the holdout."""
+    known = truth >= 0
+    right = (predicted == truth) & known
+    overall = np.mean([(weights @ right[:, g]) / (weights @ known[:, g]) for g in range(truth.shape[1])], axis=0)
+    recalls = []
+    for g, count in enumerate(classes):
+        for c in range(count):
+            of_c = truth[:, g] == c
+            seen = weights @ of_c
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recalls.append(np.where(seen > 0, (weights @ (of_c & right[:, g])) / seen, np.nan))
+    return {"overall_acc": overall, "avg_class_acc": np.nanmean(recalls, axis=0)}
+
+
+def photo_bootstrap(
+    predicted: list[dict[int, np.ndarray]],
+    baseline: list[dict[int, np.ndarray]],
+    at: int,
+    target: int,
+    truth: dict[str, np.ndarray],
+    schema: Any,
+    draws: int = 2000,
+) -> dict[str, dict[str, float]]:
+    """The gap of :func:`paired_gap` (a strategy at ``at`` labels minus random at ``target``, mean over the seeds)
+    under a two-level bootstrap: each of ``draws`` draws takes the holdout's photos again (the same photos for
+    every seed and both arms) and the seeds again, and the interval is the 2.5th to 97.5th percentile of the mean
+    gap over the draws. Where the t-interval of :func:`paired_gap` sees only the seeds' noise, this one also sees
+    which photos the holdout happened to hold (a class of 2 photos moves the average per-class accuracy by half
+    its recall). ``predicted`` and ``baseline``: per seed, the :func:`simulate` predictions of one holdout
+    ``{labels: (N, groups)}``."""
+    y = np.stack([truth[g.name] for g in schema.groups], 1)
+    classes = [g.num_classes for g in schema.groups]
+    n = len(y)
+    rng = np.random.default_rng(0)
+    weights = np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(draws)]).astype(np.float64)
+
+    def first(rounds: dict[int, np.ndarray], labels: int) -> np.ndarray:
+        return rounds[min(k for k in rounds if k >= labels)]
+
+    gaps: dict[str, list[np.ndarray]] = {"overall_acc": [], "avg_class_acc": []}
+    for ours, theirs in zip(predicted, baseline, strict=True):
+        a = resampled_metrics(weights, first(ours, at), y, classes)
+        b = resampled_metrics(weights, first(theirs, target), y, classes)
+        for m in gaps:
+            gaps[m].append(a[m] - b[m])
+    seeds = rng.integers(len(predicted), size=(draws, len(predicted)))  # each draw's seeds, drawn again
+    out = {}
+    for m, per_seed in gaps.items():
+        table = np.stack(per_seed)  # (seeds, draws)
+        mean_gap = table[seeds, np.arange(draws)[:, None]].mean(1)  # (draws,): the drawn seeds' mean gap
+        low, high = np.nanpercentile(mean_gap, [2.5, 97.5])
+        out[m] = {"low": float(low), "high": float(high)}
+    return out
+
+
 def reduce(data: dict[str, Any], dims: int) -> dict[str, np.ndarray]:
-    """The pool's, the selection holdout's and the test holdout's features after a PCA fitted on the pool's
-    features (unsupervised: no label is used)."""
+    """The pool's, the selection holdout's and the test holdout's features ``(views, N, dims)`` after a PCA fitted
+    on the pool's plain-image features (unsupervised: no label is used)."""
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=dims, random_state=0).fit(data["pool"])
-    return {k: pca.transform(data[k]) for k in ("pool", "selection", "test")}
+    pca = PCA(n_components=dims, random_state=0).fit(data["pool"][0])
+    return {k: np.stack([pca.transform(view) for view in data[k]]) for k in ("pool", "selection", "test")}
 
 
 def standardise(data: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The three splits' features centred and scaled by the pool's mean and spread (no label is used)."""
-    mean, spread = data["pool"].mean(0), data["pool"].std(0) + 1e-6
+    """The three splits' features centred and scaled by the pool's plain-image mean and spread (no label is used)."""
+    mean, spread = data["pool"][0].mean(0), data["pool"][0].std(0) + 1e-6
     return {k: (data[k] - mean) / spread for k in ("pool", "selection", "test")}
 
 
 def inputs(data: dict[str, Any], setting: dict[str, Any]) -> dict[str, np.ndarray]:
-    """What the heads of ``setting`` see: standardised features (MLP) or the PCA of ``setting["pca"]``."""
+    """What the heads of ``setting`` see: the first ``setting["views"]`` views (1: the plain image; 2: its mirror
+    image too), standardised (MLP) or reduced by the PCA of ``setting["pca"]``."""
+    views = setting.get("views", 1)
+    data = data | {k: data[k][:views] for k in ("pool", "selection", "test")}
     return standardise(data) if "hidden" in setting else reduce(data, setting["pca"])
 
 
@@ -198,17 +280,17 @@ def choose_heads(
     holdout (mean of overall and average per-class accuracy over the seeds): chosen before any curve is drawn and
     without the test holdout, as a user without test labels would choose it."""
     rows = []
-    x_of: dict[Any, dict[str, np.ndarray]] = {}
+    x_of: dict[tuple[Any, int], dict[str, np.ndarray]] = {}
     for setting in candidates:
-        key = setting.get("pca", "standardised")
-        if key not in x_of:  # one PCA (or scaling) per size, shared by every C
+        key = (setting.get("pca", "standardised"), setting.get("views", 1))
+        if key not in x_of:  # one PCA (or scaling) per size and views, shared by every C
             x_of[key] = inputs(data, setting)
         x = x_of[key]
         scores = []
         for seed in seeds:
-            picked = np.random.default_rng(seed).permutation(len(x["pool"]))[:target]
+            picked = np.random.default_rng(seed).permutation(x["pool"].shape[1])[:target]
             labels = {g: v[picked] for g, v in data["pool_labels"].items()}
-            heads = fit_heads(x["pool"][picked], labels, data["schema"], setting | {"seed": seed})
+            heads = fit_heads(x["pool"][:, picked], labels, data["schema"], setting | {"seed": seed})
             scores.append(score(heads, x["selection"], data["selection_labels"], data["schema"]))
         overall = float(np.mean([s["overall_acc"] for s in scores]))
         balanced = float(np.mean([s["avg_class_acc"] for s in scores]))
@@ -219,31 +301,40 @@ def choose_heads(
 
 def simulate(
     data: dict[str, Any], x: dict[str, np.ndarray], strategy: str, seed: int, args: argparse.Namespace
-) -> list[dict[str, float]]:
-    """One seed's curve for ``strategy``; ``x``: what the heads see (:func:`inputs`, computed once per run)."""
+) -> tuple[list[dict[str, float]], dict[int, dict[str, np.ndarray]]]:
+    """One seed's curve for ``strategy``, and every round's predicted classes ``(N, groups)`` on each holdout
+    (``{labels: {"test": ..., "selection": ...}}``, for :func:`photo_bootstrap`); ``x``: what the heads see
+    (:func:`inputs`, computed once per run)."""
     from fashattr.catalog.select import choose
 
     schema = data["schema"]
     pool, test, selection = x["pool"], x["test"], x["selection"]
-    emb = data["pool"] / np.linalg.norm(data["pool"], axis=1, keepdims=True)
-    n = len(pool)
+    plain = data["pool"][0]  # the embeddings fashattr tag stores: the plain image's
+    emb = plain / np.linalg.norm(plain, axis=1, keepdims=True)
+    n = pool.shape[1]
     labelled = np.random.default_rng(seed).permutation(n)[: args.start]
     curve = []
+    predicted: dict[int, dict[str, np.ndarray]] = {}
     while True:
         sub = {g: v[labelled] for g, v in data["pool_labels"].items()}
-        heads = fit_heads(pool[labelled], sub, schema, args.heads | {"seed": seed})
-        on_selection = score(heads, selection, data["selection_labels"], schema)
+        heads = fit_heads(pool[:, labelled], sub, schema, args.heads | {"seed": seed})
+        on_test = probabilities(heads, test, schema)
+        on_selection = probabilities(heads, selection, schema)
         curve.append(
             {
                 "labels": len(labelled),
-                **score(heads, test, data["test_labels"], schema),
-                **{f"selection_{m}": v for m, v in on_selection.items()},
+                **score_of(on_test, data["test_labels"], schema),
+                **{f"selection_{m}": v for m, v in score_of(on_selection, data["selection_labels"], schema).items()},
             }
         )
+        predicted[len(labelled)] = {
+            "test": np.stack([on_test[g.name].argmax(1) for g in schema.groups], 1).astype(np.int8),
+            "selection": np.stack([on_selection[g.name].argmax(1) for g in schema.groups], 1).astype(np.int8),
+        }
         if len(labelled) >= args.stop:
-            return curve
+            return curve, predicted
         rest = np.setdiff1d(np.arange(n), labelled)
-        probs = probabilities(heads, pool[rest], schema)
+        probs = probabilities(heads, pool[:, rest], schema)
         picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
         labelled = np.concatenate([labelled, rest[picks]])
 
@@ -333,6 +424,14 @@ def main(argv: list[str] | None = None) -> int:
         default="logistic",
         help="the heads retrained every round; mlp: its width and epochs chosen of MLP_GRID on the selection holdout",
     )
+    ap.add_argument(
+        "--views",
+        choices=("plain", "flip", "auto"),
+        default="plain",
+        help="flip: the heads also train on each photo's mirror image (drawn per epoch for the MLP) and average both "
+        "images' probabilities, the flip augmentation and test-time flip linear_probe uses; auto: plain or flip, "
+        "chosen with the heads' setting on the selection holdout",
+    )
     ap.add_argument("--target", type=int, default=2000, help="random selection's labels the others are held to")
     ap.add_argument(
         "--budget", type=int, default=1400, help="labels at which each strategy is compared with random at --target"
@@ -351,21 +450,25 @@ def main(argv: list[str] | None = None) -> int:
     strategies = args.strategies.split(",")
     if "random" not in strategies:
         raise SystemExit(f"--strategies {args.strategies}: random is the baseline every target is measured against")
-    data = features(args.recipe)
+    if args.views == "auto" and args.head == "logistic" and args.c != "auto":
+        raise SystemExit("--views auto chooses the views with the heads' setting: pass --c auto")
+    views_grid = {"plain": (1,), "flip": (2,), "auto": (1, 2)}[args.views]
+    data = features(args.recipe, max(views_grid))
     seeds = [int(s) for s in args.seeds.split(",")]
     c_rows: list[dict[str, Any]] = []
     if args.head == "mlp":
-        candidates = [{"hidden": hidden, "epochs": epochs} for hidden, epochs in MLP_GRID]
+        candidates = [{"views": v, "hidden": h, "epochs": e} for v in views_grid for h, e in MLP_GRID]
         args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
     elif args.c == "auto":
         dims_grid = PCA_GRID if args.pca == "auto" else (int(args.pca),)
-        candidates = [{"pca": dims, "c": c} for dims in dims_grid for c in C_GRID]
+        candidates = [{"views": v, "pca": dims, "c": c} for v in views_grid for dims in dims_grid for c in C_GRID]
         args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
     else:
-        args.heads = {"pca": int(args.pca), "c": float(args.c)}
+        args.heads = {"views": views_grid[0], "pca": int(args.pca), "c": float(args.c)}
     # One PCA (or scaling) for every curve: it sees no labels, so it never depends on the strategy.
     x = inputs(data, args.heads)
-    curves = {s: [simulate(data, x, s, seed, args) for seed in seeds] for s in strategies}
+    runs = {s: [simulate(data, x, s, seed, args) for seed in seeds] for s in strategies}
+    curves = {s: [curve for curve, _ in r] for s, r in runs.items()}
     means = {s: mean_curve(c) for s, c in curves.items()}
     target = next(p for p in means["random"] if p["labels"] >= args.target)
     every = (*METRICS, *(f"selection_{m}" for m in METRICS))
@@ -373,6 +476,25 @@ def main(argv: list[str] | None = None) -> int:
     gaps = {
         s: {m: paired_gap(curves[s], curves["random"], args.budget, args.target, m) for m in every} for s in strategies
     }
+    photos = {
+        s: {
+            holdout: photo_bootstrap(
+                [{k: v[holdout] for k, v in p.items()} for _, p in runs[s]],
+                [{k: v[holdout] for k, v in p.items()} for _, p in runs["random"]],
+                args.budget,
+                args.target,
+                data[f"{holdout}_labels"],
+                data["schema"],
+            )
+            for holdout in ("test", "selection")
+        }
+        for s in strategies
+    }
+    for s in strategies:  # the photo-bootstrap interval beside the seeds' one
+        for m in every:
+            holdout, metric = ("selection", m.removeprefix("selection_")) if m.startswith("selection_") else ("test", m)
+            gaps[s][m]["photos_low"] = photos[s][holdout][metric]["low"]
+            gaps[s][m]["photos_high"] = photos[s][holdout][metric]["high"]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/active_learning.py " + " ".join(argv if argv is not None else sys.argv[1:])
     wall = time.perf_counter() - started
@@ -380,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": cmd.strip(),
         "cpu": machine_line(),
         "wall_s": round(wall, 1),
-        "pool": len(data["pool"]),
-        "test_images": len(data["test"]),
+        "pool": data["pool"].shape[1],
+        "test_images": data["test"].shape[1],
         "c_choice": c_rows,
         "random_at_target": target,
         "labels_to_reach_random_at_target": reach,
@@ -394,19 +516,20 @@ def main(argv: list[str] | None = None) -> int:
     out = {ext: args.results.with_name(args.results.name + ext) for ext in (".json", ".png", ".md")}
     out[".json"].write_text(json.dumps(record, indent=1) + "\n")
     plot(means, out[".png"])
+    mirrored = " of each photo and of its mirror image (trained on and averaged)" if args.heads["views"] == 2 else ""
     lines = [
         "# Choosing what to label: simulated on the FashionDataset (benchmarks/active_learning.py)",
         "",
         f"`{record['command']}` on {record['cpu']}; {wall / 60:.1f} min. Pool: {record['pool']} training photos "
         f"(labels hidden until picked); scored on the {record['test_images']}-photo test holdout. Model: the "
-        f"frozen `{args.recipe}` backbone's cached features, {describe(args.heads)}; start {args.start} random "
-        f"labels, {args.batch} per round; seeds {args.seeds}.",
+        f"frozen `{args.recipe}` backbone's cached features{mirrored}, {describe(args.heads)}; start {args.start} "
+        f"random labels, {args.batch} per round; seeds {args.seeds}.",
         "",
     ]
     if c_rows:
         keys = list(args.heads)
         lines += [
-            f"The heads' setting chosen before any curve, on the {len(data['selection'])}-photo selection holdout "
+            f"The heads' setting chosen before any curve, on the {data['selection'].shape[1]}-photo selection holdout "
             f"(never on the test holdout): heads fitted on {args.target} random labels per seed, mean of the two "
             "metrics:",
             "",
@@ -444,6 +567,22 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for s in strategies:
         cells = [f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]" for g in (gaps[s][m] for m in every)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The same gap with each holdout's photos drawn again too: 2,000 bootstrap draws, each of the photos (the "
+        "same for every seed and both strategies) and of the seeds, and the 2.5th to 97.5th percentile of the mean "
+        "gap. The interval above sees only the seeds; this one also sees which photos a holdout happened to hold, "
+        "the noise that makes the two holdouts disagree:",
+        "",
+        "| strategy | test: overall acc | test: avg per-class acc | selection: overall acc | "
+        "selection: avg per-class acc |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in strategies:
+        cells = [
+            f"{g['mean']:+.4f} [{g['photos_low']:+.4f}, {g['photos_high']:+.4f}]" for g in (gaps[s][m] for m in every)
+        ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "Mean ± std over the seeds, test holdout (overall accuracy / average per-class accuracy):", ""]
     lines.append("| labels | " + " | ".join(strategies) + " |")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 from types import ModuleType
 
+import numpy as np
 import pytest
 from conftest import load_benchmark
+
+from fashattr.schema import Group, Schema
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +40,88 @@ def test_paired_gap_by_hand(al: ModuleType):
     assert gap["seeds"] == 3
     one = al.paired_gap(strategy[:1], random[:1], 300, 400, "overall_acc")
     assert one["mean"] == pytest.approx(0.01) and math.isnan(one["low"])  # one seed: no interval
+
+
+def two_view_data() -> tuple[Schema, np.ndarray, dict[str, np.ndarray]]:
+    """60 photos, two views each (the mirror image a little off the plain one), two groups learnable from the
+    first two features."""
+    rng = np.random.default_rng(0)
+    plain = rng.normal(size=(60, 8))
+    x = np.stack([plain, plain + rng.normal(scale=0.3, size=plain.shape)])
+    labels = {"a": (plain[:, 0] > 0).astype(np.int64), "b": (plain[:, 1] > 0).astype(np.int64) * 2}
+    schema = Schema((Group("a", ("no", "yes")), Group("b", ("x", "y", "z"))))
+    return schema, x, labels
+
+
+@pytest.mark.parametrize("setting", [{"hidden": 16, "epochs": 3, "seed": 0}, {"c": 1.0}])
+def test_two_views_average_the_views_probabilities(al: ModuleType, setting: dict):
+    schema, x, labels = two_view_data()
+    heads = al.fit_heads(x, labels, schema, setting)
+    both = al.probabilities(heads, x, schema)
+    each = [al.probabilities(heads, x[v : v + 1], schema) for v in range(2)]
+    for g in schema.groups:
+        assert both[g.name].shape == (60, g.num_classes)
+        np.testing.assert_allclose(both[g.name], (each[0][g.name] + each[1][g.name]) / 2, atol=1e-6)
+        np.testing.assert_allclose(both[g.name].sum(1), 1.0, atol=1e-6)
+        assert not np.allclose(each[0][g.name], each[1][g.name])  # the views differ, so averaging is not a no-op
+    if "c" in setting:  # a class no labelled photo has ("y") gets 0 from the logistic heads
+        assert (both["b"][:, 1] == 0).all()
+
+
+def test_two_view_inputs_are_scaled_by_the_plain_view(al: ModuleType):
+    _, x, _ = two_view_data()
+    data = {"pool": x * 3 + 1, "selection": x[:, :10], "test": x[:, 10:20]}
+    scaled = al.standardise(data)
+    assert scaled["pool"].shape == (2, 60, 8) and scaled["test"].shape == (2, 10, 8)
+    np.testing.assert_allclose(scaled["pool"][0].mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(scaled["pool"][0].std(0), 1.0, atol=1e-5)
+    reduced = al.reduce(data, 3)
+    assert reduced["pool"].shape == (2, 60, 3) and reduced["selection"].shape == (2, 10, 3)
+    np.testing.assert_allclose(reduced["pool"][0].mean(0), 0.0, atol=1e-9)  # PCA centres on the plain view
+
+
+def test_resampled_metrics_by_hand(al: ModuleType):
+    # group a: truth 0 0 1 1, predicted 0 1 1 1; group b (3 classes): truth 2 2 0 -1, predicted 2 0 0 1.
+    truth = np.array([[0, 2], [0, 2], [1, 0], [1, -1]])
+    predicted = np.array([[0, 2], [1, 0], [1, 0], [1, 1]])
+    ones = np.ones((1, 4))
+    m = al.resampled_metrics(ones, predicted, truth, [2, 3])
+    # a: accuracy 3/4, recalls 1/2 and 1; b: accuracy 2/3 of the three known, recalls 1 (class 0) and 1/2 (class 2),
+    # class 1 absent and left out.
+    assert m["overall_acc"][0] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert m["avg_class_acc"][0] == pytest.approx((0.5 + 1 + 1 + 0.5) / 4)
+    # Photo 0 drawn twice, photo 1 not at all: every counted prediction is right.
+    drawn = al.resampled_metrics(np.array([[2.0, 0, 1, 1]]), predicted, truth, [2, 3])
+    assert drawn["overall_acc"][0] == pytest.approx(1.0) and drawn["avg_class_acc"][0] == pytest.approx(1.0)
+
+
+def test_resampled_metrics_agree_with_fashattr_metrics(al: ModuleType):
+    from fashattr.metrics import compute_metrics
+
+    rng = np.random.default_rng(3)
+    schema = Schema((Group("a", ("p", "q", "r")), Group("b", ("s", "t"))))
+    truth = np.stack([rng.integers(3, size=200), rng.integers(-1, 2, size=200)], 1)
+    probs = {"a": rng.dirichlet(np.ones(3), 200), "b": rng.dirichlet(np.ones(2), 200)}
+    predicted = np.stack([probs["a"].argmax(1), probs["b"].argmax(1)], 1)
+    ours = al.resampled_metrics(np.ones((1, 200)), predicted, truth, [3, 2])
+    theirs = compute_metrics(schema, {"a": truth[:, 0], "b": truth[:, 1]}, probs)
+    assert ours["overall_acc"][0] == pytest.approx(theirs.overall_acc)
+    assert ours["avg_class_acc"][0] == pytest.approx(theirs.avg_class_acc)
+
+
+def test_photo_bootstrap_interval(al: ModuleType):
+    schema = Schema((Group("a", ("p", "q")),))
+    truth = {"a": np.array([0, 1, 0, 1, 1, 0])}
+    right = truth["a"][:, None].astype(np.int8)
+    wrong = 1 - right
+    # Every seed: the strategy right on every photo at 300 labels, random wrong on every photo at 400.
+    ours = [{300: right, 400: right}] * 3
+    random = [{300: wrong, 400: wrong}] * 3
+    gap = al.photo_bootstrap(ours, random, 300, 400, truth, schema, draws=200)
+    assert gap["overall_acc"] == {"low": 1.0, "high": 1.0}  # whatever photos are drawn, the gap is 1
+    same = al.photo_bootstrap(ours, ours, 300, 400, truth, schema, draws=200)
+    assert same["avg_class_acc"] == {"low": 0.0, "high": 0.0}
+    # Half right: photos 0-2 right, 3-5 wrong, against random wrong everywhere: the gap moves with the draw.
+    half = np.where(np.arange(6)[:, None] < 3, right, wrong).astype(np.int8)
+    spread = al.photo_bootstrap([{300: half}], [{400: wrong}], 300, 400, truth, schema, draws=500)
+    assert 0.0 <= spread["overall_acc"]["low"] < 0.5 < spread["overall_acc"]["high"] <= 1.0
