@@ -21,6 +21,15 @@ its pooled features computed once and cached (``engine.features``), and heads re
 flip augmentation and test-time flip ``linear_probe`` itself uses; the cache holds both views); ``--views auto``
 chooses plain or flip with the heads' setting on the selection holdout.
 
+``--mlp 512x60`` fixes the MLP's setting instead of choosing it.
+
+``--evaluate cv`` scores by cross-validation instead of on the selection holdout alone: the pool and the selection
+holdout (every labelled photo the test holdout leaves, 4,499) are split once into ``--folds`` folds (10: 450 photos
+each, a pool of 4,049-4,050 as with the holdouts), and seed i's simulation picks from the other folds and is scored on
+fold i mod ``--folds`` (the "held-out folds") and on the test holdout. Ten seeds score on all 4,499 photos instead
+of 450, which shrinks the noise of which photos a holdout holds; the heads' setting must be fixed beforehand, since
+the folds hold the photos it would be chosen on.
+
 A whole curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
 use are the same features, L2-normalised: what ``fashattr tag`` stores.
 
@@ -40,6 +49,8 @@ import argparse
 import json
 import sys
 import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
 STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced")
-METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" + each: on the selection holdout
+METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" (or "cv_") + each: the second holdout
+HOLDOUT_NAMES = {"test": "test", "selection": "selection", "cv": "held-out folds"}  # table headings
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
 PCA_GRID = (64, 128, 256, 512)  # what --pca auto tries (with every C of C_GRID under --c auto)
 MLP_GRID = ((256, 30), (512, 60))  # (hidden width, epochs) that --head mlp tries on the selection holdout
@@ -84,7 +96,33 @@ def features(recipe: str, views: int = 1) -> dict[str, Any]:
         "test_labels": test.labels,
         "selection": feats[:, selection.rows],
         "selection_labels": selection.labels,
+        "second": "selection",  # what the second holdout is: the selection holdout, or (cv_split) a held-out fold
         "recipe": recipe,
+    }
+
+
+def metric_keys(second: str) -> tuple[str, ...]:
+    """The curve's metrics: the test holdout's unprefixed, the second holdout's (``selection`` or ``cv``) prefixed."""
+    return (*METRICS, *(f"{second}_{m}" for m in METRICS))
+
+
+def folds(n: int, k: int) -> list[np.ndarray]:
+    """``k`` near-equal folds of ``n`` photos by one fixed shuffle (seed 0), the same for every run and strategy."""
+    return np.array_split(np.random.default_rng(0).permutation(n), k)
+
+
+def cv_split(data: dict[str, Any], fold: np.ndarray) -> dict[str, Any]:
+    """``data`` for cross-validation: every labelled photo the test holdout leaves (the pool and the selection
+    holdout, in that order) but ``fold`` is the simulation's pool, and ``fold`` is the second holdout (``cv``)."""
+    every = np.concatenate([data["pool"], data["selection"]], axis=1)
+    labels = {g: np.concatenate([v, data["selection_labels"][g]]) for g, v in data["pool_labels"].items()}
+    rest = np.setdiff1d(np.arange(every.shape[1]), fold)
+    return data | {
+        "pool": every[:, rest],
+        "pool_labels": {g: v[rest] for g, v in labels.items()},
+        "selection": every[:, fold],
+        "selection_labels": {g: v[fold] for g, v in labels.items()},
+        "second": "cv",
     }
 
 
@@ -186,18 +224,20 @@ def resampled_metrics(weights: np.ndarray, predicted: np.ndarray, truth: np.ndar
     """Overall and average per-class accuracy ``(draws,)`` of predicted classes ``(N, groups)`` against ``truth``
     (-1: unknown) when photo ``i`` counts ``weights[:, i]`` times (a bootstrap draw of the holdout; all ones: the
     holdout itself). A class a draw holds no photo of is left out of its average, as ``fashattr.metrics`` leaves
-    out a class absent from the holdout."""
+    out a class absent from the holdout; a draw that holds no photo at all scores nan (:func:`photo_bootstrap`
+    leaves it out)."""
     known = truth >= 0
     right = (predicted == truth) & known
-    overall = np.mean([(weights @ right[:, g]) / (weights @ known[:, g]) for g in range(truth.shape[1])], axis=0)
     recalls = []
-    for g, count in enumerate(classes):
-        for c in range(count):
-            of_c = truth[:, g] == c
-            seen = weights @ of_c
-            with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw with no photo at all: nan, as it should be
+        overall = np.mean([(weights @ right[:, g]) / (weights @ known[:, g]) for g in range(truth.shape[1])], axis=0)
+        for g, count in enumerate(classes):
+            for c in range(count):
+                of_c = truth[:, g] == c
+                seen = weights @ of_c
                 recalls.append(np.where(seen > 0, (weights @ (of_c & right[:, g])) / seen, np.nan))
-    return {"overall_acc": overall, "avg_class_acc": np.nanmean(recalls, axis=0)}
+        return {"overall_acc": overall, "avg_class_acc": np.nanmean(recalls, axis=0)}
 
 
 def photo_bootstrap(
@@ -208,6 +248,7 @@ def photo_bootstrap(
     truth: dict[str, np.ndarray],
     schema: Any,
     draws: int = 2000,
+    rows: list[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """The gap of :func:`paired_gap` (a strategy at ``at`` labels minus random at ``target``, mean over the seeds)
     under a two-level bootstrap: each of ``draws`` draws takes the holdout's photos again (the same photos for
@@ -215,20 +256,20 @@ def photo_bootstrap(
     gap over the draws. Where the t-interval of :func:`paired_gap` sees only the seeds' noise, this one also sees
     which photos the holdout happened to hold (a class of 2 photos moves the average per-class accuracy by half
     its recall). ``predicted`` and ``baseline``: per seed, the :func:`simulate` predictions of one holdout
-    ``{labels: (N, groups)}``."""
+    ``{labels: (N, groups)}``. ``rows``: per seed, which of ``truth``'s photos that seed's holdout is, in the order
+    of its predictions (cross-validation, where each seed is scored on its own fold; a draw's photos are drawn from
+    every fold at once); None: every photo, for every seed."""
     y = np.stack([truth[g.name] for g in schema.groups], 1)
     classes = [g.num_classes for g in schema.groups]
     n = len(y)
     rng = np.random.default_rng(0)
     weights = np.stack([np.bincount(rng.integers(n, size=n), minlength=n) for _ in range(draws)]).astype(np.float64)
 
-    def first(rounds: dict[int, np.ndarray], labels: int) -> np.ndarray:
-        return rounds[min(k for k in rounds if k >= labels)]
-
     gaps: dict[str, list[np.ndarray]] = {"overall_acc": [], "avg_class_acc": []}
-    for ours, theirs in zip(predicted, baseline, strict=True):
-        a = resampled_metrics(weights, first(ours, at), y, classes)
-        b = resampled_metrics(weights, first(theirs, target), y, classes)
+    for i, (ours, theirs) in enumerate(zip(predicted, baseline, strict=True)):
+        w, truth_i = (weights, y) if rows is None else (weights[:, rows[i]], y[rows[i]])
+        a = resampled_metrics(w, ours[reached(ours, at)], truth_i, classes)
+        b = resampled_metrics(w, theirs[reached(theirs, target)], truth_i, classes)
         for m in gaps:
             gaps[m].append(a[m] - b[m])
     seeds = rng.integers(len(predicted), size=(draws, len(predicted)))  # each draw's seeds, drawn again
@@ -262,6 +303,17 @@ def inputs(data: dict[str, Any], setting: dict[str, Any]) -> dict[str, np.ndarra
     views = setting.get("views", 1)
     data = data | {k: data[k][:views] for k in ("pool", "selection", "test")}
     return standardise(data) if "hidden" in setting else reduce(data, setting["pca"])
+
+
+def parse_mlp(text: str) -> dict[str, int]:
+    """``--mlp 512x60``: the MLP heads' hidden width and epochs."""
+    try:
+        hidden, epochs = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--mlp {text!r}: expected WIDTHxEPOCHS, as 512x60") from None
+    if hidden < 1 or epochs < 1:
+        raise SystemExit(f"--mlp {text!r}: the width and the epochs must be positive")
+    return {"hidden": hidden, "epochs": epochs}
 
 
 def describe(setting: dict[str, Any]) -> str:
@@ -303,11 +355,11 @@ def simulate(
     data: dict[str, Any], x: dict[str, np.ndarray], strategy: str, seed: int, args: argparse.Namespace
 ) -> tuple[list[dict[str, float]], dict[int, dict[str, np.ndarray]]]:
     """One seed's curve for ``strategy``, and every round's predicted classes ``(N, groups)`` on each holdout
-    (``{labels: {"test": ..., "selection": ...}}``, for :func:`photo_bootstrap`); ``x``: what the heads see
-    (:func:`inputs`, computed once per run)."""
+    (``{labels: {"test": ..., second: ...}}``, for :func:`photo_bootstrap`; ``second``: ``data["second"]``);
+    ``x``: what the heads see (:func:`inputs`, computed once per pool)."""
     from fashattr.catalog.select import choose
 
-    schema = data["schema"]
+    schema, second = data["schema"], data["second"]
     pool, test, selection = x["pool"], x["test"], x["selection"]
     plain = data["pool"][0]  # the embeddings fashattr tag stores: the plain image's
     emb = plain / np.linalg.norm(plain, axis=1, keepdims=True)
@@ -324,12 +376,12 @@ def simulate(
             {
                 "labels": len(labelled),
                 **score_of(on_test, data["test_labels"], schema),
-                **{f"selection_{m}": v for m, v in score_of(on_selection, data["selection_labels"], schema).items()},
+                **{f"{second}_{m}": v for m, v in score_of(on_selection, data["selection_labels"], schema).items()},
             }
         )
         predicted[len(labelled)] = {
             "test": np.stack([on_test[g.name].argmax(1) for g in schema.groups], 1).astype(np.int8),
-            "selection": np.stack([on_selection[g.name].argmax(1) for g in schema.groups], 1).astype(np.int8),
+            second: np.stack([on_selection[g.name].argmax(1) for g in schema.groups], 1).astype(np.int8),
         }
         if len(labelled) >= args.stop:
             return curve, predicted
@@ -337,6 +389,11 @@ def simulate(
         probs = probabilities(heads, pool[:, rest], schema)
         picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
         labelled = np.concatenate([labelled, rest[picks]])
+
+
+def reached(rounds: Iterable[int], labels: int) -> int:
+    """The first round (its number of labels) at or past ``labels``: a batch may step over a budget."""
+    return min(k for k in rounds if k >= labels)
 
 
 def labels_to_reach(curve: list[dict[str, float]], metric: str, value: float) -> int | None:
@@ -357,7 +414,8 @@ def paired_gap(
     from scipy import stats
 
     def value(curve: list[dict[str, float]], labels: int) -> float:
-        return next(p[metric] for p in curve if p["labels"] >= labels)
+        points = {int(p["labels"]): p[metric] for p in curve}
+        return points[reached(points, labels)]
 
     gaps = np.array([value(c, at) - value(b, target) for c, b in zip(curves, baseline, strict=True)])
     mean = float(gaps.mean())
@@ -367,37 +425,38 @@ def paired_gap(
     return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": len(gaps)}
 
 
-def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+def mean_curve(curves: list[list[dict[str, float]]], second: str = "selection") -> list[dict[str, float]]:
+    """Mean and standard deviation over the seeds, round by round, of every metric (:func:`metric_keys`)."""
     out = []
     for points in zip(*curves, strict=True):
         row: dict[str, float] = {"labels": points[0]["labels"]}
-        for metric in (*METRICS, *(f"selection_{m}" for m in METRICS)):
+        for metric in metric_keys(second):
             values = [p[metric] for p in points]
             row[metric], row[metric + "_std"] = float(np.mean(values)), float(np.std(values))
         out.append(row)
     return out
 
 
-def plot(means: dict[str, list[dict[str, float]]], path: Path) -> None:
+def plot(means: dict[str, list[dict[str, float]]], path: Path, second: str = "selection") -> None:
+    """The mean curves ± one standard deviation over the seeds: a row per holdout, a column per metric."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4))
-    for ax, metric, title in zip(
-        fig.subplots(1, 2),
-        ("overall_acc", "avg_class_acc"),
-        ("overall accuracy", "average per-class accuracy"),
-        strict=True,
-    ):
-        for strategy, curve in means.items():
-            x = [p["labels"] for p in curve]
-            y = np.array([p[metric] for p in curve])
-            s = np.array([p[metric + "_std"] for p in curve])
-            ax.plot(x, y, label=strategy, marker=".")
-            ax.fill_between(x, y - s, y + s, alpha=0.15)
-        ax.set_xlabel("labelled photos")
-        ax.set_ylabel(f"{title}, test holdout")
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend()
+    fig = Figure(figsize=(10, 8))
+    axes = fig.subplots(2, 2)
+    for row, (prefix, holdout) in enumerate((("", "test holdout"), (f"{second}_", HOLDOUT_NAMES[second]))):
+        for ax, metric, title in zip(
+            axes[row], METRICS, ("overall accuracy", "average per-class accuracy"), strict=True
+        ):
+            for strategy, curve in means.items():
+                x = [p["labels"] for p in curve]
+                y = np.array([p[prefix + metric] for p in curve])
+                s = np.array([p[prefix + metric + "_std"] for p in curve])
+                ax.plot(x, y, label=strategy, marker=".")
+                ax.fill_between(x, y - s, y + s, alpha=0.15)
+            ax.set_xlabel("labelled photos")
+            ax.set_ylabel(f"{title}, {holdout}")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -432,6 +491,20 @@ def main(argv: list[str] | None = None) -> int:
         "images' probabilities, the flip augmentation and test-time flip linear_probe uses; auto: plain or flip, "
         "chosen with the heads' setting on the selection holdout",
     )
+    ap.add_argument(
+        "--mlp",
+        metavar="WIDTHxEPOCHS",
+        help="fix the MLP's hidden width and epochs (512x60), not chosen of MLP_GRID on the selection holdout",
+    )
+    ap.add_argument(
+        "--evaluate",
+        choices=("holdouts", "cv"),
+        default="holdouts",
+        help="holdouts: every seed scored on the test and the selection holdout; cv: also on the test holdout, and "
+        "seed i on fold i (of --folds) of every labelled photo the test holdout leaves, its simulation pool the other "
+        "folds (the heads' setting must be fixed: the folds hold the photos it would be chosen on)",
+    )
+    ap.add_argument("--folds", type=int, default=10, help="--evaluate cv: folds; the seeds must cover each equally")
     ap.add_argument("--target", type=int, default=2000, help="random selection's labels the others are held to")
     ap.add_argument(
         "--budget", type=int, default=1400, help="labels at which each strategy is compared with random at --target"
@@ -447,16 +520,37 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--pca auto chooses C with it: pass --c auto")
     if args.head == "mlp" and (args.pca != "256" or args.c != "auto"):
         raise SystemExit("--pca and --c set the logistic heads; --head mlp chooses its own setting (MLP_GRID)")
+    if args.mlp is not None and args.head != "mlp":
+        raise SystemExit(f"--mlp {args.mlp} sets the MLP heads: pass --head mlp")
+    fixed_mlp = parse_mlp(args.mlp) if args.mlp is not None else None
     strategies = args.strategies.split(",")
     if "random" not in strategies:
         raise SystemExit(f"--strategies {args.strategies}: random is the baseline every target is measured against")
     if args.views == "auto" and args.head == "logistic" and args.c != "auto":
         raise SystemExit("--views auto chooses the views with the heads' setting: pass --c auto")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.evaluate == "cv":
+        chosen = "--views auto" if args.views == "auto" else None
+        if args.head == "mlp" and fixed_mlp is None:
+            chosen = "the MLP's width and epochs (pass --mlp WIDTHxEPOCHS)"
+        if args.head == "logistic" and "auto" in (args.c, args.pca):
+            chosen = "--c auto / --pca auto"
+        if chosen:
+            raise SystemExit(
+                f"--evaluate cv scores on the selection holdout's photos too, so nothing may be chosen on them: fix "
+                f"{chosen}"
+            )
+        if args.folds < 2 or len(seeds) % args.folds:
+            raise SystemExit(
+                f"--evaluate cv: {len(seeds)} seeds over {args.folds} folds; seed i is scored on fold i mod "
+                "--folds, so the seeds must be a multiple of the folds (at least 2) for every fold to count alike"
+            )
     views_grid = {"plain": (1,), "flip": (2,), "auto": (1, 2)}[args.views]
     data = features(args.recipe, max(views_grid))
-    seeds = [int(s) for s in args.seeds.split(",")]
     c_rows: list[dict[str, Any]] = []
-    if args.head == "mlp":
+    if fixed_mlp is not None:
+        args.heads = {"views": views_grid[0], **fixed_mlp}
+    elif args.head == "mlp":
         candidates = [{"views": v, "hidden": h, "epochs": e} for v in views_grid for h, e in MLP_GRID]
         args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
     elif args.c == "auto":
@@ -465,17 +559,30 @@ def main(argv: list[str] | None = None) -> int:
         args.heads, c_rows = choose_heads(data, seeds, args.target, candidates)
     else:
         args.heads = {"views": views_grid[0], "pca": int(args.pca), "c": float(args.c)}
-    # One PCA (or scaling) for every curve: it sees no labels, so it never depends on the strategy.
-    x = inputs(data, args.heads)
-    runs = {s: [simulate(data, x, s, seed, args) for seed in seeds] for s in strategies}
+    second = "cv" if args.evaluate == "cv" else "selection"
+    split = folds(data["pool"].shape[1] + data["selection"].shape[1], args.folds) if second == "cv" else []
+    # Seed i's data: the same for every seed, or (cv) its fold held out. One PCA (or scaling) per pool, for every
+    # strategy: it sees no labels, so it never depends on the strategy.
+    of_seed = [cv_split(data, split[i % args.folds]) if split else data for i in range(len(seeds))]
+    x_of = [inputs(d, args.heads) for d in (of_seed[: args.folds] if split else of_seed[:1])]
+    runs = {
+        s: [simulate(of_seed[i], x_of[i % len(x_of)], s, seed, args) for i, seed in enumerate(seeds)]
+        for s in strategies
+    }
     curves = {s: [curve for curve, _ in r] for s, r in runs.items()}
-    means = {s: mean_curve(c) for s, c in curves.items()}
+    means = {s: mean_curve(c, second) for s, c in curves.items()}
     target = next(p for p in means["random"] if p["labels"] >= args.target)
-    every = (*METRICS, *(f"selection_{m}" for m in METRICS))
+    every = metric_keys(second)
     reach = {s: {m: labels_to_reach(means[s], m, target[m]) for m in every} for s in strategies}
     gaps = {
         s: {m: paired_gap(curves[s], curves["random"], args.budget, args.target, m) for m in every} for s in strategies
     }
+    # Each holdout's truth and, per seed, which of its photos the seed was scored on (cv: the seed's fold of all).
+    truth = {"test": data["test_labels"], second: data["selection_labels"]}
+    rows: dict[str, list[np.ndarray] | None] = {"test": None, second: None}
+    if split:
+        truth[second] = {g: np.concatenate([v, data["selection_labels"][g]]) for g, v in data["pool_labels"].items()}
+        rows[second] = [split[i % args.folds] for i in range(len(seeds))]
     photos = {
         s: {
             holdout: photo_bootstrap(
@@ -483,16 +590,17 @@ def main(argv: list[str] | None = None) -> int:
                 [{k: v[holdout] for k, v in p.items()} for _, p in runs["random"]],
                 args.budget,
                 args.target,
-                data[f"{holdout}_labels"],
+                truth[holdout],
                 data["schema"],
+                rows=rows[holdout],
             )
-            for holdout in ("test", "selection")
+            for holdout in ("test", second)
         }
         for s in strategies
     }
     for s in strategies:  # the photo-bootstrap interval beside the seeds' one
         for m in every:
-            holdout, metric = ("selection", m.removeprefix("selection_")) if m.startswith("selection_") else ("test", m)
+            holdout, metric = (second, m.removeprefix(f"{second}_")) if m.startswith(f"{second}_") else ("test", m)
             gaps[s][m]["photos_low"] = photos[s][holdout][metric]["low"]
             gaps[s][m]["photos_high"] = photos[s][holdout][metric]["high"]
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -502,8 +610,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": cmd.strip(),
         "cpu": machine_line(),
         "wall_s": round(wall, 1),
-        "pool": data["pool"].shape[1],
+        "pool": of_seed[0]["pool"].shape[1],
         "test_images": data["test"].shape[1],
+        "second_holdout": second,
+        "folds": [len(f) for f in split],
         "c_choice": c_rows,
         "random_at_target": target,
         "labels_to_reach_random_at_target": reach,
@@ -515,8 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     # The results name may hold a dot (active_learning_c0.5): append the suffixes, never replace one.
     out = {ext: args.results.with_name(args.results.name + ext) for ext in (".json", ".png", ".md")}
     out[".json"].write_text(json.dumps(record, indent=1) + "\n")
-    plot(means, out[".png"])
+    plot(means, out[".png"], second)
     mirrored = " of each photo and of its mirror image (trained on and averaged)" if args.heads["views"] == 2 else ""
+    name = HOLDOUT_NAMES[second]
+    header = (
+        "| strategy | test: overall acc | test: avg per-class acc | "
+        f"{name}: overall acc | {name}: avg per-class acc |\n"
+        "|---|---:|---:|---:|---:|"
+    )
     lines = [
         "# Choosing what to label: simulated on the FashionDataset (benchmarks/active_learning.py)",
         "",
@@ -526,6 +642,15 @@ def main(argv: list[str] | None = None) -> int:
         f"random labels, {args.batch} per round; seeds {args.seeds}.",
         "",
     ]
+    if split:
+        lines += [
+            f"Cross-validated: the {sum(len(f) for f in split)} labelled photos the test holdout leaves (the pool and "
+            f"the selection holdout) split once into {args.folds} folds of {min(len(f) for f in split)}-"
+            f"{max(len(f) for f in split)}; seed i's simulation draws its start and its picks from the other folds "
+            f'and is scored on fold i mod {args.folds} ("held-out folds": the mean over the seeds is the mean over '
+            "the folds) and on the test holdout. The heads' setting was fixed beforehand, not chosen on these photos.",
+            "",
+        ]
     if c_rows:
         keys = list(args.heads)
         lines += [
@@ -545,12 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         f"Random selection at {target['labels']} labels: overall accuracy {target['overall_acc']:.4f}, average "
         f"per-class accuracy {target['avg_class_acc']:.4f} on the test holdout "
-        f"({target['selection_overall_acc']:.4f} / {target['selection_avg_class_acc']:.4f} on the selection "
-        "holdout). Labels each strategy needs to reach that (mean curve), on each holdout:",
+        f"({target[f'{second}_overall_acc']:.4f} / {target[f'{second}_avg_class_acc']:.4f} on the {name}). Labels "
+        "each strategy needs to reach that (mean curve), on each holdout:",
         "",
-        "| strategy | test: overall acc | test: avg per-class acc | selection: overall acc | "
-        "selection: avg per-class acc |",
-        "|---|---:|---:|---:|---:|",
+        header,
     ]
     for s in strategies:
         cells = [str(reach[s][m] or "not reached") for m in every]
@@ -561,9 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean and 95% interval over the seeds. An interval above 0 reaches random's score with "
         f"{args.budget} labels beyond the seeds' spread; one that holds 0 cannot be told from it.",
         "",
-        "| strategy | test: overall acc | test: avg per-class acc | selection: overall acc | "
-        "selection: avg per-class acc |",
-        "|---|---:|---:|---:|---:|",
+        header,
     ]
     for s in strategies:
         cells = [f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]" for g in (gaps[s][m] for m in every)]
@@ -575,24 +696,23 @@ def main(argv: list[str] | None = None) -> int:
         "gap. The interval above sees only the seeds; this one also sees which photos a holdout happened to hold, "
         "the noise that makes the two holdouts disagree:",
         "",
-        "| strategy | test: overall acc | test: avg per-class acc | selection: overall acc | "
-        "selection: avg per-class acc |",
-        "|---|---:|---:|---:|---:|",
+        header,
     ]
     for s in strategies:
         cells = [
             f"{g['mean']:+.4f} [{g['photos_low']:+.4f}, {g['photos_high']:+.4f}]" for g in (gaps[s][m] for m in every)
         ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± std over the seeds, test holdout (overall accuracy / average per-class accuracy):", ""]
-    lines.append("| labels | " + " | ".join(strategies) + " |")
-    lines.append("|---:|" + "---|" * len(strategies))
-    for i, point in enumerate(means[strategies[0]]):
-        cells = [
-            f"{m['overall_acc']:.4f} ± {m['overall_acc_std']:.4f} / {m['avg_class_acc']:.4f}"
-            for m in (means[s][i] for s in strategies)
-        ]
-        lines.append(f"| {int(point['labels'])} | " + " | ".join(cells) + " |")
+    for prefix, holdout in (("", "test holdout"), (f"{second}_", name)):
+        lines += ["", f"Mean ± std over the seeds, {holdout} (overall accuracy / average per-class accuracy):", ""]
+        lines.append("| labels | " + " | ".join(strategies) + " |")
+        lines.append("|---:|" + "---|" * len(strategies))
+        for i, point in enumerate(means[strategies[0]]):
+            cells = []
+            for m in (means[s][i] for s in strategies):
+                acc, spread, balanced = (m[prefix + k] for k in ("overall_acc", "overall_acc_std", "avg_class_acc"))
+                cells.append(f"{acc:.4f} ± {spread:.4f} / {balanced:.4f}")
+            lines.append(f"| {int(point['labels'])} | " + " | ".join(cells) + " |")
     lines += ["", f"Figure: `{out['.png']}`.", ""]
     out[".md"].write_text("\n".join(lines))
     print("\n".join(lines))

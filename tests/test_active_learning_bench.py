@@ -125,3 +125,63 @@ def test_photo_bootstrap_interval(al: ModuleType):
     half = np.where(np.arange(6)[:, None] < 3, right, wrong).astype(np.int8)
     spread = al.photo_bootstrap([{300: half}], [{400: wrong}], 300, 400, truth, schema, draws=500)
     assert 0.0 <= spread["overall_acc"]["low"] < 0.5 < spread["overall_acc"]["high"] <= 1.0
+
+
+def test_folds_partition_every_photo_once(al: ModuleType):
+    split = al.folds(23, 5)
+    assert sorted(np.concatenate(split).tolist()) == list(range(23))  # every photo in exactly one fold
+    assert sorted(len(f) for f in split) == [4, 4, 5, 5, 5]
+    assert all((a == b).all() for a, b in zip(split, al.folds(23, 5), strict=True))  # the same split every run
+
+
+def test_cv_split_holds_one_fold_out(al: ModuleType):
+    # Feature 0 of a photo is its index over pool then selection; its label is the index too.
+    pool = np.arange(7, dtype=np.float32)[None, :, None].repeat(2, 0)
+    selection = np.arange(7, 10, dtype=np.float32)[None, :, None].repeat(2, 0)
+    data = {
+        "pool": pool,
+        "pool_labels": {"a": np.arange(7)},
+        "selection": selection,
+        "selection_labels": {"a": np.arange(7, 10)},
+        "test": np.zeros((2, 1, 1)),
+        "second": "selection",
+    }
+    fold = np.array([8, 2, 5])
+    cv = al.cv_split(data, fold)
+    assert cv["second"] == "cv"
+    assert cv["selection"][0, :, 0].tolist() == [8, 2, 5] and cv["selection_labels"]["a"].tolist() == [8, 2, 5]
+    assert cv["pool"][1, :, 0].tolist() == [0, 1, 3, 4, 6, 7, 9] == cv["pool_labels"]["a"].tolist()
+    assert cv["test"] is data["test"]
+
+
+def test_photo_bootstrap_scores_each_seed_on_its_own_fold(al: ModuleType):
+    schema = Schema((Group("a", ("p", "q")),))
+    truth = {"a": np.array([0, 1, 0, 1, 1, 0, 0, 1])}
+    y = truth["a"][:, None].astype(np.int8)
+    rows = [np.array([0, 1, 2, 3]), np.array([7, 6, 5, 4])]
+    # Seed 0 right on its fold, seed 1 too; random wrong on every photo of both: the gap is 1 in every draw that
+    # holds a photo of each fold, whatever order a fold's predictions come in.
+    ours = [{300: y[r]} for r in rows]
+    random = [{400: 1 - y[r]} for r in rows]
+    gap = al.photo_bootstrap(ours, random, 300, 400, truth, schema, draws=300, rows=rows)
+    assert gap["overall_acc"] == {"low": 1.0, "high": 1.0}
+    assert gap["avg_class_acc"] == {"low": 1.0, "high": 1.0}
+    # Seed 1's predictions read against seed 0's fold would be wrong half the time: the rows are what aligns them.
+    swapped = al.photo_bootstrap(ours, random, 300, 400, truth, schema, draws=300, rows=rows[::-1])
+    assert swapped["overall_acc"]["low"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--evaluate", "cv", "--head", "mlp", "--views", "flip"], "fix the MLP's width and epochs"),
+        (["--evaluate", "cv", "--head", "mlp", "--mlp", "512x60", "--views", "auto"], "fix --views auto"),
+        (["--evaluate", "cv"], "fix --c auto / --pca auto"),
+        (["--evaluate", "cv", "--c", "0.5", "--seeds", "0,1,2", "--folds", "2"], "3 seeds over 2 folds"),
+        (["--mlp", "512x60"], "pass --head mlp"),
+        (["--head", "mlp", "--mlp", "wide"], "expected WIDTHxEPOCHS"),
+    ],
+)
+def test_arguments_that_cannot_make_a_fair_curve(al: ModuleType, argv: list[str], message: str):
+    with pytest.raises(SystemExit, match=message):  # before any feature is read
+        al.main([*argv, "--results", "/nonexistent/never_written"])
