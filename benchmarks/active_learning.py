@@ -24,7 +24,7 @@ chooses plain or flip with the heads' setting on the selection holdout.
 ``--mlp 512x60`` fixes the MLP's setting instead of choosing it.
 
 ``--evaluate cv`` scores by cross-validation instead of on the selection holdout alone: the pool and the selection
-holdout (every labelled photo the test holdout leaves, 4,499) are split once into ``--folds`` folds (10: 450 photos
+holdout (every labelled photo the test holdout leaves, 4,499) are split once into ``--folds`` folds (10: 449-450 photos
 each, a pool of 4,049-4,050 as with the holdouts), and seed i's simulation picks from the other folds and is scored on
 fold i mod ``--folds`` (the "held-out folds") and on the test holdout. Ten seeds score on all 4,499 photos instead
 of 450, which shrinks the noise of which photos a holdout holds; the heads' setting must be fixed beforehand, since
