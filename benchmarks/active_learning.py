@@ -33,6 +33,10 @@ the folds hold the photos it would be chosen on.
 A whole curve costs seconds per round instead of a fine-tune per round. The embeddings the k-center and BADGE strategies
 use are the same features, L2-normalised: what ``fashattr tag`` stores.
 
+``bald`` and ``powerbald`` (``fashattr.catalog.select.choose_sampled``) need ``--head mlp``: they score the pool by
+the disagreement of ``MC_DRAWS`` forward passes with the MLP's dropout left on (:meth:`MLPHeads.samples`); the model
+that is scored keeps its dropout off, as for every other strategy.
+
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
 reach random selection's accuracy at 2,000 labels, and seed by seed each strategy at 1,400 labels (``--budget``)
@@ -59,7 +63,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
-STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced")
+STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced", "bald", "powerbald")
+SAMPLED = ("bald", "powerbald")  # need the MLP's dropout samples; not in the default --strategies
+MC_DRAWS = 20  # bald, powerbald: dropout forward passes per round (Gal et al. 2017 use 20)
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" (or "cv_") + each: the second holdout
 HOLDOUT_NAMES = {"test": "test", "selection": "selection", "cv": "held-out folds"}  # table headings
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
@@ -192,6 +198,27 @@ class MLPHeads:
             return {
                 name: torch.softmax(head(h), -1).mean(0).numpy().astype(np.float64) for name, head in self.heads.items()
             }
+
+    def samples(self, x: np.ndarray, draws: int, seed: int) -> dict[str, np.ndarray]:
+        """Per group ``(draws, N, C)``: :meth:`probabilities` with the dropout left on, one mask per pass (Monte Carlo
+        dropout, Gal & Ghahramani 2016), for BALD. The same ``seed`` gives the same masks."""
+        import torch
+
+        feats = torch.as_tensor(x, dtype=torch.float32)
+        out: dict[str, list[np.ndarray]] = {name: [] for name in self.heads}
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.body.train()
+        try:
+            with torch.no_grad():
+                for _ in range(draws):
+                    h = self.body(feats)
+                    for name, head in self.heads.items():
+                        out[name].append(torch.softmax(head(h), -1).mean(0).numpy().astype(np.float64))
+        finally:
+            self.body.eval()
+            torch.random.set_rng_state(state)  # the masks must not shift the next round's training
+        return {name: np.stack(parts) for name, parts in out.items()}
 
 
 def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
@@ -357,7 +384,7 @@ def simulate(
     """One seed's curve for ``strategy``, and every round's predicted classes ``(N, groups)`` on each holdout
     (``{labels: {"test": ..., second: ...}}``, for :func:`photo_bootstrap`; ``second``: ``data["second"]``);
     ``x``: what the heads see (:func:`inputs`, computed once per pool)."""
-    from fashattr.catalog.select import choose
+    from fashattr.catalog.select import SAMPLED_STRATEGIES, choose, choose_sampled
 
     schema, second = data["schema"], data["second"]
     pool, test, selection = x["pool"], x["test"], x["selection"]
@@ -386,8 +413,12 @@ def simulate(
         if len(labelled) >= args.stop:
             return curve, predicted
         rest = np.setdiff1d(np.arange(n), labelled)
-        probs = probabilities(heads, pool[:, rest], schema)
-        picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
+        if strategy in SAMPLED_STRATEGIES:
+            draws = heads.samples(pool[:, rest], MC_DRAWS, seed=seed + len(labelled))
+            picks = choose_sampled(strategy, args.batch, draws, seed=seed + len(labelled))
+        else:
+            probs = probabilities(heads, pool[:, rest], schema)
+            picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
         labelled = np.concatenate([labelled, rest[picks]])
 
 
@@ -464,7 +495,11 @@ def plot(means: dict[str, list[dict[str, float]]], path: Path, second: str = "se
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument(
+        "--strategies",
+        default=",".join(s for s in STRATEGIES if s not in SAMPLED),
+        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(SAMPLED)}: --head mlp only)",
+    )
     ap.add_argument("--recipe", default="linear_probe", help="the recipe whose frozen backbone gives the features")
     ap.add_argument("--start", type=int, default=300, help="random labelled photos every seed starts from")
     ap.add_argument("--batch", type=int, default=200, help="photos picked per round")
@@ -504,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed i on fold i (of --folds) of every labelled photo the test holdout leaves, its simulation pool the other "
         "folds (the heads' setting must be fixed: the folds hold the photos it would be chosen on)",
     )
-    ap.add_argument("--folds", type=int, default=10, help="--evaluate cv: folds; the seeds must cover each equally")
+    ap.add_argument("--folds", type=int, help="--evaluate cv: folds (default 10); the seeds must cover each equally")
     ap.add_argument("--target", type=int, default=2000, help="random selection's labels the others are held to")
     ap.add_argument(
         "--budget", type=int, default=1400, help="labels at which each strategy is compared with random at --target"
@@ -526,9 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     strategies = args.strategies.split(",")
     if "random" not in strategies:
         raise SystemExit(f"--strategies {args.strategies}: random is the baseline every target is measured against")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise SystemExit(f"--strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
+    sampled = [s for s in strategies if s in SAMPLED]
+    if sampled and args.head != "mlp":
+        raise SystemExit(f"--strategies {','.join(sampled)} needs dropout samples: pass --head mlp")
     if args.views == "auto" and args.head == "logistic" and args.c != "auto":
         raise SystemExit("--views auto chooses the views with the heads' setting: pass --c auto")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.folds is not None and args.evaluate != "cv":
+        raise SystemExit(f"--folds {args.folds} splits the photos for --evaluate cv only: pass --evaluate cv")
+    args.folds = 10 if args.folds is None else args.folds
     if args.evaluate == "cv":
         chosen = "--views auto" if args.views == "auto" else None
         if args.head == "mlp" and fixed_mlp is None:

@@ -68,6 +68,22 @@ def test_two_views_average_the_views_probabilities(al: ModuleType, setting: dict
         assert (both["b"][:, 1] == 0).all()
 
 
+def test_dropout_samples_for_bald(al: ModuleType):
+    import torch
+
+    schema, x, labels = two_view_data()
+    heads = al.fit_heads(x, labels, schema, {"hidden": 16, "epochs": 3, "seed": 0})
+    before = torch.random.get_rng_state()
+    draws = heads.samples(x, 5, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the masks leave the next round's training alone
+    assert not heads.body.training  # dropout off again for scoring
+    for g in schema.groups:
+        assert draws[g.name].shape == (5, 60, g.num_classes)
+        np.testing.assert_allclose(draws[g.name].sum(2), 1.0, atol=1e-6)
+        assert not np.allclose(draws[g.name][0], draws[g.name][1])  # each pass its own dropout masks
+        np.testing.assert_array_equal(draws[g.name], heads.samples(x, 5, seed=7)[g.name])  # the seed fixes them
+
+
 def test_two_view_inputs_are_scaled_by_the_plain_view(al: ModuleType):
     _, x, _ = two_view_data()
     data = {"pool": x * 3 + 1, "selection": x[:, :10], "test": x[:, 10:20]}
@@ -180,6 +196,9 @@ def test_photo_bootstrap_scores_each_seed_on_its_own_fold(al: ModuleType):
         (["--evaluate", "cv", "--c", "0.5", "--seeds", "0,1,2", "--folds", "2"], "3 seeds over 2 folds"),
         (["--mlp", "512x60"], "pass --head mlp"),
         (["--head", "mlp", "--mlp", "wide"], "expected WIDTHxEPOCHS"),
+        (["--folds", "5"], "--folds 5 splits the photos for --evaluate cv only"),
+        (["--strategies", "random,bald"], "bald needs dropout samples: pass --head mlp"),
+        (["--strategies", "random,marginal"], r"unknown \['marginal'\]"),
     ],
 )
 def test_arguments_that_cannot_make_a_fair_curve(al: ModuleType, argv: list[str], message: str):

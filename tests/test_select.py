@@ -18,15 +18,19 @@ from sqlalchemy.engine import Engine
 from fashattr.catalog.db import predictions
 from fashattr.catalog.search import SearchError, open_catalog, resolve_model
 from fashattr.catalog.select import (
+    SAMPLED_STRATEGIES,
     STRATEGIES,
     badge,
     balanced_boundary,
+    bald_information,
     catalog_probabilities,
     choose,
+    choose_sampled,
     class_boundary_distance,
     entropy_uncertainty,
     kcenter_greedy,
     margin_uncertainty,
+    power_sample,
     residuals,
     select,
 )
@@ -113,6 +117,42 @@ def test_balanced_gives_a_rare_class_its_turn():
     assert list(choose("balanced", 3, probs, seed=2)) == list(balanced_boundary(probs, 3, seed=2))
     assert sorted(balanced_boundary(probs, 9, seed=1)) == [0, 1, 2, 3, 4]  # n above the pool: every photo once
     assert sorted(balanced_boundary({"one": np.ones((4, 1))}, 4, seed=0)) == [0, 1, 2, 3]  # no boundary: random
+
+
+def entropy(p: list[float]) -> float:
+    return -sum(x * math.log(x) for x in p if x > 0)
+
+
+def test_bald_scores_what_the_passes_disagree_on_not_what_all_find_ambiguous():
+    # Two dropout passes. Photo 0: each pass sure, of a different class. Photo 1: both passes split evenly (margin's
+    # favourite). Photo 2: both lean to class 0, unequally.
+    a = np.array([[[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]], [[0.0, 1.0], [0.5, 0.5], [0.7, 0.3]]])
+    b = np.array([[[0.2, 0.3, 0.5]] * 3, [[0.2, 0.3, 0.5]] * 3])  # group b: the passes agree on every photo
+    info = bald_information({"a": a, "b": b})
+    by_hand = [math.log(2), 0.0, entropy([0.8, 0.2]) - (entropy([0.9, 0.1]) + entropy([0.7, 0.3])) / 2]
+    assert info == pytest.approx(by_hand, abs=1e-9)
+    assert list(choose_sampled("bald", 3, {"a": a, "b": b})) == [0, 2, 1]
+    margin = margin_uncertainty({"a": a.mean(0), "b": b.mean(0)})  # what the averaged prediction shows
+    assert margin[0] == margin[1] > margin[2]  # margin cannot tell photo 0 from the one every pass finds ambiguous
+    assert SAMPLED_STRATEGIES == ("bald", "powerbald") and not set(SAMPLED_STRATEGIES) & set(STRATEGIES)
+    with pytest.raises(ValueError, match=r"unknown sampled strategy 'margin'; choose from \['bald', 'powerbald'\]"):
+        choose_sampled("margin", 1, {"a": a})
+
+
+def test_power_sample_draws_in_proportion_to_the_scores():
+    for seed in range(20):  # the one positive score always comes first; the zeros follow in a random order
+        picks = power_sample(np.array([0.0, 0.0, 5.0, 0.0]), 4, seed)
+        assert picks[0] == 2 and sorted(picks) == [0, 1, 2, 3]
+    firsts = np.array([power_sample(np.array([1.0, 3.0]), 1, seed)[0] for seed in range(4000)])
+    assert abs(firsts.mean() - 0.75) < 0.025  # P(first = 1) = 3 / (1 + 3); the binomial sd is 0.007
+    scores = np.array([1.0, 3.0, 2.0])
+    assert list(power_sample(scores, 2, seed=3)) == list(power_sample(scores, 2, seed=3))  # the seed fixes the draw
+    assert len(power_sample(scores, 10, seed=0)) == 3  # n above the pool: every photo once
+    with pytest.raises(ValueError, match="scores >= 0"):
+        power_sample(np.array([1.0, -0.1]), 1)
+    samples = {"a": np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]])}  # BALD: log 2 and 0
+    for seed in range(5):
+        assert list(choose_sampled("powerbald", 2, samples, seed)) == [0, 1]
 
 
 @pytest.fixture(scope="module")

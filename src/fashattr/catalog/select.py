@@ -16,6 +16,16 @@ Strategies (the active-learning literature's usual ones):
   photos near its boundary as a common one (uncertainty sampling alone mostly meets the common classes' borders);
 - ``random``: the baseline every strategy must beat.
 
+Two more need several stochastic predictions of each photo (Monte Carlo dropout), which a catalog does not store,
+so only ``benchmarks/active_learning.py`` runs them (:data:`SAMPLED_STRATEGIES`, :func:`choose_sampled`):
+
+- ``bald``: BALD (Houlsby et al. 2011; Gal et al. 2017, "Deep Bayesian Active Learning with Image Data"): the
+  photos whose labels would tell most about the model's weights, the dropout samples' disagreement. Margin and
+  entropy also pick photos that are ambiguous to every model (a blurred print, a label the annotators split on);
+  BALD's score is near zero there, since every sample agrees that it is unsure;
+- ``powerbald``: the batch drawn at random with chances in proportion to BALD's score (Kirsch et al. 2023,
+  "Stochastic Batch Acquisition"), so a batch is not a hundred near-copies of the most informative photo.
+
 ``benchmarks/active_learning.py`` measures them on the FashionDataset (labels against accuracy, three and ten seeds).
 """
 
@@ -36,6 +46,7 @@ from fashattr.catalog.search import SearchError, resolve_model
 from fashattr.catalog.similar import latest_paths, load_embeddings
 
 STRATEGIES = ("margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced", "random")
+SAMPLED_STRATEGIES = ("bald", "powerbald")  # need (draws, N, C) samples per group: see choose_sampled
 CANDIDATES = 4  # margin+kcenter: k-center among this many times n of the most uncertain photos
 
 
@@ -58,6 +69,51 @@ def entropy_uncertainty(probs: dict[str, np.ndarray]) -> np.ndarray:
         c = p.shape[1]
         parts.append(-(p * np.log(p)).sum(1) / np.log(c) if c > 1 else np.zeros(len(p)))
     return np.mean(parts, axis=0)
+
+
+def bald_information(samples: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image, BALD's mutual information between its labels and the model's weights, summed over the groups
+    (labeling a photo reveals every group): ``H[mean_t p_t] - mean_t H[p_t]`` in nats. ``samples``: per group
+    ``(T, N, C)`` probabilities of ``T`` stochastic forward passes (dropout on). 0 where every pass agrees, however
+    unsure; ``log C`` at most, where each pass is certain of a different class."""
+    total: np.ndarray | None = None
+    for s in samples.values():
+        p = np.clip(np.asarray(s, dtype=np.float64), 1e-12, 1.0)
+        mean = p.mean(0)
+        part = -(mean * np.log(mean)).sum(1) + (p * np.log(p)).sum(2).mean(0)
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no group to score")
+    return np.maximum(total, 0.0)  # the clip can leave -1e-12 where the passes agree
+
+
+def power_sample(scores: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` row indices drawn without replacement with chances in proportion to ``scores`` (>= 0), by Gumbel
+    top-k: ``argsort(log s + Gumbel noise)`` (Kirsch et al. 2023). A score of 0 is drawn only once every positive
+    score is taken."""
+    s = np.asarray(scores, dtype=np.float64)
+    if (s < 0).any():
+        raise ValueError("power sampling needs scores >= 0")
+    gumbel = np.random.default_rng(seed).gumbel(size=len(s))
+    with np.errstate(divide="ignore"):
+        keys = np.where(s > 0, np.log(s) + gumbel, -np.inf)
+    # ties at -inf (zero scores) fall back to the Gumbel order alone: random among them
+    return np.lexsort((-gumbel, -keys))[: min(n, len(s))]
+
+
+def choose_sampled(strategy: str, n: int, samples: dict[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    """The ``n`` row indices ``strategy`` (one of :data:`SAMPLED_STRATEGIES`) picks, best first, from per group
+    ``(T, N, C)`` probabilities of ``T`` stochastic forward passes.
+
+    Raises:
+        ValueError: an unknown strategy.
+    """
+    if strategy not in SAMPLED_STRATEGIES:
+        raise ValueError(f"unknown sampled strategy {strategy!r}; choose from {list(SAMPLED_STRATEGIES)}")
+    info = bald_information(samples)
+    if strategy == "bald":
+        return np.argsort(-info, kind="stable")[: min(n, len(info))]
+    return power_sample(info, n, seed)
 
 
 def kcenter_greedy(embeddings: np.ndarray, n: int, labelled: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
