@@ -75,7 +75,7 @@ def bald_information(samples: dict[str, np.ndarray]) -> np.ndarray:
     """Per image, BALD's mutual information between its labels and the model's weights, summed over the groups
     (labeling a photo reveals every group): ``H[mean_t p_t] - mean_t H[p_t]`` in nats. ``samples``: per group
     ``(T, N, C)`` probabilities of ``T`` stochastic forward passes (dropout on). 0 where every pass agrees, however
-    unsure; ``log C`` at most, where each pass is certain of a different class."""
+    unsure; a group adds ``log C`` at most, where the passes are each certain and split evenly over its classes."""
     total: np.ndarray | None = None
     for s in samples.values():
         p = np.clip(np.asarray(s, dtype=np.float64), 1e-12, 1.0)
