@@ -60,11 +60,13 @@ from typing import Any
 
 import numpy as np
 
+from fashattr.catalog import select
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
-STRATEGIES = ("random", "margin", "entropy", "kcenter", "margin+kcenter", "badge", "balanced", "bald", "powerbald")
-SAMPLED = ("bald", "powerbald")  # need the MLP's dropout samples; not in the default --strategies
+# fashattr select's strategies, random first, then those that need the MLP's dropout samples (not in the default)
+STRATEGIES = ("random", *(s for s in select.STRATEGIES if s != "random"), *select.SAMPLED_STRATEGIES)
 MC_DRAWS = 20  # bald, powerbald: dropout forward passes per round (Gal et al. 2017 use 20)
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" (or "cv_") + each: the second holdout
 HOLDOUT_NAMES = {"test": "test", "selection": "selection", "cv": "held-out folds"}  # table headings
@@ -204,21 +206,15 @@ class MLPHeads:
         dropout, Gal & Ghahramani 2016), for BALD. The same ``seed`` gives the same masks."""
         import torch
 
-        feats = torch.as_tensor(x, dtype=torch.float32)
-        out: dict[str, list[np.ndarray]] = {name: [] for name in self.heads}
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         self.body.train()
         try:
-            with torch.no_grad():
-                for _ in range(draws):
-                    h = self.body(feats)
-                    for name, head in self.heads.items():
-                        out[name].append(torch.softmax(head(h), -1).mean(0).numpy().astype(np.float64))
+            passes = [self.probabilities(x) for _ in range(draws)]
         finally:
             self.body.eval()
             torch.random.set_rng_state(state)  # the masks must not shift the next round's training
-        return {name: np.stack(parts) for name, parts in out.items()}
+        return {name: np.stack([p[name] for p in passes]) for name in self.heads}
 
 
 def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
@@ -384,8 +380,6 @@ def simulate(
     """One seed's curve for ``strategy``, and every round's predicted classes ``(N, groups)`` on each holdout
     (``{labels: {"test": ..., second: ...}}``, for :func:`photo_bootstrap`; ``second``: ``data["second"]``);
     ``x``: what the heads see (:func:`inputs`, computed once per pool)."""
-    from fashattr.catalog.select import SAMPLED_STRATEGIES, choose, choose_sampled
-
     schema, second = data["schema"], data["second"]
     pool, test, selection = x["pool"], x["test"], x["selection"]
     plain = data["pool"][0]  # the embeddings fashattr tag stores: the plain image's
@@ -413,12 +407,12 @@ def simulate(
         if len(labelled) >= args.stop:
             return curve, predicted
         rest = np.setdiff1d(np.arange(n), labelled)
-        if strategy in SAMPLED_STRATEGIES:
+        if strategy in select.SAMPLED_STRATEGIES:
             draws = heads.samples(pool[:, rest], MC_DRAWS, seed=seed + len(labelled))
-            picks = choose_sampled(strategy, args.batch, draws, seed=seed + len(labelled))
+            picks = select.choose_sampled(strategy, args.batch, draws, seed=seed + len(labelled))
         else:
             probs = probabilities(heads, pool[:, rest], schema)
-            picks = choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
+            picks = select.choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
         labelled = np.concatenate([labelled, rest[picks]])
 
 
@@ -497,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument(
         "--strategies",
-        default=",".join(s for s in STRATEGIES if s not in SAMPLED),
-        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(SAMPLED)}: --head mlp only)",
+        default=",".join(s for s in STRATEGIES if s not in select.SAMPLED_STRATEGIES),
+        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(select.SAMPLED_STRATEGIES)}: --head mlp only)",
     )
     ap.add_argument("--recipe", default="linear_probe", help="the recipe whose frozen backbone gives the features")
     ap.add_argument("--start", type=int, default=300, help="random labelled photos every seed starts from")
@@ -564,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise SystemExit(f"--strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
-    sampled = [s for s in strategies if s in SAMPLED]
+    sampled = [s for s in strategies if s in select.SAMPLED_STRATEGIES]
     if sampled and args.head != "mlp":
         raise SystemExit(f"--strategies {','.join(sampled)} needs dropout samples: pass --head mlp")
     if args.views == "auto" and args.head == "logistic" and args.c != "auto":
