@@ -37,6 +37,17 @@ use are the same features, L2-normalised: what ``fashattr tag`` stores.
 the disagreement of ``MC_DRAWS`` forward passes with the MLP's dropout left on (:meth:`MLPHeads.samples`); the model
 that is scored keeps its dropout off, as for every other strategy.
 
+Two more were tried here and are not in ``fashattr select``, since neither beat margin (``--strategies`` names them;
+``TRIED``):
+
+- ``density``: information density (Settles & Craven 2008): margin uncertainty times the photo's density, the mean
+  cosine similarity to its ``DENSITY_NEIGHBOURS`` nearest photos of the pool, so an outlier (an odd photo, a label
+  nobody agrees on) is not picked for being unsure;
+- ``dropquery`` (``--head mlp``): DropQuery (Gupte et al. 2024, "Revisiting Active Learning in the Era of Vision
+  Foundation Models"): the photos whose predicted class, of any group, changes in most of ``DROPQUERY_PASSES``
+  passes with the input features dropped out at ``DROPQUERY_RATE`` are the candidates; k-means on their embeddings
+  into a batch's worth of clusters, and the photo nearest each centre is picked.
+
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
 reach random selection's accuracy at 2,000 labels, and seed by seed each strategy at 1,400 labels (``--budget``)
@@ -65,14 +76,24 @@ from fashattr.catalog import select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
-# fashattr select's strategies, random first, then those that need the MLP's dropout samples (not in the default)
-STRATEGIES = ("random", *(s for s in select.STRATEGIES if s != "random"), *select.SAMPLED_STRATEGIES)
+# Strategies measured here but not offered by fashattr select, since each did worse than margin (see the docstring)
+TRIED = ("density", "dropquery")
+# fashattr select's strategies, random first, then those that need the MLP's dropout samples (not in the default),
+# then the tried ones
+STRATEGIES = ("random", *(s for s in select.STRATEGIES if s != "random"), *select.SAMPLED_STRATEGIES, *TRIED)
 MC_DRAWS = 20  # bald, powerbald: dropout forward passes per round (Gal et al. 2017 use 20)
+DENSITY_NEIGHBOURS = 20  # density: how many nearest photos of the pool a photo's density averages over
+DROPQUERY_RATE, DROPQUERY_PASSES = 0.5, 3  # dropquery: feature dropout rate and passes (Gupte et al. 2024: 3)
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" (or "cv_") + each: the second holdout
 HOLDOUT_NAMES = {"test": "test", "selection": "selection", "cv": "held-out folds"}  # table headings
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
 PCA_GRID = (64, 128, 256, 512)  # what --pca auto tries (with every C of C_GRID under --c auto)
 MLP_GRID = ((256, 30), (512, 60))  # (hidden width, epochs) that --head mlp tries on the selection holdout
+
+
+def select_strategies() -> tuple[str, ...]:
+    """What ``fashattr select`` offers, random first: the default ``--strategies``."""
+    return tuple(s for s in STRATEGIES if s not in (*select.SAMPLED_STRATEGIES, *TRIED))
 
 
 def features(recipe: str, views: int = 1) -> dict[str, Any]:
@@ -215,6 +236,48 @@ class MLPHeads:
             self.body.eval()
             torch.random.set_rng_state(state)  # the masks must not shift the next round's training
         return {name: np.stack([p[name] for p in passes]) for name in self.heads}
+
+
+def pool_density(emb: np.ndarray, k: int = DENSITY_NEIGHBOURS) -> np.ndarray:
+    """Per photo, the mean cosine similarity to its ``k`` nearest other photos of ``emb`` (unit vectors ``(N, F)``):
+    high in a crowd of alike photos, low for an outlier."""
+    sims = emb @ emb.T
+    np.fill_diagonal(sims, -np.inf)  # a photo is not its own neighbour
+    return -np.sort(-sims, axis=1)[:, :k].mean(1)
+
+
+def density_margin(probs: dict[str, np.ndarray], density: np.ndarray, n: int) -> np.ndarray:
+    """``density``'s ``n`` picks, best first: margin uncertainty times the photos' :func:`pool_density`."""
+    score = select.margin_uncertainty(probs) * density
+    return np.argsort(-score, kind="stable")[: min(n, len(score))]
+
+
+def dropquery(heads: MLPHeads, x: np.ndarray, emb: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``dropquery``'s ``n`` picks of the photos ``x`` ``(views, N, F)`` (embeddings ``emb``): candidates whose
+    predictions change under input-feature dropout in most passes, then the photo nearest each of ``n`` k-means
+    centres of the candidates. Fewer candidates than ``n``: the photos that changed most often, all of them first."""
+    import torch
+    from sklearn.cluster import KMeans
+
+    def predicted(probs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.stack([p.argmax(1) for p in probs.values()], 1)
+
+    clean = predicted(heads.probabilities(x))
+    masks = torch.Generator().manual_seed(seed)
+    changed = np.zeros(x.shape[1])
+    feats = torch.as_tensor(x, dtype=torch.float32)
+    for _ in range(DROPQUERY_PASSES):
+        keep = (torch.rand(feats.shape[1:], generator=masks) > DROPQUERY_RATE).float() / (1 - DROPQUERY_RATE)
+        changed += (predicted(heads.probabilities((feats * keep).numpy())) != clean).any(1)
+    candidates = np.flatnonzero(changed > DROPQUERY_PASSES / 2)
+    if len(candidates) <= n:
+        return np.argsort(-changed, kind="stable")[: min(n, len(changed))]
+    km = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(emb[candidates])
+    picks = []
+    for c in range(n):
+        members = candidates[km.labels_ == c]
+        picks.append(members[np.argmin(((emb[members] - km.cluster_centers_[c]) ** 2).sum(1))])
+    return np.asarray(picks, dtype=np.int64)
 
 
 def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
@@ -386,6 +449,7 @@ def simulate(
     emb = plain / np.linalg.norm(plain, axis=1, keepdims=True)
     n = pool.shape[1]
     labelled = np.random.default_rng(seed).permutation(n)[: args.start]
+    density: np.ndarray | None = None
     curve = []
     predicted: dict[int, dict[str, np.ndarray]] = {}
     while True:
@@ -410,6 +474,11 @@ def simulate(
         if strategy in select.SAMPLED_STRATEGIES:
             draws = heads.samples(pool[:, rest], MC_DRAWS, seed=seed + len(labelled))
             picks = select.choose_sampled(strategy, args.batch, draws, seed=seed + len(labelled))
+        elif strategy == "dropquery":
+            picks = dropquery(heads, pool[:, rest], emb[rest], args.batch, seed=seed + len(labelled))
+        elif strategy == "density":
+            density = pool_density(emb) if density is None else density  # of the whole pool, once per curve
+            picks = density_margin(probabilities(heads, pool[:, rest], schema), density[rest], args.batch)
         else:
             probs = probabilities(heads, pool[:, rest], schema)
             picks = select.choose(strategy, args.batch, probs, emb[rest], emb[labelled], seed=seed + len(labelled))
@@ -491,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument(
         "--strategies",
-        default=",".join(s for s in STRATEGIES if s not in select.SAMPLED_STRATEGIES),
-        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(select.SAMPLED_STRATEGIES)}: --head mlp only)",
+        default=",".join(select_strategies()),
+        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(select.SAMPLED_STRATEGIES)}, dropquery: "
+        "--head mlp only); the default: fashattr select's",
     )
     ap.add_argument("--recipe", default="linear_probe", help="the recipe whose frozen backbone gives the features")
     ap.add_argument("--start", type=int, default=300, help="random labelled photos every seed starts from")
@@ -558,9 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise SystemExit(f"--strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
-    sampled = [s for s in strategies if s in select.SAMPLED_STRATEGIES]
+    sampled = [s for s in strategies if s in (*select.SAMPLED_STRATEGIES, "dropquery")]
     if sampled and args.head != "mlp":
-        raise SystemExit(f"--strategies {','.join(sampled)} needs dropout samples: pass --head mlp")
+        raise SystemExit(f"--strategies {','.join(sampled)} needs the MLP's dropout: pass --head mlp")
     if args.views == "auto" and args.head == "logistic" and args.c != "auto":
         raise SystemExit("--views auto chooses the views with the heads' setting: pass --c auto")
     seeds = [int(s) for s in args.seeds.split(",")]

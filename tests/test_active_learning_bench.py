@@ -84,6 +84,36 @@ def test_dropout_samples_for_bald(al: ModuleType):
         np.testing.assert_array_equal(draws[g.name], heads.samples(x, 5, seed=7)[g.name])  # the seed fixes them
 
 
+def test_pool_density_by_hand(al: ModuleType):
+    # three unit vectors at 0, 10 and 90 degrees: the two close ones are each other's nearest neighbour
+    angles = np.radians([0.0, 10.0, 90.0])
+    emb = np.stack([np.cos(angles), np.sin(angles)], 1)
+    c10, c80, c90 = (np.cos(np.radians(a)) for a in (10, 80, 90))
+    np.testing.assert_allclose(al.pool_density(emb, k=1), [c10, c10, c80], atol=1e-12)
+    two = [(c10 + c90) / 2, (c10 + c80) / 2, (c80 + c90) / 2]
+    np.testing.assert_allclose(al.pool_density(emb, k=2), two, atol=1e-12)
+
+
+def test_density_margin_prefers_an_unsure_photo_in_a_crowd(al: ModuleType):
+    # margins: photo 0 unsure (0.1 apart), 1 unsure, 2 sure; photo 0 is an outlier (density 0.2)
+    probs = {"a": np.array([[0.55, 0.45], [0.6, 0.4], [0.95, 0.05]])}
+    density = np.array([0.2, 0.9, 0.9])
+    # scores: 0.9 * 0.2 = 0.18, 0.8 * 0.9 = 0.72, 0.1 * 0.9 = 0.09
+    np.testing.assert_array_equal(al.density_margin(probs, density, 3), [1, 0, 2])
+    np.testing.assert_array_equal(al.density_margin(probs, np.ones(3), 1), [0])  # margin alone picks the outlier
+
+
+def test_dropquery_picks_distinct_unsure_photos(al: ModuleType):
+    schema, x, labels = two_view_data()
+    heads = al.fit_heads(x, labels, schema, {"hidden": 16, "epochs": 3, "seed": 0})
+    emb = x[0] / np.linalg.norm(x[0], axis=1, keepdims=True)
+    picks = al.dropquery(heads, x, emb, 5, seed=3)  # 29 of the 60 change in most passes: k-means picks 5
+    assert picks.shape == (5,) and len(set(picks.tolist())) == 5 and picks.max() < 60
+    np.testing.assert_array_equal(picks, al.dropquery(heads, x, emb, 5, seed=3))  # the seed fixes the masks
+    # more asked for than there are candidates (the fallback) and than there are photos: every photo, once
+    assert sorted(al.dropquery(heads, x, emb, 80, seed=3).tolist()) == list(range(60))
+
+
 def test_two_view_inputs_are_scaled_by_the_plain_view(al: ModuleType):
     _, x, _ = two_view_data()
     data = {"pool": x * 3 + 1, "selection": x[:, :10], "test": x[:, 10:20]}
@@ -197,7 +227,8 @@ def test_photo_bootstrap_scores_each_seed_on_its_own_fold(al: ModuleType):
         (["--mlp", "512x60"], "pass --head mlp"),
         (["--head", "mlp", "--mlp", "wide"], "expected WIDTHxEPOCHS"),
         (["--folds", "5"], "--folds 5 splits the photos for --evaluate cv only"),
-        (["--strategies", "random,bald"], "bald needs dropout samples: pass --head mlp"),
+        (["--strategies", "random,bald"], "bald needs the MLP.s dropout: pass --head mlp"),
+        (["--strategies", "random,dropquery"], "dropquery needs the MLP.s dropout: pass --head mlp"),
         (["--strategies", "random,marginal"], r"unknown \['marginal'\]"),
     ],
 )
