@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import load_benchmark
 
+from fashattr.catalog import select
 from fashattr.schema import Group, Schema
 
 
@@ -101,6 +102,18 @@ def test_density_margin_prefers_an_unsure_photo_in_a_crowd(al: ModuleType):
     # scores: 0.9 * 0.2 = 0.18, 0.8 * 0.9 = 0.72, 0.1 * 0.9 = 0.09
     np.testing.assert_array_equal(al.density_margin(probs, density, 3), [1, 0, 2])
     np.testing.assert_array_equal(al.density_margin(probs, np.ones(3), 1), [0])  # margin alone picks the outlier
+
+
+def test_margin_per_group_takes_turns(al: ModuleType):
+    # the gaps between the two best classes, a: 0.0 0.2 0.9 0.8 (its order 0 1 3 2); b: 0.9 0.1 0.0 0.5 (2 1 3 0).
+    # Turns: a takes 0, b takes 2, a takes 1, b takes 3 (its 2 and 1 are taken)
+    a = np.array([[0.5, 0.5], [0.6, 0.4], [0.95, 0.05], [0.9, 0.1]])
+    b = np.array([[0.95, 0.05, 0.0], [0.5, 0.4, 0.1], [0.4, 0.4, 0.2], [0.7, 0.2, 0.1]])
+    np.testing.assert_array_equal(al.margin_per_group({"a": a, "b": b}, 4), [0, 2, 1, 3])
+    np.testing.assert_array_equal(al.margin_per_group({"a": a, "b": b}, 9), [0, 2, 1, 3])  # no more than there are
+    np.testing.assert_array_equal(al.margin_per_group({"a": a}, 2), [0, 1])  # one group: margin itself
+    # margin averages the gaps (0.45 0.15 0.45 0.65) and takes photo 1 first, where neither group is the most unsure
+    np.testing.assert_array_equal(select.choose("margin", 4, {"a": a, "b": b}, np.eye(4), np.eye(4)[:0]), [1, 0, 2, 3])
 
 
 def test_dropquery_picks_distinct_unsure_photos(al: ModuleType):
