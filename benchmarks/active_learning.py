@@ -37,7 +37,7 @@ use are the same features, L2-normalised: what ``fashattr tag`` stores.
 the disagreement of ``MC_DRAWS`` forward passes with the MLP's dropout left on (:meth:`MLPHeads.samples`); the model
 that is scored keeps its dropout off, as for every other strategy.
 
-Two more were tried here and are not in ``fashattr select``, since neither beat margin (``--strategies`` names them;
+Three more were tried here and are not in ``fashattr select``, since none beat margin (``--strategies`` names them;
 ``TRIED``):
 
 - ``density``: information density (Settles & Craven 2008): margin uncertainty times the photo's density, the mean
