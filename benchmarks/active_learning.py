@@ -79,7 +79,7 @@ from fashattr.catalog import select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
-# Strategies measured here but not offered by fashattr select, since each did worse than margin (see the docstring)
+# Strategies measured here but not offered by fashattr select, since none did better than margin (see the docstring)
 TRIED = ("density", "dropquery", "margin-per-group")
 # fashattr select's strategies, random first, then those that need the MLP's dropout samples (not in the default),
 # then the tried ones
