@@ -258,7 +258,7 @@ def density_margin(probs: dict[str, np.ndarray], density: np.ndarray, n: int) ->
 def margin_per_group(probs: dict[str, np.ndarray], n: int) -> np.ndarray:
     """``margin-per-group``'s ``n`` picks, in order: the groups of ``probs`` (per group ``(N, C)``) take turns, each
     picking its smallest-margin photo not picked yet."""
-    orders = [np.argsort(-(1 - (np.sort(p, 1)[:, -1] - np.sort(p, 1)[:, -2])), kind="stable") for p in probs.values()]
+    orders = [np.argsort(-select.margin_uncertainty({g: p}), kind="stable") for g, p in probs.items()]
     n = min(n, len(orders[0]))
     picked: list[int] = []
     taken: set[int] = set()

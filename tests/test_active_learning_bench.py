@@ -120,7 +120,7 @@ def test_dropquery_picks_distinct_unsure_photos(al: ModuleType):
     schema, x, labels = two_view_data()
     heads = al.fit_heads(x, labels, schema, {"hidden": 16, "epochs": 3, "seed": 0})
     emb = x[0] / np.linalg.norm(x[0], axis=1, keepdims=True)
-    picks = al.dropquery(heads, x, emb, 5, seed=3)  # 29 of the 60 change in most passes: k-means picks 5
+    picks = al.dropquery(heads, x, emb, 5, seed=3)  # k-means among the candidates (29 here)
     assert picks.shape == (5,) and len(set(picks.tolist())) == 5 and picks.max() < 60
     np.testing.assert_array_equal(picks, al.dropquery(heads, x, emb, 5, seed=3))  # the seed fixes the masks
     # more asked for than there are candidates (the fallback) and than there are photos: every photo, once
