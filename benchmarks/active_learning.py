@@ -37,8 +37,7 @@ use are the same features, L2-normalised: what ``fashattr tag`` stores.
 the disagreement of ``MC_DRAWS`` forward passes with the MLP's dropout left on (:meth:`MLPHeads.samples`); the model
 that is scored keeps its dropout off, as for every other strategy.
 
-Three more were tried here and are not in ``fashattr select``, since none beat margin (``--strategies`` names them;
-``TRIED``):
+Four more were tried here and are not in ``fashattr select`` (``--strategies`` names them; ``TRIED``):
 
 - ``density``: information density (Settles & Craven 2008): margin uncertainty times the photo's density, the mean
   cosine similarity to its ``DENSITY_NEIGHBOURS`` nearest photos of the pool, so an outlier (an odd photo, a label
@@ -49,7 +48,14 @@ Three more were tried here and are not in ``fashattr select``, since none beat m
   into a batch's worth of clusters, and the photo nearest each centre is picked;
 - ``margin-per-group``: margin, but the groups take turns, each picking the photo nearest its own boundary (the
   smallest gap between its two best classes) that no group has picked yet, where ``margin`` averages the groups'
-  gaps and so favours the groups of many classes.
+  gaps and so favours the groups of many classes;
+- ``ensemble-margin`` (``--head mlp``): margin on the mean probabilities of ``ENSEMBLE_MEMBERS`` MLP heads fitted
+  on the same labels from different random starts (Beluch et al. 2018, "The power of ensembles for active learning
+  in image classification"); the first member is the model that is scored, as for every other strategy, so the
+  ensemble only chooses. Not in ``fashattr select``, which ranks one model's catalog: it would need several bundles
+  tagging the same photos.
+
+None of the first three beat margin; ``ensemble-margin`` is the one that did (see ``benchmarks/README.md``).
 
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
@@ -79,14 +85,16 @@ from fashattr.catalog import select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_line
 
-# Strategies measured here but not offered by fashattr select, since none did better than margin (see the docstring)
-TRIED = ("density", "dropquery", "margin-per-group")
+# Strategies measured here but not offered by fashattr select (see the docstring for each one's reason)
+TRIED = ("density", "dropquery", "margin-per-group", "ensemble-margin")
 # fashattr select's strategies, random first, then those that need the MLP's dropout samples (not in the default),
 # then the tried ones
 STRATEGIES = ("random", *(s for s in select.STRATEGIES if s != "random"), *select.SAMPLED_STRATEGIES, *TRIED)
 MC_DRAWS = 20  # bald, powerbald: dropout forward passes per round (Gal et al. 2017 use 20)
 DENSITY_NEIGHBOURS = 20  # density: how many nearest photos of the pool a photo's density averages over
 DROPQUERY_RATE, DROPQUERY_PASSES = 0.5, 3  # dropquery: feature dropout rate and passes (Gupte et al. 2024: 3)
+ENSEMBLE_MEMBERS = 5  # ensemble-margin: MLP heads whose probabilities are averaged (Beluch et al. 2018: 5-10)
+NEEDS_MLP = (*select.SAMPLED_STRATEGIES, "dropquery", "ensemble-margin")  # strategies the logistic heads cannot run
 METRICS = ("overall_acc", "avg_class_acc")  # on the test holdout; "selection_" (or "cv_") + each: the second holdout
 HOLDOUT_NAMES = {"test": "test", "selection": "selection", "cv": "held-out folds"}  # table headings
 C_GRID = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # what --c auto tries on the selection holdout
@@ -302,6 +310,14 @@ def dropquery(heads: MLPHeads, x: np.ndarray, emb: np.ndarray, n: int, seed: int
     return np.asarray(picks, dtype=np.int64)
 
 
+def ensemble_margin(members: list[dict[str, np.ndarray]], n: int) -> np.ndarray:
+    """``ensemble-margin``'s ``n`` picks, best first: margin uncertainty of the members' mean probabilities (each a
+    dict of per-group ``(N, C)``)."""
+    mean = {g: np.mean([m[g] for m in members], axis=0) for g in members[0]}
+    score = select.margin_uncertainty(mean)
+    return np.argsort(-score, kind="stable")[: min(n, len(score))]
+
+
 def probabilities(heads: Any, x: np.ndarray, schema: Any) -> dict[str, np.ndarray]:
     """Per group ``(N, C)`` over every class of the schema, the mean over the views of ``x`` ``(views, N, F)`` (a
     class no labelled photo has yet gets 0)."""
@@ -498,6 +514,13 @@ def simulate(
             picks = select.choose_sampled(strategy, args.batch, draws, seed=seed + len(labelled))
         elif strategy == "dropquery":
             picks = dropquery(heads, pool[:, rest], emb[rest], args.batch, seed=seed + len(labelled))
+        elif strategy == "ensemble-margin":
+            # The scored heads are the first member; the others differ only in their random start (seed + 1000 j)
+            others = [
+                fit_heads(pool[:, labelled], sub, schema, args.heads | {"seed": seed + 1000 * j})
+                for j in range(1, ENSEMBLE_MEMBERS)
+            ]
+            picks = ensemble_margin([probabilities(h, pool[:, rest], schema) for h in [heads, *others]], args.batch)
         elif strategy == "margin-per-group":
             picks = margin_per_group(probabilities(heads, pool[:, rest], schema), args.batch)
         elif strategy == "density":
@@ -585,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--strategies",
         default=",".join(select_strategies()),
-        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(select.SAMPLED_STRATEGIES)}, dropquery: "
+        help=f"comma-separated, of {','.join(STRATEGIES)} ({', '.join(NEEDS_MLP)}: "
         "--head mlp only); the default: fashattr select's",
     )
     ap.add_argument("--recipe", default="linear_probe", help="the recipe whose frozen backbone gives the features")
@@ -652,9 +675,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise SystemExit(f"--strategies: unknown {unknown}; choose from {list(STRATEGIES)}")
-    sampled = [s for s in strategies if s in (*select.SAMPLED_STRATEGIES, "dropquery")]
+    sampled = [s for s in strategies if s in NEEDS_MLP]
     if sampled and args.head != "mlp":
-        raise SystemExit(f"--strategies {','.join(sampled)} needs the MLP's dropout: pass --head mlp")
+        raise SystemExit(
+            f"--strategies {','.join(sampled)} needs the MLP heads (their dropout, or their random starts): "
+            "pass --head mlp"
+        )
     if args.views == "auto" and args.head == "logistic" and args.c != "auto":
         raise SystemExit("--views auto chooses the views with the heads' setting: pass --c auto")
     seeds = [int(s) for s in args.seeds.split(",")]

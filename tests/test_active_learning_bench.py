@@ -116,6 +116,21 @@ def test_margin_per_group_takes_turns(al: ModuleType):
     np.testing.assert_array_equal(select.choose("margin", 4, {"a": a, "b": b}, np.eye(4), np.eye(4)[:0]), [1, 0, 2, 3])
 
 
+def test_ensemble_margin_ranks_the_members_mean(al: ModuleType):
+    # Two members, one group. Photo 0: each member sure, of opposite classes, so the mean (0.5, 0.5) is a tie;
+    # photo 1: both lean the same way (mean 0.7, 0.3); photo 2: both sure (mean 0.95, 0.05).
+    one = {"a": np.array([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05]])}
+    two = {"a": np.array([[0.1, 0.9], [0.8, 0.2], [0.95, 0.05]])}
+    np.testing.assert_array_equal(al.ensemble_margin([one, two], 3), [0, 1, 2])
+    # Either member alone ranks photo 1 (gap 0.2 or 0.6) against photo 0 (gap 0.8) the other way round for `one`
+    np.testing.assert_array_equal(al.ensemble_margin([one], 3), [1, 0, 2])
+    np.testing.assert_array_equal(al.ensemble_margin([one, two], 9), [0, 1, 2])  # no more than there are
+    # Two groups: the gaps of the mean are averaged over the groups, as margin's are. Group b is sure of photos 0
+    # and 2 and torn on photo 1: the averages are (0 + 1) / 2, (0.4 + 0) / 2, (0.9 + 1) / 2 = 0.5, 0.2, 0.95
+    b = {"b": np.array([[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])}
+    np.testing.assert_array_equal(al.ensemble_margin([one | b, two | b], 3), [1, 0, 2])
+
+
 def test_dropquery_picks_distinct_unsure_photos(al: ModuleType):
     schema, x, labels = two_view_data()
     heads = al.fit_heads(x, labels, schema, {"hidden": 16, "epochs": 3, "seed": 0})
@@ -240,8 +255,9 @@ def test_photo_bootstrap_scores_each_seed_on_its_own_fold(al: ModuleType):
         (["--mlp", "512x60"], "pass --head mlp"),
         (["--head", "mlp", "--mlp", "wide"], "expected WIDTHxEPOCHS"),
         (["--folds", "5"], "--folds 5 splits the photos for --evaluate cv only"),
-        (["--strategies", "random,bald"], "bald needs the MLP.s dropout: pass --head mlp"),
-        (["--strategies", "random,dropquery"], "dropquery needs the MLP.s dropout: pass --head mlp"),
+        (["--strategies", "random,bald"], "bald needs the MLP heads"),
+        (["--strategies", "random,dropquery"], "dropquery needs the MLP heads"),
+        (["--strategies", "random,ensemble-margin"], r"ensemble-margin needs the MLP heads \(.*random starts\)"),
         (["--strategies", "random,marginal"], r"unknown \['marginal'\]"),
     ],
 )
