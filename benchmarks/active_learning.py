@@ -55,7 +55,7 @@ Four more were tried here and are not in ``fashattr select`` (``--strategies`` n
   ensemble only chooses. Not in ``fashattr select``, which ranks one model's catalog: it would need several bundles
   tagging the same photos.
 
-The first three did no better than margin; ``benchmarks/README.md`` has each one's measured curves.
+None reaches the target; ``benchmarks/README.md`` has each one's measured curves.
 
 Reported: overall accuracy (the shop's metric; argmax) and average per-class accuracy against the number of
 labels, mean and standard deviation over the seeds, and the target of issue 33: the labels each strategy needs to
